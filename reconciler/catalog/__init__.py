@@ -1,0 +1,1 @@
+"""Everything PostgreSQL: connections, the embedded server, migrations and the repository layer."""

