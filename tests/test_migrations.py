@@ -381,7 +381,7 @@ def test_cli_migrate_and_sql(empty_db: str) -> None:
     runner = CliRunner()
     first = runner.invoke(cli, ["migrate", "--database-url", empty_db])
     assert first.exit_code == 0, first.output
-    assert "2 migration(s) applied" in first.output
+    assert f"{len(load_migrations())} migration(s) applied" in first.output
     second = runner.invoke(cli, ["migrate", "--database-url", empty_db])
     assert second.exit_code == 0
     assert "is up to date" in second.output

@@ -1,0 +1,387 @@
+"""The pure diff: desired + live + last applied → changes, with the three-way merge of JSON fields."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepdiff import DeepDiff
+
+# Kinds and actions as the plan JSON names them (SPEC section 4).
+KINDS = ("storage-target", "dataset", "record")
+ACTIONS = ("create", "update", "archive", "restore", "purge")
+
+# The catalog fields each kind manages, in manifest (camelCase) terms. The field that
+# carries the archived state is listed in ARCHIVE_FIELD.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "storage-target": ("type", "description", "config"),
+    "dataset": ("name", "description", "status", "storageTarget", "metadata", "retention"),
+    "record": ("owner", "tags", "schemaHash", "metadata", "deleted"),
+}
+# JSON object fields merged key by key: keys only the live object has belong to
+# someone else (ingestion, the services) and are kept.
+MERGED_FIELDS = frozenset({"metadata", "retention"})
+# Fields compared as sets (the services de-duplicate them; order is not meaning).
+SET_FIELDS = frozenset({"tags"})
+# Fields that, when a manifest leaves them out and they were never applied, are
+# left as the catalog has them; all other omitted fields take their default.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "storage-target": {},
+    "dataset": {"status": "active"},
+    "record": {"deleted": False},
+}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an object is defined: file (as shown to users) and its line range."""
+
+    path: str
+    line: int
+    end_line: int
+
+
+@dataclass(frozen=True)
+class Desired:
+    """An object as the manifest tree declares it; ``fields`` holds only what the manifest sets."""
+
+    address: str
+    kind: str
+    fields: Mapping[str, Any]
+    location: Location
+    protect: bool = False
+    purge: bool = False
+    secret_paths: frozenset[str] = frozenset()  # config keys whose values came from ${env:...}
+
+
+@dataclass(frozen=True)
+class Live:
+    """An object as the catalog holds it now, with the token optimistic concurrency compares."""
+
+    address: str
+    kind: str
+    fields: Mapping[str, Any]
+    token: str  # records: their version; datasets and storage targets: updated_at to the millisecond
+    updated_at: str | None = None
+    updated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The reconciler's record of what it last applied to an object, and for which source."""
+
+    address: str
+    kind: str
+    source: str
+    fields: Mapping[str, Any]
+    protect: bool = False
+    commit: str | None = None
+    path: str | None = None
+    line: int | None = None
+    end_line: int | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One planned change to one catalog object (``before``/``after`` hold every managed field)."""
+
+    address: str
+    kind: str
+    action: str
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+    fields: tuple[str, ...]
+    desired: Mapping[str, Any] | None  # what the manifest asked: next run's "last applied"
+    location: Location | None
+    against: str | None  # the live token the plan saw; None = the object must not exist
+    protect: bool = False
+    drift: tuple[str, ...] = ()  # fields changed outside git since the last apply
+
+
+@dataclass(frozen=True)
+class Bookkeeping:
+    """Management recorded without a catalog change: adoption as-is, or refreshed applied state."""
+
+    address: str
+    kind: str
+    reason: str  # "adopt" | "refresh"
+    desired: Mapping[str, Any]
+    location: Location
+    protect: bool
+    against: str | None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A problem that blocks the plan (``error``) or a note worth showing (``note``)."""
+
+    address: str
+    severity: str  # "error" blocks the plan; "drift" and "note" inform
+    message: str
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    """Everything the diff found, in address order."""
+
+    changes: tuple[Change, ...] = ()
+    bookkeeping: tuple[Bookkeeping, ...] = ()
+    unmanaged: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+
+def canonical(field_name: str, value: Any) -> str:
+    """The form two values are compared in: canonical JSON, tags as a sorted set.
+
+    Key order never matters, integral floats equal their integers, and ``true``
+    never equals ``1`` — so nothing shows a perpetual diff, and nothing real hides.
+    """
+    if field_name in SET_FIELDS and value is not None:
+        value = sorted(set(value))
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def same(field_name: str, left: Any, right: Any) -> bool:
+    """Whether two values of a field mean the same thing."""
+    return canonical(field_name, left) == canonical(field_name, right)
+
+
+def changed_paths(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
+                  fields: tuple[str, ...]) -> list[str]:
+    """Field-level paths that differ (``metadata.unit``, ``tags``), for reviewers."""
+    paths: list[str] = []
+    for name in fields:
+        old = (before or {}).get(name)
+        new = (after or {}).get(name)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            tree = DeepDiff(_plain(old), _plain(new), view="tree")
+            found = {name + _dotted(level.path()) for levels in tree.values() for level in levels}
+            paths.extend(sorted(found))
+        else:
+            paths.append(name)
+    return paths
+
+
+def _dotted(deepdiff_path: str) -> str:
+    """``root['a']['b'][0]`` → ``.a.b[0]``."""
+    out = deepdiff_path.removeprefix("root")
+    out = out.replace("['", ".").replace("']", "")
+    return out
+
+
+def merge_object(desired: Mapping[str, Any] | None, applied: Mapping[str, Any] | None,
+                 live: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Three-way merge of one JSON object field.
+
+    Keys the tree sets take the tree's value; keys applied before and now gone from
+    the tree are removed; keys only the live object has belong to someone else and
+    stay. ``None`` (no object) results only when nothing remains and the tree set none.
+    """
+    desired = desired or {}
+    applied = applied or {}
+    merged = {k: v for k, v in (live or {}).items() if k not in applied}
+    merged.update(desired)
+    return merged
+
+
+def target_fields(kind: str, desired: Desired, applied: Applied | None,
+                  live: Live | None) -> dict[str, Any]:
+    """The values every managed field should have after apply."""
+    live_fields = live.fields if live else {}
+    applied_fields = applied.fields if applied else {}
+    target: dict[str, Any] = {}
+    for name in FIELDS[kind]:
+        if name in MERGED_FIELDS:
+            if name in desired.fields or name in applied_fields or live_fields.get(name) is not None:
+                merged = merge_object(desired.fields.get(name), applied_fields.get(name),
+                                      live_fields.get(name))
+                keep_none = name == "retention" and not merged and desired.fields.get(name) is None
+                target[name] = None if keep_none else merged
+            else:
+                target[name] = None if name == "retention" else {}
+        elif name in desired.fields:
+            target[name] = desired.fields[name]
+        elif name in DEFAULTS[kind]:
+            target[name] = DEFAULTS[kind][name]
+        elif name in applied_fields or live is None:
+            target[name] = None  # applied before and now dropped (or a new object): cleared
+        else:
+            target[name] = live_fields.get(name)  # never managed: left as the catalog has it
+    return target
+
+
+def is_archived(kind: str, fields: Mapping[str, Any]) -> bool:
+    """Whether an object is in its archived state (dataset inactive, record soft-deleted)."""
+    if kind == "dataset":
+        return fields.get("status") == "inactive"
+    if kind == "record":
+        return bool(fields.get("deleted"))
+    return False
+
+
+def archived(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields with the archived state set."""
+    out = dict(fields)
+    if kind == "dataset":
+        out["status"] = "inactive"
+    elif kind == "record":
+        out["deleted"] = True
+    return out
+
+
+def _action(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    was, will = is_archived(kind, before), is_archived(kind, after)
+    if will and not was:
+        return "archive"
+    if was and not will:
+        return "restore"
+    return "update"
+
+
+def _changed(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(name for name in FIELDS[kind] if not same(name, before.get(name), after.get(name)))
+
+
+def _drifted(kind: str, live: Live, applied: Applied | None, changed: tuple[str, ...]) -> tuple[str, ...]:
+    """Changed fields whose live value is no longer what the reconciler last applied."""
+    if applied is None:
+        return ()
+    out = []
+    for name in changed:
+        if name in applied.fields and not same(name, applied.fields[name], live.fields.get(name)):
+            if name in MERGED_FIELDS:
+                mine = applied.fields[name] or {}
+                theirs = live.fields.get(name) or {}
+                if all(same(name, {k: mine[k]}, {k: theirs.get(k)}) for k in mine):
+                    continue  # only keys someone else owns differ: not drift
+            out.append(name)
+    return tuple(out)
+
+
+def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
+                   out: _Collector) -> None:
+    kind = desired.kind
+    if live is None:
+        if desired.purge:
+            out.note(desired.address, "purge: true, but it does not exist in the catalog; nothing to do",
+                     desired.location)
+            return
+        after = target_fields(kind, desired, None, None)
+        out.changes.append(Change(desired.address, kind, "create", None, after, FIELDS[kind],
+                                  dict(desired.fields), desired.location, None, desired.protect))
+        return
+    if desired.purge:
+        if desired.protect:
+            out.error(desired.address, "protect and purge are both true; set protect: false to purge it",
+                      desired.location)
+            return
+        out.changes.append(Change(desired.address, kind, "purge", dict(live.fields), None, (),
+                                  dict(desired.fields), desired.location, live.token, False))
+        return
+    after = target_fields(kind, desired, applied, live)
+    changed = _changed(kind, live.fields, after)
+    action = _action(kind, live.fields, after)
+    if action == "archive" and desired.protect:
+        out.error(desired.address, "it is protected (protect: true); set protect: false to archive it",
+                  desired.location)
+        return
+    protect_moves = applied is not None and applied.protect != desired.protect
+    if changed or protect_moves:
+        fields = changed + (("protect",) if protect_moves else ())
+        drift = _drifted(kind, live, applied, changed)
+        out.changes.append(Change(desired.address, kind, action, dict(live.fields), after, fields,
+                                  dict(desired.fields), desired.location, live.token, desired.protect,
+                                  drift))
+        if drift:
+            who = live.updated_by or "someone outside git"
+            when = f" at {live.updated_at}" if live.updated_at else ""
+            out.findings.append(Finding(desired.address, "drift", f"{', '.join(drift)} changed outside "
+                                        f"git by {who}{when}; apply reverts it", desired.location))
+    elif applied is None:
+        out.bookkeeping.append(Bookkeeping(desired.address, kind, "adopt", dict(desired.fields),
+                                           desired.location, desired.protect, live.token))
+    elif dict(applied.fields) != dict(desired.fields) or _moved(applied, desired.location):
+        out.bookkeeping.append(Bookkeeping(desired.address, kind, "refresh", dict(desired.fields),
+                                           desired.location, desired.protect, live.token))
+
+
+def _moved(applied: Applied, location: Location) -> bool:
+    """Moved to another file: worth recording, so a later removal is traced to the right file.
+
+    Moves within a file are not: they would rewrite bookkeeping on every unrelated edit.
+    """
+    return applied.path != location.path
+
+
+def _plan_removed(applied: Applied, live: Live | None, out: _Collector) -> None:
+    location = (Location(applied.path, applied.line or 1, applied.end_line or applied.line or 1)
+                if applied.path else None)
+    if live is None:
+        out.note(applied.address, "no longer declared and already gone from the catalog", location)
+        return
+    if applied.kind == "storage-target":
+        out.note(applied.address, "no longer declared; storage targets have no archived state, so it "
+                 "is left in place (declare it with purge: true to delete it)", location)
+        return
+    if is_archived(applied.kind, live.fields):
+        return
+    if applied.protect:
+        out.error(applied.address, "its manifest was removed but it is protected; restore the manifest "
+                  "and commit protect: false before removing it", location)
+        return
+    after = archived(applied.kind, live.fields)
+    out.changes.append(Change(applied.address, applied.kind, "archive", dict(live.fields), after,
+                              _changed(applied.kind, live.fields, after), None, location, live.token,
+                              False))
+
+
+@dataclass
+class _Collector:
+    changes: list[Change] = field(default_factory=list)
+    bookkeeping: list[Bookkeeping] = field(default_factory=list)
+    unmanaged: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def error(self, address: str, message: str, location: Location | None) -> None:
+        self.findings.append(Finding(address, "error", message, location))
+
+    def note(self, address: str, message: str, location: Location | None) -> None:
+        self.findings.append(Finding(address, "note", message, location))
+
+
+def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
+         *, source: str) -> DiffResult:
+    """Compare the tree with the catalog for one source; no I/O, values in, values out.
+
+    Objects another source manages are never changed (declaring one is an error);
+    objects no source manages and the tree does not declare are listed as unmanaged.
+    """
+    out = _Collector()
+    for address in sorted(set(desired) | set(live) | set(applied)):
+        want, have, done = desired.get(address), live.get(address), applied.get(address)
+        if done is not None and done.source != source:
+            if want is not None:
+                out.error(address, f"it is managed by source {done.source!r}; remove it from this tree "
+                          "or move it between sources explicitly", want.location)
+            continue
+        if want is not None:
+            _plan_declared(want, have, done, out)
+        elif done is not None:
+            _plan_removed(done, have, out)
+        elif have is not None:
+            out.unmanaged.append(address)
+    return DiffResult(tuple(out.changes), tuple(out.bookkeeping), tuple(out.unmanaged),
+                      tuple(out.findings))
