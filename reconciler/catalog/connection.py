@@ -85,17 +85,23 @@ def git_root(start: Path) -> Path | None:
     return None
 
 
-def resolve_database_url(url: str | None, anchor: Path) -> str:
-    """The catalog URL to use: the one given, else the environment's, else the embedded server.
+def resolve_database(url: str | None, anchor: Path) -> tuple[str, bool]:
+    """The catalog URL to use, and whether it is the embedded server.
 
-    The embedded server keeps its data under ``.reconciler/`` at the root of the git
-    repository holding ``anchor`` (the manifest tree, or the working directory), or
-    beside ``anchor`` when it is not in a repository.
+    The URL given wins, then the environment's; with neither, the embedded server is
+    started with its data under ``.reconciler/`` at the root of the git repository
+    holding ``anchor`` (the manifest tree, or the working directory), or beside
+    ``anchor`` when it is not in a repository.
     """
     chosen = url or os.environ.get(DATABASE_URL_ENV)
     if chosen:
-        return chosen
+        return chosen, False
     from .embedded import embedded_url  # started only when needed
 
     root = git_root(anchor) or (anchor.resolve() if anchor.is_dir() else anchor.resolve().parent)
-    return embedded_url(root / ".reconciler")
+    return embedded_url(root / ".reconciler"), True
+
+
+def resolve_database_url(url: str | None, anchor: Path) -> str:
+    """The catalog URL to use (see ``resolve_database``)."""
+    return resolve_database(url, anchor)[0]
