@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,9 +39,13 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from reconciler.catalog.embedded import start_embedded
 
-    server = start_embedded(tmp_path_factory.mktemp("embedded") / ".reconciler")
+    # Its own directory, not pytest's basetemp: pytest prunes old basetemps, and another
+    # pytest process on the machine could delete the data under a running server.
+    state = Path(tempfile.mkdtemp(prefix="reconciler-tests-"))
+    server = start_embedded(state / ".reconciler")
     yield str(server.get_uri(database="postgres"))
     server.cleanup()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def _create_database(admin_url: str, name: str, template: str | None = None) -> str:

@@ -1,0 +1,409 @@
+"""Set-based writes of a plan's changes, with the services' audit rows, inside the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from ..errors import ConflictError, DatabaseError, ReconcilerError
+from ._common import new_id
+from .state import dataset_live, record_live, storage_target_live
+
+APPLY_LOCK_PREFIX = "reconciler:apply:"
+
+
+class LockTimeout(ReconcilerError):
+    """Another apply of the same source held the lock for longer than the timeout."""
+
+
+@dataclass(frozen=True)
+class Write:
+    """One change to write: the plan's change in catalog terms, with its actor and bookkeeping."""
+
+    address: str
+    kind: str
+    action: str
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None  # secrets resolved
+    fields: tuple[str, ...]
+    actor: str
+
+
+@dataclass(frozen=True)
+class Managed:
+    """A reconciler.managed_objects row to write (``applied`` holds no secret values)."""
+
+    address: str
+    kind: str
+    applied: Mapping[str, Any]
+    protect: bool
+    commit: str | None
+    path: str | None
+    line: int | None
+    end_line: int | None
+
+
+# --- locking and re-checking ---------------------------------------------------------------
+
+
+def lock_source(conn: psycopg.Connection[Any], source: str, timeout: float,
+                sleep: Callable[[float], None] = time.sleep) -> None:
+    """Take the source's apply lock for this transaction, waiting up to ``timeout`` seconds.
+
+    On timeout, raises LockTimeout naming the holder (its application name carries the
+    run id and actor) and since when it has held it.
+    """
+    key = APPLY_LOCK_PREFIX + source
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (key,)).fetchone()
+        if row and row[0]:
+            return
+        if time.monotonic() >= deadline:
+            raise LockTimeout(f"another apply of source {source!r} is running ({_holder(conn, key)}); "
+                              f"gave up after {timeout:g} s (--lock-timeout)")
+        sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _holder(conn: psycopg.Connection[Any], key: str) -> str:
+    row = conn.execute(
+        """SELECT a.application_name, a.usename, a.client_addr::text,
+                  to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.objid = hashtext(%s)::oid::bigint
+             AND l.pid <> pg_backend_pid()
+           LIMIT 1""",
+        (key,),
+    ).fetchone()
+    if not row:
+        return "holder unknown"
+    app, user, addr, since = row
+    return f"held by {app or 'an unnamed session'} as database user {user}" + (
+        f" from {addr}" if addr else "") + f", since {since}"
+
+
+_RECHECK = {
+    "storage-target": (sql.SQL(
+        """SELECT name, kind, description, config,
+                  to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+           FROM timestore.storage_targets WHERE name = ANY(%s) FOR UPDATE"""), storage_target_live),
+    "dataset": (sql.SQL(
+        """SELECT d.slug, d.name, d.description, d.status, st.name, d.metadata, rp.policy,
+                  to_char(d.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                  to_char(rp.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+           FROM timestore.datasets d
+           LEFT JOIN timestore.storage_targets st ON st.id = d.default_storage_target_id
+           LEFT JOIN timestore.dataset_retention_policies rp ON rp.dataset_id = d.id
+           WHERE d.slug = ANY(%s) FOR UPDATE OF d"""), dataset_live),
+    "record": (sql.SQL(
+        """SELECT r.namespace, r.record_key, r.owner, r.tags, r.schema_hash, r.metadata,
+                  r.deleted_at IS NOT NULL, r.version,
+                  to_char(r.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), r.updated_by
+           FROM metastore.metastore_records r
+           JOIN unnest(%s::text[], %s::text[]) AS k(namespace, record_key)
+             ON r.namespace = k.namespace AND r.record_key = k.record_key
+           FOR UPDATE OF r"""), record_live),
+}
+
+
+def identity(address: str) -> str:
+    """The part of an address after ``kind:``."""
+    return address.split(":", 1)[1]
+
+
+def recheck(conn: psycopg.Connection[Any], expected: Mapping[str, tuple[str, str | None]],
+            source: str) -> None:
+    """Lock every object the plan touches and compare it with what the plan saw.
+
+    ``expected`` maps address → (kind, token the plan saw; None = must not exist).
+    Any difference raises one ConflictError naming every object that moved.
+    """
+    problems: list[str] = []
+    for kind, (query, build) in _RECHECK.items():
+        wanted = {a: t for a, (k, t) in expected.items() if k == kind}
+        if not wanted:
+            continue
+        found = {}
+        ids = [identity(a) for a in wanted]
+        params = ([i.split("/", 1)[0] for i in ids], [i.split("/", 1)[1] for i in ids]) \
+            if kind == "record" else (ids,)
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            for row in cur:
+                obj = build(row)
+                found[obj.address] = obj
+        for address, token in sorted(wanted.items()):
+            now = found.get(address)
+            if token is None and now is not None:
+                problems.append(f"{address} was created since the plan")
+            elif token is not None and now is None:
+                problems.append(f"{address} was deleted since the plan")
+            elif now is not None and now.token != token:
+                who = f" by {now.updated_by}" if now.updated_by else ""
+                problems.append(f"{address} changed since the plan{who} (plan saw {token}, now {now.token})")
+    others = conn.execute(
+        "SELECT address, source FROM reconciler.managed_objects WHERE address = ANY(%s) AND source <> %s",
+        (list(expected), source),
+    ).fetchall()
+    problems += [f"{address} is now managed by source {other!r}" for address, other in others]
+    if problems:
+        raise ConflictError("the catalog changed since the plan was made; nothing was applied:\n  "
+                            + "\n  ".join(problems) + "\nrun plan again and review the new plan")
+
+
+# --- storage targets -------------------------------------------------------------------------
+
+
+def write_storage_targets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> None:
+    """Create, update or delete storage targets (ids ``st-<name>``, as the service names its own)."""
+    upserts = [w for w in writes if w.action != "purge"]
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO timestore.storage_targets (id, name, kind, description, config)
+               VALUES (%s, %s, %s, %s, %s)
+               ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, description = EXCLUDED.description,
+                   config = EXCLUDED.config,
+                   updated_at = GREATEST(clock_timestamp(), timestore.storage_targets.updated_at
+                                         + interval '1 millisecond')""",
+            [("st-" + identity(w.address), identity(w.address), _a(w, "type"), _a(w, "description"),
+              Jsonb(_a(w, "config") or {})) for w in upserts],
+        )
+
+
+def purge_storage_targets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> None:
+    """Delete storage targets marked for purge (after datasets, which may point at them)."""
+    names = [identity(w.address) for w in writes if w.action == "purge"]
+    if not names:
+        return
+    try:
+        with conn.transaction():
+            conn.execute("DELETE FROM timestore.storage_targets WHERE name = ANY(%s)", (names,))
+    except psycopg.errors.ForeignKeyViolation as error:
+        raise ConflictError(f"cannot purge storage target(s) {', '.join(names)}: still referenced "
+                            f"({error.diag.message_detail or error.diag.message_primary})") from None
+
+
+def _a(write: Write, name: str) -> Any:
+    return (write.after or {}).get(name)
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+_AUDIT_KEY = {"name": "name", "description": "description", "status": "status",
+              "storageTarget": "defaultStorageTargetId", "metadata": "metadata"}
+_DATASET_ACTION = {"create": "admin.dataset.created", "update": "admin.dataset.updated",
+                   "restore": "admin.dataset.updated", "archive": "admin.dataset.archived",
+                   "purge": "admin.dataset.purged"}
+_TARGET_ID = sql.SQL("(SELECT id FROM timestore.storage_targets WHERE name = %s)")
+_INSERT_DATASET = sql.SQL(
+    """INSERT INTO timestore.datasets (id, slug, name, description, status, default_storage_target_id,
+           metadata)
+       VALUES (%s, %s, %s, %s, %s, {target}, %s)""").format(target=_TARGET_ID)
+_UPDATE_DATASET = sql.SQL(
+    """UPDATE timestore.datasets SET name = %s, description = %s, status = %s,
+           default_storage_target_id = {target}, metadata = %s,
+           updated_at = GREATEST(clock_timestamp(), updated_at + interval '1 millisecond')
+       WHERE slug = %s""").format(target=_TARGET_ID)
+
+
+def write_datasets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> None:
+    """Write dataset changes and, in the same transaction, the services' audit rows.
+
+    Columns change only when a column field changed; a retention-only change writes
+    the policy and its lifecycle row and leaves the dataset row (and its updated_at) alone.
+    """
+    creates = [w for w in writes if w.action == "create"]
+    column_changes = [w for w in writes if w.action in ("update", "archive", "restore")
+                      and set(w.fields) & set(_AUDIT_KEY)]
+    purges = [w for w in writes if w.action == "purge"]
+    with conn.cursor() as cur:
+        cur.executemany(
+            _INSERT_DATASET,
+            [(new_id("ds"), identity(w.address), _a(w, "name"), _a(w, "description"), _a(w, "status"),
+              _a(w, "storageTarget"), Jsonb(_a(w, "metadata") or {})) for w in creates],
+        )
+        cur.executemany(
+            _UPDATE_DATASET,
+            [(_a(w, "name"), _a(w, "description"), _a(w, "status"), _a(w, "storageTarget"),
+              Jsonb(_a(w, "metadata") or {}), identity(w.address)) for w in column_changes],
+        )
+        _write_retention(cur, [w for w in writes if w.action != "purge"
+                               and (w.action == "create" or "retention" in w.fields)])
+        cur.executemany(
+            """INSERT INTO timestore.dataset_access_audit
+                   (id, dataset_id, dataset_slug, actor_id, action, success, metadata, created_at)
+               SELECT %s, id, slug, %s, %s, true, %s, clock_timestamp() FROM timestore.datasets
+               WHERE slug = %s""",
+            [(new_id("da"), w.actor, _DATASET_ACTION[w.action], Jsonb(_dataset_audit(w)),
+              identity(w.address)) for w in [*creates, *column_changes, *purges]],
+        )
+        cur.executemany("DELETE FROM timestore.datasets WHERE slug = %s",
+                        [(identity(w.address),) for w in purges])
+
+
+def _dataset_audit(write: Write) -> dict[str, Any]:
+    if write.action == "create":
+        return {"after": {_AUDIT_KEY[k]: v for k, v in (write.after or {}).items() if k in _AUDIT_KEY},
+                "fieldsChanged": [_AUDIT_KEY[k] for k in _AUDIT_KEY]}
+    if write.action == "purge":
+        return {"before": {_AUDIT_KEY[k]: v for k, v in (write.before or {}).items() if k in _AUDIT_KEY}}
+    fields = [f for f in write.fields if f in _AUDIT_KEY]
+    return {"before": {_AUDIT_KEY[f]: (write.before or {}).get(f) for f in fields},
+            "after": {_AUDIT_KEY[f]: (write.after or {}).get(f) for f in fields},
+            "fieldsChanged": [_AUDIT_KEY[f] for f in fields]}
+
+
+def _write_retention(cur: psycopg.Cursor[Any], writes: Sequence[Write]) -> None:
+    sets = [w for w in writes if _a(w, "retention") is not None]
+    drops = [w for w in writes if _a(w, "retention") is None and w.action != "create"]
+    cur.executemany(
+        """INSERT INTO timestore.dataset_retention_policies (dataset_id, policy, updated_at)
+           SELECT id, %s, clock_timestamp() FROM timestore.datasets WHERE slug = %s
+           ON CONFLICT (dataset_id) DO UPDATE SET policy = EXCLUDED.policy, updated_at = clock_timestamp()""",
+        [(Jsonb(_a(w, "retention")), identity(w.address)) for w in sets],
+    )
+    cur.executemany(
+        """DELETE FROM timestore.dataset_retention_policies
+           WHERE dataset_id = (SELECT id FROM timestore.datasets WHERE slug = %s)""",
+        [(identity(w.address),) for w in drops],
+    )
+    cur.executemany(
+        """INSERT INTO timestore.lifecycle_audit_log (id, dataset_id, event_type, payload, created_at)
+           SELECT %s, id, 'admin.retention.updated', %s, clock_timestamp()
+           FROM timestore.datasets WHERE slug = %s""",
+        [(new_id("la"), Jsonb({"before": (w.before or {}).get("retention"), "after": _a(w, "retention"),
+                               "actor": w.actor}), identity(w.address))
+         for w in [*sets, *drops]],
+    )
+
+
+# --- records ---------------------------------------------------------------------------------
+
+_STAGE = sql.SQL(
+    """CREATE TEMP TABLE reconciler_stage_records (
+           action text NOT NULL, namespace text NOT NULL, record_key text NOT NULL, owner text,
+           tags text[] NOT NULL, schema_hash text, metadata jsonb NOT NULL, deleted boolean NOT NULL,
+           actor text NOT NULL
+       ) ON COMMIT DROP""")
+
+_RECORD_CREATE = sql.SQL(
+    """WITH ins AS (
+           INSERT INTO metastore.metastore_records AS r (namespace, record_key, metadata, tags, owner,
+                  schema_hash, deleted_at, created_by, updated_by)
+           SELECT namespace, record_key, metadata, tags, owner, schema_hash,
+                  CASE WHEN deleted THEN now() END, actor, actor
+           FROM reconciler_stage_records WHERE action = 'create'
+           RETURNING r.id, r.namespace, r.record_key, r.metadata, r.tags, r.owner, r.schema_hash,
+                     r.version, r.created_by)
+       INSERT INTO metastore.metastore_record_audits (record_id, namespace, record_key, action, actor,
+              version, metadata, tags, owner, schema_hash)
+       SELECT id, namespace, record_key, 'create', created_by, version, metadata, tags, owner, schema_hash
+       FROM ins""")
+
+_RECORD_UPDATE = sql.SQL(
+    """WITH prev AS (
+           SELECT r.id, r.version, r.metadata, r.tags, r.owner, r.schema_hash
+           FROM metastore.metastore_records r JOIN reconciler_stage_records s
+             ON s.namespace = r.namespace AND s.record_key = r.record_key
+           WHERE s.action IN ('update', 'archive', 'restore')),
+       upd AS (
+           UPDATE metastore.metastore_records r
+           SET metadata = s.metadata, tags = s.tags, owner = s.owner, schema_hash = s.schema_hash,
+               deleted_at = CASE WHEN s.deleted THEN coalesce(r.deleted_at, now()) END,
+               version = r.version + 1, updated_at = now(), updated_by = s.actor
+           FROM reconciler_stage_records s
+           WHERE s.namespace = r.namespace AND s.record_key = r.record_key
+             AND s.action IN ('update', 'archive', 'restore')
+           RETURNING r.id, r.namespace, r.record_key, r.version, r.metadata, r.tags, r.owner,
+                     r.schema_hash, s.action, s.actor)
+       INSERT INTO metastore.metastore_record_audits (record_id, namespace, record_key, action, actor,
+              previous_version, version, metadata, previous_metadata, tags, previous_tags, owner,
+              previous_owner, schema_hash, previous_schema_hash)
+       SELECT u.id, u.namespace, u.record_key,
+              CASE u.action WHEN 'archive' THEN 'delete' WHEN 'restore' THEN 'restore' ELSE 'update' END,
+              u.actor, p.version, u.version, u.metadata, p.metadata, u.tags, p.tags, u.owner, p.owner,
+              u.schema_hash, p.schema_hash
+       FROM upd u JOIN prev p ON p.id = u.id""")
+
+_RECORD_PURGE = sql.SQL(
+    """WITH del AS (
+           DELETE FROM metastore.metastore_records r USING reconciler_stage_records s
+           WHERE s.namespace = r.namespace AND s.record_key = r.record_key AND s.action = 'purge'
+           RETURNING r.id, r.namespace, r.record_key, r.version, r.metadata, r.tags, r.owner,
+                     r.schema_hash, s.actor)
+       INSERT INTO metastore.metastore_record_audits (record_id, namespace, record_key, action, actor,
+              previous_version, previous_metadata, previous_tags, previous_owner, previous_schema_hash)
+       SELECT id, namespace, record_key, 'purge', actor, version, metadata, tags, owner, schema_hash
+       FROM del""")
+
+
+def write_records(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> None:
+    """Stage every record change with COPY, then write each action as one set-based statement.
+
+    Each statement also writes the metastore audit rows (previous and new values) and
+    bumps ``version`` by one, as the metastore service does.
+    """
+    if not writes:
+        return
+    conn.execute(_STAGE)
+    with conn.cursor() as cur:
+        with cur.copy("COPY reconciler_stage_records (action, namespace, record_key, owner, tags, "
+                      "schema_hash, metadata, deleted, actor) FROM STDIN") as copy:
+            for w in writes:
+                namespace, key = identity(w.address).split("/", 1)
+                fields = w.after or w.before or {}
+                copy.write_row((w.action, namespace, key, fields.get("owner"), list(fields.get("tags") or []),
+                                fields.get("schemaHash"), json.dumps(fields.get("metadata") or {}),
+                                bool(fields.get("deleted")), w.actor))
+        for statement in (_RECORD_CREATE, _RECORD_UPDATE, _RECORD_PURGE):
+            cur.execute(statement)
+    conn.execute("DROP TABLE reconciler_stage_records")
+
+
+# --- the reconciler's own bookkeeping ----------------------------------------------------------
+
+
+def write_managed(conn: psycopg.Connection[Any], rows: Sequence[Managed], forget: Sequence[str],
+                  source: str, run_id: str) -> None:
+    """Record what was applied (the next plan's "last applied"); forget purged objects."""
+    conn.execute(
+        """CREATE TEMP TABLE reconciler_stage_managed (address text, kind text, applied jsonb,
+               protect boolean, commit_sha text, path text, line integer, end_line integer) ON COMMIT DROP""")
+    with conn.cursor() as cur:
+        with cur.copy("COPY reconciler_stage_managed FROM STDIN") as copy:
+            for m in rows:
+                copy.write_row((m.address, m.kind, json.dumps(m.applied), m.protect, m.commit, m.path,
+                                m.line, m.end_line))
+        cur.execute(
+            """INSERT INTO reconciler.managed_objects AS m (address, kind, source, applied, protect,
+                   commit_sha, path, line, end_line, run_id, applied_at)
+               SELECT address, kind, %s, applied, protect, commit_sha, path, line, end_line, %s, now()
+               FROM reconciler_stage_managed
+               ON CONFLICT (address) DO UPDATE SET applied = EXCLUDED.applied, protect = EXCLUDED.protect,
+                   commit_sha = EXCLUDED.commit_sha, path = EXCLUDED.path, line = EXCLUDED.line,
+                   end_line = EXCLUDED.end_line, run_id = EXCLUDED.run_id, applied_at = now()
+               WHERE m.source = EXCLUDED.source""",
+            (source, run_id),
+        )
+        if forget:
+            cur.execute("DELETE FROM reconciler.managed_objects WHERE address = ANY(%s) AND source = %s",
+                        (list(forget), source))
+    conn.execute("DROP TABLE reconciler_stage_managed")
+
+
+def translate(error: psycopg.Error) -> ReconcilerError:
+    """A database failure during apply, as one clear line."""
+    diag = error.diag
+    text = " ".join((diag.message_primary or str(error)).split())
+    if diag.message_detail:
+        text += f" ({' '.join(diag.message_detail.split())})"
+    if isinstance(error, psycopg.errors.UniqueViolation):
+        return ConflictError(f"a concurrent writer created the same object: {text}; nothing was applied")
+    return DatabaseError(f"apply failed and was rolled back; nothing was applied: {text}")

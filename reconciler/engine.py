@@ -1,0 +1,347 @@
+"""Plan and apply, end to end: load the tree, read the catalog, diff, attribute, and execute."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from .catalog.connection import connect, describe, git_root, resolve_database
+from .catalog.migrations import ensure_migrated, migrate
+from .catalog.state import read_state
+from .catalog.writer import (
+    Managed,
+    Write,
+    lock_source,
+    purge_storage_targets,
+    recheck,
+    translate,
+    write_datasets,
+    write_managed,
+    write_records,
+    write_storage_targets,
+)
+from .diff import Change, Desired, Finding, Live, diff
+from .errors import ConfigurationError, ReconcilerError
+from .manifests.config import load_config
+from .plan import Author, Plan, from_diff, mask
+from .provenance import GitRepository, Removal, Span
+
+# The CI systems whose actor names the person who ran an apply.
+CI_ACTOR_VARIABLES = ("GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILDKITE_BUILD_CREATOR",
+                      "CIRCLE_USERNAME", "BUILD_REQUESTEDFOR")
+MASS_ARCHIVE_FRACTION = 0.10
+MASS_ARCHIVE_MINIMUM = 5
+ADDRESS_KINDS = ("storage-target:", "dataset:", "record:")
+
+
+class Refusal(ReconcilerError):
+    """Apply refused before writing anything; the message names every object that caused it."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a command works: the manifest tree, its repository, its source and its catalog."""
+
+    tree: Path
+    repo: GitRepository | None
+    source: str
+    database_url: str
+    embedded: bool
+
+    @property
+    def database(self) -> str:
+        """The catalog, described without its password."""
+        return describe(self.database_url)
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """What the operator allowed for this apply."""
+
+    allow_purge: bool = False
+    allow_uncommitted: bool = False
+    allow_mass_archive: int | None = None
+    lock_timeout: float = 60.0
+
+
+@dataclass
+class ApplyResult:
+    """What an apply did: run id, outcome and per-object results."""
+
+    run_id: str
+    outcome: str
+    objects: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """Objects per action."""
+        counts = Counter(o["action"] for o in self.objects)
+        return {a: counts.get(a, 0) for a in ("create", "update", "archive", "restore", "purge")}
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine-readable apply result."""
+        return {"run_id": self.run_id, "outcome": self.outcome, "summary": self.summary,
+                "objects": self.objects}
+
+
+def open_workspace(tree: Path, database_url: str | None) -> Workspace:
+    """Resolve the tree, its git repository, its source name and the catalog URL."""
+    if not tree.exists():
+        raise ConfigurationError(f"manifest tree {tree} does not exist")
+    if not tree.is_dir():
+        raise ConfigurationError(f"manifest tree {tree} is not a directory")
+    repo = GitRepository.discover(tree)
+    config = load_config(repo.root if repo else git_root(tree))
+    url, embedded = resolve_database(database_url, tree)
+    return Workspace(tree, repo, config.source, url, embedded)
+
+
+def applier() -> str:
+    """Who runs this apply: the CI actor where there is one, else the OS user."""
+    for variable in CI_ACTOR_VARIABLES:
+        if os.environ.get(variable):
+            return os.environ[variable]
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "unknown"
+
+
+def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[str, str] | None = None,
+              resolve_secrets: bool = True) -> Plan:
+    """Compute the plan for the workspace's tree against its catalog (changes nothing)."""
+    for target in targets:
+        check_address(target)
+    from .desired import desired_state  # the manifest loader is only needed here
+
+    state = desired_state(ws.tree, environ=os.environ if environ is None else environ,
+                          resolve_env=resolve_secrets)
+    if ws.embedded:
+        migrate(ws.database_url)
+    with connect(ws.database_url, autocommit=True) as conn:
+        ensure_migrated(ws.database_url)
+        catalog = read_state(conn)
+    findings = link_findings(state.links, state.desired, catalog.live)
+    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source)
+    authors = attribute(ws.repo, result.changes, result.bookkeeping, catalog.applied)
+    commit = ws.repo.head() if ws.repo else None
+    dirty = ws.repo.is_dirty([ws.tree]) if ws.repo else True
+    plan = from_diff(result, source=ws.source, commit=commit, dirty=dirty,
+                     created_at=datetime.now(UTC).isoformat(timespec="seconds"), authors=authors,
+                     secrets=state.secrets, extra_findings=tuple(findings))
+    return plan.narrowed(tuple(targets))
+
+
+def check_address(address: str) -> None:
+    """Refuse a malformed ``--target`` address with the forms that are accepted."""
+    kind, _, rest = address.partition(":")
+    ok = address.startswith(ADDRESS_KINDS) and rest and (kind != "record" or "/" in rest.strip("/"))
+    if not ok:
+        raise ConfigurationError(
+            f"--target {address!r} is not an address; use storage-target:<name>, dataset:<slug> "
+            "or record:<namespace>/<key>"
+        )
+
+
+def link_findings(links: Sequence[tuple[str, str, Any]], desired: Mapping[str, Desired],
+                  live: Mapping[str, Live]) -> list[Finding]:
+    """Cross-links the tree could not resolve itself, checked against the catalog."""
+    out = []
+    for address, target, location in links:
+        if target not in desired and target not in live:
+            out.append(Finding(address, "error", f"it refers to {target}, which is neither declared in "
+                               "the tree nor in the catalog", location))
+    return out
+
+
+def attribute(repo: GitRepository | None, changes: Sequence[Change], bookkeeping: Sequence[Any],
+              applied: Mapping[str, Any]) -> dict[str, Author]:
+    """The author of every change: one blame per file, one log per removed object."""
+    if repo is None:
+        return {}
+    spans: dict[str, Span] = {}
+    for item in [*changes, *bookkeeping]:
+        declared = getattr(item, "desired", None) is not None
+        if declared and item.location is not None:
+            spans[item.address] = Span(Path(item.location.path).resolve(), item.location.line,
+                                       item.location.end_line)
+    blamed = repo.attribute(spans.values())
+    authors = {a: _author(blamed[s]) for a, s in spans.items() if s in blamed}
+    removals: dict[str, Removal] = {}
+    for change in changes:
+        done = applied.get(change.address)
+        if change.address not in authors and change.desired is None and done is not None and done.path:
+            removals[change.address] = Removal(repo.root / done.path, done.commit, done.line, done.end_line)
+    found = repo.removal_authors(removals.values())
+    for address, removal in removals.items():
+        if found.get(removal) is not None:
+            authors[address] = _author(found[removal])
+    return authors
+
+
+def _author(found: Any) -> Author:
+    return Author(found.name, found.email, found.commit, found.uncommitted)
+
+
+def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int]) -> list[str]:
+    """Every reason apply must refuse this plan, each naming its objects; empty when it may go."""
+    reasons = [f"{f.address}: {f.message}" for f in plan.errors]
+    purges = [c.address for c in plan.changes if c.action == "purge"]
+    if purges and not options.allow_purge:
+        reasons.append("purge needs --allow-purge: " + ", ".join(purges))
+    uncommitted = plan.uncommitted
+    if uncommitted and not options.allow_uncommitted:
+        reasons.append("uncommitted changes (commit them, or pass --allow-uncommitted): "
+                       + ", ".join(uncommitted))
+    reasons += _mass_archive(plan, options, managed_counts)
+    return reasons
+
+
+def _mass_archive(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int]) -> list[str]:
+    destructive = [c for c in plan.changes if c.action in ("archive", "purge")]
+    by_kind = Counter(c.kind for c in destructive)
+    tripped = {kind: n for kind, n in by_kind.items()
+               if n > MASS_ARCHIVE_MINIMUM and n > MASS_ARCHIVE_FRACTION * max(managed_counts.get(kind, 0), 1)}
+    if not tripped or options.allow_mass_archive == len(destructive):
+        return []
+    detail = ", ".join(f"{n} of {managed_counts.get(k, 0)} managed {k}s" for k, n in sorted(tripped.items()))
+    return [f"the plan archives or purges {len(destructive)} objects ({detail}), more than "
+            f"{MASS_ARCHIVE_FRACTION:.0%} of a kind; if that is intended, pass "
+            f"--allow-mass-archive {len(destructive)}"]
+
+
+def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
+               environ: Mapping[str, str] | None = None,
+               progress: Callable[[str], None] = lambda _: None) -> ApplyResult:
+    """Execute a plan in one transaction under the source's lock, or refuse with nothing written."""
+    if plan.source != ws.source:
+        raise Refusal(f"the plan is for source {plan.source!r} but this repository is source {ws.source!r}")
+    run_id = f"run-{uuid.uuid4()}"
+    if not plan.changes and not plan.bookkeeping:
+        _check_refusals(ws, plan, options)
+        return ApplyResult(run_id, "no-op")
+    env = os.environ if environ is None else environ
+    writes = [_write(c, plan, env) for c in plan.changes]
+    conn = connect(ws.database_url, application_name=f"reconciler apply {run_id[4:12]} {applier()}"[:63])
+    try:
+        with conn.transaction():
+            progress(f"waiting for the apply lock of source {ws.source!r}")
+            lock_source(conn, ws.source, options.lock_timeout)
+            _check_refusals(ws, plan, options, conn)
+            progress("checking the catalog against the plan")
+            expected = {c.address: (c.kind, c.against) for c in plan.changes}
+            expected.update({b.address: (b.kind, b.against) for b in plan.bookkeeping})
+            recheck(conn, expected, ws.source)
+            _execute(conn, writes, progress)
+            progress("recording what was applied")
+            write_managed(conn, _managed(plan, ws), [c.address for c in plan.changes if c.action == "purge"],
+                          ws.source, run_id)
+            _record_run(conn, run_id, ws, plan)
+    except psycopg.Error as error:
+        raise translate(error) from None
+    finally:
+        conn.close()
+    done = {"create": "created", "update": "updated", "archive": "archived", "restore": "restored",
+            "purge": "purged"}
+    return ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": done[c.action]}
+                                           for c in plan.changes])
+
+
+def _check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions,
+                    conn: psycopg.Connection[Any] | None = None) -> None:
+    counts: dict[str, int] = {}
+    if conn is not None:
+        rows = conn.execute("SELECT kind, count(*) FROM reconciler.managed_objects WHERE source = %s "
+                            "GROUP BY kind", (ws.source,)).fetchall()
+        counts = {kind: n for kind, n in rows}
+    reasons = refusals(plan, options, counts)
+    if reasons:
+        raise Refusal("apply refused; nothing was written:\n  " + "\n  ".join(reasons))
+
+
+def _write(change: Change, plan: Plan, environ: Mapping[str, str]) -> Write:
+    after = change.after
+    secrets = plan.secrets.get(change.address, {})
+    if after is not None and secrets:
+        after = resolve_secrets(after, secrets, environ)
+    actor = plan.author_of(change.address).email
+    return Write(change.address, change.kind, change.action, change.before, after, change.fields, actor)
+
+
+def resolve_secrets(fields: Mapping[str, Any], secrets: Mapping[str, str],
+                    environ: Mapping[str, str]) -> dict[str, Any]:
+    """Put the environment's values back at the secret paths (saved plans hold only ${env:NAME})."""
+    out = mask(fields, {}, None) or {}
+    for path, template in secrets.items():
+        name = template[len("${env:"):-1]
+        if name not in environ:
+            raise ConfigurationError(f"environment variable {name} is not set (needed by {path})")
+        node = out
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = environ[name]
+    return out
+
+
+def _execute(conn: psycopg.Connection[Any], writes: Sequence[Write], progress: Callable[[str], None]) -> None:
+    by_kind: dict[str, list[Write]] = {"storage-target": [], "dataset": [], "record": []}
+    for w in writes:
+        by_kind[w.kind].append(w)
+    if by_kind["storage-target"]:
+        progress(f"writing {len(by_kind['storage-target'])} storage target change(s)")
+        write_storage_targets(conn, by_kind["storage-target"])
+    if by_kind["dataset"]:
+        progress(f"writing {len(by_kind['dataset'])} dataset change(s)")
+        write_datasets(conn, by_kind["dataset"])
+    if by_kind["record"]:
+        progress(f"writing {len(by_kind['record'])} record change(s)")
+        write_records(conn, by_kind["record"])
+    purge_storage_targets(conn, by_kind["storage-target"])
+
+
+def _managed(plan: Plan, ws: Workspace) -> list[Managed]:
+    rows = []
+    for change in plan.changes:
+        if change.desired is None or change.action == "purge" or change.location is None:
+            continue
+        rows.append(_managed_row(plan, ws, change.address, change.kind, change.desired, change.protect,
+                                 change.location))
+    for entry in plan.bookkeeping:
+        rows.append(_managed_row(plan, ws, entry.address, entry.kind, entry.desired, entry.protect,
+                                 entry.location))
+    return rows
+
+
+def _managed_row(plan: Plan, ws: Workspace, address: str, kind: str, desired: Mapping[str, Any],
+                 protect: bool, location: Any) -> Managed:
+    """The bookkeeping row; its path is kept relative to the repository root, so a later
+    removal is traced from wherever the next command runs."""
+    author = plan.author_of(address)
+    applied = mask(desired, plan.secrets.get(address, {}), None) or {}
+    path = str(location.path)
+    if ws.repo is not None:
+        try:
+            path = str(Path(path).resolve().relative_to(ws.repo.root.resolve()))
+        except ValueError:
+            pass
+    return Managed(address, kind, applied, protect, author.commit, path, location.line, location.end_line)
+
+
+def _record_run(conn: psycopg.Connection[Any], run_id: str, ws: Workspace, plan: Plan) -> None:
+    conn.execute(
+        """INSERT INTO reconciler.runs (run_id, source, applier, commit_sha, plan_digest, finished_at,
+               outcome, counts)
+           VALUES (%s, %s, %s, %s, %s, clock_timestamp(), 'applied', %s)""",
+        (run_id, ws.source, applier(), plan.commit, plan.digest(),
+         psycopg.types.json.Jsonb(plan.summary)),
+    )

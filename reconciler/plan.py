@@ -1,0 +1,254 @@
+"""The Plan: a frozen, serialisable value of what apply will do and what it was computed against."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .diff import ACTIONS, Bookkeeping, Change, DiffResult, Finding, Location, changed_paths
+from .errors import ConfigurationError
+
+FORMAT_VERSION = 1
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class Author:
+    """Who asked for a change: the author of the commit that last changed its lines."""
+
+    name: str
+    email: str
+    commit: str | None
+    uncommitted: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What apply will do, for one source, and everything it was computed against."""
+
+    source: str
+    commit: str | None
+    dirty: bool
+    created_at: str
+    changes: tuple[Change, ...] = ()
+    authors: Mapping[str, Author] = field(default_factory=dict)
+    bookkeeping: tuple[Bookkeeping, ...] = ()
+    unmanaged: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    targets: tuple[str, ...] = ()
+    secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # address → path → ${env:..}
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """Changes per action, every action present."""
+        counts = dict.fromkeys(ACTIONS, 0)
+        for change in self.changes:
+            counts[change.action] += 1
+        return counts
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        """Findings that block applying this plan."""
+        return tuple(f for f in self.findings if f.severity == "error")
+
+    @property
+    def has_changes(self) -> bool:
+        """Whether applying it would change the catalog."""
+        return bool(self.changes)
+
+    @property
+    def uncommitted(self) -> tuple[str, ...]:
+        """Addresses whose change comes from lines not committed to git."""
+        return tuple(c.address for c in self.changes if self.author_of(c.address).uncommitted)
+
+    def author_of(self, address: str) -> Author:
+        """The author a change is attributed to (unknown when git could not say)."""
+        return self.authors.get(address) or Author("unknown", "unknown", None, True)
+
+    def digest(self) -> str:
+        """SHA-256 of the plan's canonical JSON: names the reviewed plan in the audit log."""
+        body = self.to_json(include_digest=False)
+        return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+    def to_json(self, *, include_digest: bool = True) -> dict[str, Any]:
+        """The plan as the documented JSON (schemas/plan.schema.json); secrets masked."""
+        out: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "source": self.source,
+            "commit": self.commit,
+            "dirty": self.dirty,
+            "created_at": self.created_at,
+            "summary": self.summary,
+            "changes": [self._change_json(c) for c in self.changes],
+            "bookkeeping": [_bookkeeping_json(b, self.secrets.get(b.address, {})) for b in self.bookkeeping],
+            "unmanaged": list(self.unmanaged),
+            "findings": [_finding_json(f) for f in self.findings],
+            "targets": list(self.targets),
+        }
+        if include_digest:
+            out["digest"] = self.digest()
+        return out
+
+    def _change_json(self, change: Change) -> dict[str, Any]:
+        secrets = self.secrets.get(change.address, {})
+        author = self.author_of(change.address)
+        return {
+            "address": change.address,
+            "kind": change.kind,
+            "action": change.action,
+            "before": mask(change.before, secrets, MASK),
+            "after": mask(change.after, secrets, None),
+            "fields": list(change.fields),
+            "paths": changed_paths(mask(change.before, secrets, MASK), mask(change.after, secrets, None),
+                                   tuple(f for f in change.fields if f != "protect")),
+            "source": _location_json(change.location),
+            "author": {"name": author.name, "email": author.email, "commit": author.commit,
+                       "uncommitted": author.uncommitted},
+            "against": change.against,
+            "protect": change.protect,
+            "drift": list(change.drift),
+            "desired": mask(change.desired, secrets, None),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        """Read a saved plan back; refuses other format versions and edited files."""
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ConfigurationError(
+                f"unsupported plan format_version {data.get('format_version')!r} (expected {FORMAT_VERSION})"
+            )
+        try:
+            plan = cls(
+                source=data["source"], commit=data["commit"], dirty=data["dirty"],
+                created_at=data["created_at"],
+                changes=tuple(_change_from(c) for c in data["changes"]),
+                authors={c["address"]: Author(**c["author"]) for c in data["changes"]},
+                bookkeeping=tuple(_bookkeeping_from(b) for b in data["bookkeeping"]),
+                unmanaged=tuple(data["unmanaged"]),
+                findings=tuple(_finding_from(f) for f in data["findings"]),
+                targets=tuple(data.get("targets", [])),
+                secrets=_secrets_from(data),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigurationError(f"the plan file is not a reconciler plan: {error}") from None
+        if "digest" in data and data["digest"] != plan.digest():
+            raise ConfigurationError("the plan file was modified after it was written (digest mismatch)")
+        return plan
+
+    def narrowed(self, targets: tuple[str, ...]) -> Plan:
+        """The plan limited to the given addresses (``--target``)."""
+        if not targets:
+            return self
+        wanted = set(targets)
+        return replace(
+            self,
+            changes=tuple(c for c in self.changes if c.address in wanted),
+            bookkeeping=tuple(b for b in self.bookkeeping if b.address in wanted),
+            unmanaged=tuple(a for a in self.unmanaged if a in wanted),
+            findings=tuple(f for f in self.findings if f.address in wanted or not f.address),
+            targets=targets,
+        )
+
+
+def from_diff(result: DiffResult, *, source: str, commit: str | None, dirty: bool, created_at: str,
+              authors: Mapping[str, Author], secrets: Mapping[str, Mapping[str, str]],
+              extra_findings: tuple[Finding, ...] = ()) -> Plan:
+    """Wrap a diff result with its provenance into a Plan."""
+    return Plan(source=source, commit=commit, dirty=dirty, created_at=created_at,
+                changes=result.changes, authors=dict(authors), bookkeeping=result.bookkeeping,
+                unmanaged=result.unmanaged, findings=tuple(sorted(result.findings + extra_findings,
+                                                                  key=lambda f: (f.address, f.message))),
+                secrets=dict(secrets))
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON text: sorted keys, no whitespace."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def mask(fields: Mapping[str, Any] | None, secrets: Mapping[str, str],
+         replacement: str | None) -> dict[str, Any] | None:
+    """The fields with every secret value replaced.
+
+    ``secrets`` maps dotted paths inside the fields (``config.password``) to the
+    ``${env:NAME}`` text the manifest wrote; ``replacement`` None puts that text
+    back (safe to show and to save), a string replaces the value outright.
+    """
+    if fields is None:
+        return None
+    out = json.loads(json.dumps(fields))
+    for path, template in secrets.items():
+        parts = path.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict) and parts[-1] in node:
+            node[parts[-1]] = template if replacement is None else replacement
+    return dict(out)
+
+
+def _location_json(location: Location | None) -> dict[str, Any] | None:
+    if location is None:
+        return None
+    return {"path": location.path, "line": location.line, "end_line": location.end_line}
+
+
+def _location_from(data: Mapping[str, Any] | None) -> Location | None:
+    return Location(data["path"], data["line"], data["end_line"]) if data else None
+
+
+def _finding_json(finding: Finding) -> dict[str, Any]:
+    return {"address": finding.address, "severity": finding.severity, "message": finding.message,
+            "source": _location_json(finding.location)}
+
+
+def _finding_from(data: Mapping[str, Any]) -> Finding:
+    return Finding(data["address"], data["severity"], data["message"], _location_from(data.get("source")))
+
+
+def _bookkeeping_json(entry: Bookkeeping, secrets: Mapping[str, str]) -> dict[str, Any]:
+    return {"address": entry.address, "kind": entry.kind, "reason": entry.reason,
+            "desired": mask(entry.desired, secrets, None), "source": _location_json(entry.location),
+            "protect": entry.protect, "against": entry.against}
+
+
+def _bookkeeping_from(data: Mapping[str, Any]) -> Bookkeeping:
+    location = _location_from(data["source"])
+    assert location is not None
+    return Bookkeeping(data["address"], data["kind"], data["reason"], data["desired"], location,
+                       data["protect"], data["against"])
+
+
+def _change_from(data: Mapping[str, Any]) -> Change:
+    return Change(
+        address=data["address"], kind=data["kind"], action=data["action"], before=data["before"],
+        after=data["after"], fields=tuple(data["fields"]), desired=data["desired"],
+        location=_location_from(data["source"]), against=data["against"], protect=data["protect"],
+        drift=tuple(data.get("drift", [])),
+    )
+
+
+def _secrets_from(data: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Secret paths are recovered from the ``${env:NAME}`` texts a saved plan keeps in place of values."""
+    out: dict[str, dict[str, str]] = {}
+    for entry in [*data["changes"], *data["bookkeeping"]]:
+        found: dict[str, str] = {}
+        fields = entry.get("after") or entry.get("desired") or {}
+        if entry.get("kind") == "storage-target":  # only storage target config takes ${env:...}
+            _collect_templates(fields.get("config") or {}, "config.", found)
+        if found:
+            out[entry["address"]] = found
+    return out
+
+
+def _collect_templates(node: Any, prefix: str, found: dict[str, str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _collect_templates(value, f"{prefix}{key}.", found)
+    elif isinstance(node, str) and node.startswith("${env:") and node.endswith("}"):
+        found[prefix.rstrip(".")] = node
