@@ -130,6 +130,186 @@ def migrate(database_url: str | None, print_sql: bool) -> None:
 # --- validate ------------------------------------------------------------------------------
 
 
+# --- plan and apply ------------------------------------------------------------------------
+
+TREE_ARGUMENT = click.argument(
+    "path", required=False, default="manifests", type=click.Path(path_type=Path), metavar="[PATH]"
+)
+
+
+def target_option(func: F) -> F:
+    """The repeatable ``--target ADDRESS`` option."""
+    return click.option(
+        "--target",
+        "targets",
+        multiple=True,
+        metavar="ADDRESS",
+        help="Limit the plan to this object (storage-target:NAME, dataset:SLUG, record:NS/KEY). Repeatable.",
+    )(func)
+
+
+def _color(stream_is_tty: bool) -> bool:
+    import os
+
+    return stream_is_tty and "NO_COLOR" not in os.environ
+
+
+def _progress(message: str) -> None:
+    click.echo(f"... {message}", err=True)
+
+
+@cli.command()
+@TREE_ARGUMENT
+@database_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="How to print the plan: coloured text, the documented JSON, or markdown for a pull request.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also save the plan as JSON to this file, for `reconciler apply --plan FILE`.",
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there are no changes, 2 when there are changes, 1 on error.",
+)
+@target_option
+def plan(
+    path: Path,
+    database_url: str | None,
+    output_format: str,
+    out: Path | None,
+    detailed_exitcode: bool,
+    targets: tuple[str, ...],
+) -> None:
+    """Show what apply would change in the catalog (a dry run; writes nothing).
+
+    Compares the manifest tree at PATH (default: manifests) with the live catalog.
+    Objects in the catalog that no tree manages are listed and left alone. Exits 1
+    when the plan has errors (broken links, protected objects, another source's
+    objects).
+    """
+    from .engine import make_plan, open_workspace
+    from .render import render_json, render_markdown, render_text
+
+    workspace = open_workspace(path, database_url)
+    result = make_plan(workspace, targets=targets)
+    if out is not None:
+        _write_file(out, render_json(result))
+    if output_format == "json":
+        click.echo(render_json(result), nl=False)
+    elif output_format == "markdown":
+        click.echo(render_markdown(result), nl=False)
+    else:
+        click.echo(render_text(result, color=_color(sys.stdout.isatty())), nl=False)
+    if result.errors:
+        raise click.exceptions.Exit(1)
+    if detailed_exitcode and result.has_changes:
+        raise click.exceptions.Exit(2)
+
+
+def _write_file(path: Path, text: str) -> None:
+    from .errors import ConfigurationError
+
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(f"cannot write {path}: {error.strerror}") from None
+
+
+@cli.command()
+@TREE_ARGUMENT
+@database_option
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Apply exactly this saved plan (from `plan --out`), refusing it if anything it touches changed since.",
+)
+@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option("--allow-purge", is_flag=True, help="Allow hard deletes of objects whose manifest says purge: true.")
+@click.option(
+    "--allow-uncommitted",
+    is_flag=True,
+    help="Allow changes from lines not committed to git; they are recorded as uncommitted.",
+)
+@click.option(
+    "--allow-mass-archive",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Allow a plan that archives or purges more than 10%% of a kind; N must be the exact count.",
+)
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for another apply of the same source before failing.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="How to print the result: per-object lines, or JSON with each object's outcome.",
+)
+@target_option
+def apply(
+    path: Path,
+    database_url: str | None,
+    plan_file: Path | None,
+    auto_approve: bool,
+    allow_purge: bool,
+    allow_uncommitted: bool,
+    allow_mass_archive: int | None,
+    lock_timeout: float,
+    output_format: str,
+    targets: tuple[str, ...],
+) -> None:
+    """Plan, confirm, and apply the manifest tree at PATH to the catalog.
+
+    Everything is written in one transaction, with an audit entry for every
+    change, or nothing is. Without --auto-approve it asks first, and refuses when
+    there is no terminal to ask on.
+    """
+    from .engine import ApplyOptions, apply_plan, check_refusals, load_plan_file, make_plan, open_workspace
+    from .render import render_apply_result, render_apply_result_json, render_text
+
+    if plan_file is not None and targets:
+        raise click.UsageError("--target cannot be combined with --plan (a saved plan is applied exactly)")
+    workspace = open_workspace(path, database_url)
+    result = load_plan_file(plan_file) if plan_file else make_plan(workspace, targets=targets)
+    options = ApplyOptions(allow_purge, allow_uncommitted, allow_mass_archive, lock_timeout)
+    human = output_format == "text"
+    click.echo(render_text(result, color=_color(sys.stdout.isatty() if human else sys.stderr.isatty())),
+               nl=False, err=not human)
+    check_refusals(workspace, result, options)
+    if result.has_changes or result.bookkeeping:
+        if not auto_approve:
+            if not sys.stdin.isatty():
+                from .errors import ReconcilerError
+
+                raise ReconcilerError(
+                    "apply refused: no terminal to confirm on and --auto-approve not given; nothing was written"
+                )
+            if not click.confirm("Apply these changes to the catalog?", err=True):
+                click.echo("Apply cancelled; nothing was written.", err=True)
+                raise click.exceptions.Exit(1)
+    outcome = apply_plan(workspace, result, options, progress=_progress)
+    if human:
+        click.echo(render_apply_result(outcome.to_json(), color=_color(sys.stdout.isatty())), nl=False)
+    else:
+        click.echo(render_apply_result_json(outcome.to_json()), nl=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="reconciler")

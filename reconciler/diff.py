@@ -41,6 +41,7 @@ class Location:
     path: str
     line: int
     end_line: int
+    also: tuple[tuple[int, int], ...] = ()  # further line ranges that define it (a RecordSet's defaults)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class Desired:
     protect: bool = False
     purge: bool = False
     secret_paths: frozenset[str] = frozenset()  # config keys whose values came from ${env:...}
+    recorded: Mapping[str, Any] | None = None  # ``fields`` as recorded (${env:...} texts, no secrets)
+
+    @property
+    def record(self) -> Mapping[str, Any]:
+        """What the reconciler records as applied: never a resolved secret."""
+        return self.recorded if self.recorded is not None else self.fields
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class Change:
     against: str | None  # the live token the plan saw; None = the object must not exist
     protect: bool = False
     drift: tuple[str, ...] = ()  # fields changed outside git since the last apply
+    paths: tuple[str, ...] = ()  # field-level paths that differ (metadata.unit), from the real values
 
 
 @dataclass(frozen=True)
@@ -281,7 +289,8 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
             return
         after = target_fields(kind, desired, None, None)
         out.changes.append(Change(desired.address, kind, "create", None, after, FIELDS[kind],
-                                  dict(desired.fields), desired.location, None, desired.protect))
+                                  dict(desired.record), desired.location, None, desired.protect,
+                                  paths=FIELDS[kind]))
         return
     if desired.purge:
         if desired.protect:
@@ -289,7 +298,7 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
                       desired.location)
             return
         out.changes.append(Change(desired.address, kind, "purge", dict(live.fields), None, (),
-                                  dict(desired.fields), desired.location, live.token, False))
+                                  dict(desired.record), desired.location, live.token, False))
         return
     after = target_fields(kind, desired, applied, live)
     changed = _changed(kind, live.fields, after)
@@ -301,21 +310,30 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
     protect_moves = applied is not None and applied.protect != desired.protect
     if changed or protect_moves:
         fields = changed + (("protect",) if protect_moves else ())
-        drift = _drifted(kind, live, applied, changed)
+        drift = _drifted(kind, live, applied, tuple(c for c in changed if not _has_secret(desired, c)))
         out.changes.append(Change(desired.address, kind, action, dict(live.fields), after, fields,
-                                  dict(desired.fields), desired.location, live.token, desired.protect,
-                                  drift))
+                                  dict(desired.record), desired.location, live.token, desired.protect,
+                                  drift, tuple(changed_paths(live.fields, after, changed))))
         if drift:
             who = live.updated_by or "someone outside git"
             when = f" at {live.updated_at}" if live.updated_at else ""
             out.findings.append(Finding(desired.address, "drift", f"{', '.join(drift)} changed outside "
                                         f"git by {who}{when}; apply reverts it", desired.location))
     elif applied is None:
-        out.bookkeeping.append(Bookkeeping(desired.address, kind, "adopt", dict(desired.fields),
+        out.bookkeeping.append(Bookkeeping(desired.address, kind, "adopt", dict(desired.record),
                                            desired.location, desired.protect, live.token))
-    elif dict(applied.fields) != dict(desired.fields) or _moved(applied, desired.location):
-        out.bookkeeping.append(Bookkeeping(desired.address, kind, "refresh", dict(desired.fields),
+    elif not _same_record(applied.fields, desired.record) or _moved(applied, desired.location):
+        out.bookkeeping.append(Bookkeeping(desired.address, kind, "refresh", dict(desired.record),
                                            desired.location, desired.protect, live.token))
+
+
+def _same_record(applied: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    return set(applied) == set(desired) and all(same(k, applied[k], desired[k]) for k in desired)
+
+
+def _has_secret(desired: Desired, field_name: str) -> bool:
+    """Secret values are recorded as their ${env:...} text, so they cannot show drift."""
+    return any(path.split(".", 1)[0] == field_name for path in desired.secret_paths)
 
 
 def _moved(applied: Applied, location: Location) -> bool:
@@ -343,9 +361,9 @@ def _plan_removed(applied: Applied, live: Live | None, out: _Collector) -> None:
                   "and commit protect: false before removing it", location)
         return
     after = archived(applied.kind, live.fields)
+    changed = _changed(applied.kind, live.fields, after)
     out.changes.append(Change(applied.address, applied.kind, "archive", dict(live.fields), after,
-                              _changed(applied.kind, live.fields, after), None, location, live.token,
-                              False))
+                              changed, None, location, live.token, False, paths=changed))
 
 
 @dataclass

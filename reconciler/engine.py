@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import uuid
 from collections import Counter
@@ -32,7 +33,7 @@ from .catalog.writer import (
 from .diff import Change, Desired, Finding, Live, diff
 from .errors import ConfigurationError, ReconcilerError
 from .manifests.config import load_config
-from .plan import Author, Plan, from_diff, mask
+from .plan import Author, Plan, walk_path, from_diff, mask
 from .provenance import GitRepository, Removal, Span
 
 # The CI systems whose actor names the person who ran an apply.
@@ -165,17 +166,25 @@ def link_findings(links: Sequence[tuple[str, str, Any]], desired: Mapping[str, D
 
 def attribute(repo: GitRepository | None, changes: Sequence[Change], bookkeeping: Sequence[Any],
               applied: Mapping[str, Any]) -> dict[str, Author]:
-    """The author of every change: one blame per file, one log per removed object."""
+    """The author of every change: one blame per file, one log per file of removed objects.
+
+    An object defined by several line ranges (a RecordSet record and the set's
+    defaults) is attributed to the latest commit among them.
+    """
     if repo is None:
         return {}
-    spans: dict[str, Span] = {}
+    spans: dict[str, list[Span]] = {}
     for item in [*changes, *bookkeeping]:
-        declared = getattr(item, "desired", None) is not None
-        if declared and item.location is not None:
-            spans[item.address] = Span(Path(item.location.path).resolve(), item.location.line,
-                                       item.location.end_line)
-    blamed = repo.attribute(spans.values())
-    authors = {a: _author(blamed[s]) for a, s in spans.items() if s in blamed}
+        if getattr(item, "desired", None) is not None and item.location is not None:
+            path = Path(item.location.path).resolve()
+            ranges = [(item.location.line, item.location.end_line), *item.location.also]
+            spans[item.address] = [Span(path, first, last) for first, last in ranges]
+    blamed = repo.attribute(span for group in spans.values() for span in group)
+    authors: dict[str, Author] = {}
+    for address, group in spans.items():
+        found = [blamed[s] for s in group if s in blamed]
+        if found:
+            authors[address] = _author(_latest(found))
     removals: dict[str, Removal] = {}
     for change in changes:
         done = applied.get(change.address)
@@ -186,6 +195,14 @@ def attribute(repo: GitRepository | None, changes: Sequence[Change], bookkeeping
         if found.get(removal) is not None:
             authors[address] = _author(found[removal])
     return authors
+
+
+def _latest(found: Sequence[Any]) -> Any:
+    """The uncommitted one if any (it is newest), else the latest commit."""
+    for author in found:
+        if author.uncommitted:
+            return author
+    return max(found, key=lambda a: a.committed_at.timestamp() if a.committed_at else 0.0)
 
 
 def _author(found: Any) -> Author:
@@ -256,6 +273,26 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
                                            for c in plan.changes])
 
 
+def check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions) -> None:
+    """Refuse before asking for confirmation, on the catalog as it is now (apply checks again)."""
+    if not plan.changes:
+        _check_refusals(ws, plan, options)
+        return
+    with connect(ws.database_url, autocommit=True) as conn:
+        _check_refusals(ws, plan, options, conn)
+
+
+def load_plan_file(path: Path) -> Plan:
+    """Read a plan saved by ``plan --out``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigurationError(f"cannot read plan file {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path} is not a reconciler plan")
+    return Plan.from_json(data)
+
+
 def _check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions,
                     conn: psycopg.Connection[Any] | None = None) -> None:
     counts: dict[str, int] = {}
@@ -280,16 +317,18 @@ def _write(change: Change, plan: Plan, environ: Mapping[str, str]) -> Write:
 def resolve_secrets(fields: Mapping[str, Any], secrets: Mapping[str, str],
                     environ: Mapping[str, str]) -> dict[str, Any]:
     """Put the environment's values back at the secret paths (saved plans hold only ${env:NAME})."""
+    from .model import env_references, substitute_env
+
     out = mask(fields, {}, None) or {}
     for path, template in secrets.items():
-        name = template[len("${env:"):-1]
-        if name not in environ:
-            raise ConfigurationError(f"environment variable {name} is not set (needed by {path})")
-        node = out
-        parts = path.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = environ[name]
+        unset = [name for name in env_references(template) if name not in environ]
+        if unset:
+            raise ConfigurationError(f"environment variable {unset[0]} is not set (needed by {path})")
+        parent, last = walk_path(out, path.split("."))
+        if isinstance(parent, dict):
+            parent[last] = substitute_env(template, environ)
+        elif isinstance(parent, list):
+            parent[int(last)] = substitute_env(template, environ)
     return out
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .diff import ACTIONS, Bookkeeping, Change, DiffResult, Finding, Location, changed_paths
+from .diff import ACTIONS, Bookkeeping, Change, DiffResult, Finding, Location
 from .errors import ConfigurationError
 
 FORMAT_VERSION = 1
@@ -102,8 +102,7 @@ class Plan:
             "before": mask(change.before, secrets, MASK),
             "after": mask(change.after, secrets, None),
             "fields": list(change.fields),
-            "paths": changed_paths(mask(change.before, secrets, MASK), mask(change.after, secrets, None),
-                                   tuple(f for f in change.fields if f != "protect")),
+            "paths": list(change.paths),
             "source": _location_json(change.location),
             "author": {"name": author.name, "email": author.email, "commit": author.commit,
                        "uncommitted": author.uncommitted},
@@ -134,8 +133,9 @@ class Plan:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigurationError(f"the plan file is not a reconciler plan: {error}") from None
-        if "digest" in data and data["digest"] != plan.digest():
-            raise ConfigurationError("the plan file was modified after it was written (digest mismatch)")
+        if data.get("digest") != plan.digest():
+            raise ConfigurationError("the plan file was modified after it was written (its digest does not "
+                                     "match its content); make a new plan")
         return plan
 
     def narrowed(self, targets: tuple[str, ...]) -> Plan:
@@ -181,15 +181,24 @@ def mask(fields: Mapping[str, Any] | None, secrets: Mapping[str, str],
         return None
     out = json.loads(json.dumps(fields))
     for path, template in secrets.items():
-        parts = path.split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if isinstance(node, dict) and parts[-1] in node:
-            node[parts[-1]] = template if replacement is None else replacement
+        parent, last = walk_path(out, path.split("."))
+        if isinstance(parent, dict) and last in parent:
+            parent[last] = template if replacement is None else replacement
+        elif isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
+            parent[int(last)] = template if replacement is None else replacement
     return dict(out)
+
+
+def walk_path(node: Any, parts: list[str]) -> tuple[Any, str]:
+    """The container holding the last part of a dotted path (dict keys, list indexes)."""
+    for part in parts[:-1]:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None, parts[-1]
+    return node, parts[-1]
 
 
 def _location_json(location: Location | None) -> dict[str, Any] | None:
@@ -229,7 +238,7 @@ def _change_from(data: Mapping[str, Any]) -> Change:
         address=data["address"], kind=data["kind"], action=data["action"], before=data["before"],
         after=data["after"], fields=tuple(data["fields"]), desired=data["desired"],
         location=_location_from(data["source"]), against=data["against"], protect=data["protect"],
-        drift=tuple(data.get("drift", [])),
+        drift=tuple(data.get("drift", [])), paths=tuple(data.get("paths", [])),
     )
 
 
