@@ -1,0 +1,251 @@
+"""Scenarios: step-by-step manifest trees in a real git repository, applied through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from reconciler.cli import cli
+from tests.conftest import run_git
+
+ALICE = ("Alice Analyst", "alice@example.com")
+BOB = ("Bob Builder", "bob@example.com")
+CAROL = ("Carol Curator", "carol@example.com")
+SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "plan.schema.json").read_text())
+
+STORAGE = """\
+apiVersion: reconciler/v1
+kind: StorageTarget
+name: primary-clickhouse
+type: clickhouse
+description: ClickHouse cluster
+config: {cluster: obs}
+"""
+
+DATASETS = """\
+apiVersion: reconciler/v1
+kind: Dataset
+slug: observatory-readings
+name: Observatory readings
+storageTarget: primary-clickhouse
+metadata:
+  iam: {readScopes: [timestore:read]}
+retention: {mode: time, rules: {maxAgeHours: 720}}
+---
+apiVersion: reconciler/v1
+kind: Dataset
+slug: observatory-events
+name: Observatory events
+storageTarget: primary-clickhouse
+"""
+
+RECORDS = """\
+apiVersion: reconciler/v1
+kind: RecordSet
+namespace: observatory
+defaults: {owner: team-observatory, tags: [iot]}
+records:
+  - key: sensor-0001
+    metadata: {datasetSlug: observatory-readings, unit: celsius}
+  - key: sensor-0002
+    metadata: {datasetSlug: observatory-readings, unit: kelvin}
+  - key: sensor-0003
+    tags: [iot, raw]
+"""
+
+
+def write(repo: Path, name: str, text: str) -> None:
+    path = repo / "manifests" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def commit(repo: Path, author: tuple[str, str], message: str) -> str:
+    run_git(repo, "add", "-A")
+    run_git(repo, "commit", "-q", "-m", message, author=author)
+    return run_git(repo, "rev-parse", "HEAD").strip()
+
+
+def invoke(repo: Path, db_url: str, *args: str, input: str | None = None) -> Result:
+    runner = CliRunner()
+    return runner.invoke(cli, [args[0], str(repo / "manifests"), "--database-url", db_url, *args[1:]],
+                         input=input, catch_exceptions=False)
+
+
+def rows(db: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
+    return db.execute(query).fetchall()
+
+
+@pytest.fixture
+def step1(git_repo: Path, db_url: str) -> str:
+    write(git_repo, "storage.yaml", STORAGE)
+    write(git_repo, "datasets.yaml", DATASETS)
+    write(git_repo, "records/observatory.yaml", RECORDS)
+    return commit(git_repo, ALICE, "step 1")
+
+
+def test_three_steps_by_three_authors(git_repo: Path, db_url: str, db: psycopg.Connection[Any], step1: str) -> None:
+    result = invoke(git_repo, db_url, "apply", "--auto-approve")
+    assert result.exit_code == 0, result.output
+    assert "Apply complete: 6 created, 0 updated, 0 archived, 0 restored, 0 purged." in result.output
+    assert rows(db, "SELECT slug, status FROM timestore.datasets ORDER BY slug") == [
+        ("observatory-events", "active"), ("observatory-readings", "active")]
+    assert rows(db, "SELECT DISTINCT actor_id FROM timestore.dataset_access_audit") == [("alice@example.com",)]
+    assert rows(db, "SELECT record_key, owner, tags FROM metastore.metastore_records ORDER BY 1") == [
+        ("sensor-0001", "team-observatory", ["iot"]), ("sensor-0002", "team-observatory", ["iot"]),
+        ("sensor-0003", "team-observatory", ["iot", "raw"])]
+    assert rows(db, "SELECT DISTINCT commit_sha FROM reconciler.managed_objects") == [(step1,)]
+
+    # Step 2: Bob describes a dataset and removes a record.
+    write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events\n",
+                                                      "name: Observatory events\ndescription: Raw events\n"))
+    write(git_repo, "records/observatory.yaml", RECORDS.split("  - key: sensor-0003")[0])
+    bob_sha = commit(git_repo, BOB, "step 2")
+    planned = invoke(git_repo, db_url, "plan", "--format", "json")
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(planned.output)
+    jsonschema.validate(plan, SCHEMA)
+    assert plan["summary"] == {"create": 0, "update": 1, "archive": 1, "restore": 0, "purge": 0}
+    by_address = {c["address"]: c for c in plan["changes"]}
+    assert by_address["dataset:observatory-events"]["author"]["email"] == "bob@example.com"
+    assert by_address["dataset:observatory-events"]["fields"] == ["description"]
+    assert by_address["record:observatory/sensor-0003"]["action"] == "archive"
+    assert by_address["record:observatory/sensor-0003"]["author"] == {
+        "name": "Bob Builder", "email": "bob@example.com", "commit": bob_sha, "uncommitted": False}
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    assert rows(db, "SELECT action, actor_id, metadata->'fieldsChanged' FROM timestore.dataset_access_audit "
+                    "WHERE dataset_slug = 'observatory-events' ORDER BY created_at DESC LIMIT 1") == [
+        ("admin.dataset.updated", "bob@example.com", ["description"])]
+    assert rows(db, "SELECT action, actor, previous_version, version FROM metastore.metastore_record_audits "
+                    "WHERE record_key = 'sensor-0003' ORDER BY id DESC LIMIT 1") == [("delete", "bob@example.com", 1, 2)]
+
+    # Step 3: Carol purges a record (needs --allow-purge).
+    write(git_repo, "records/observatory.yaml", RECORDS.replace(
+        "  - key: sensor-0002\n", "  - key: sensor-0002\n    purge: true\n").split("  - key: sensor-0003")[0])
+    commit(git_repo, CAROL, "step 3")
+    refused = invoke(git_repo, db_url, "apply", "--auto-approve")
+    assert refused.exit_code == 1
+    assert "purge needs --allow-purge: record:observatory/sensor-0002" in refused.output
+    assert rows(db, "SELECT count(*) FROM metastore.metastore_records") == [(3,)]
+    assert invoke(git_repo, db_url, "apply", "--auto-approve", "--allow-purge").exit_code == 0
+    assert rows(db, "SELECT action, actor FROM metastore.metastore_record_audits WHERE record_key = 'sensor-0002' "
+                    "ORDER BY id") == [("create", "alice@example.com"), ("purge", "carol@example.com")]
+    assert rows(db, "SELECT count(*) FROM metastore.metastore_records") == [(2,)]
+
+    # And once more: nothing to do, no audit row.
+    before = rows(db, "SELECT count(*) FROM metastore.metastore_record_audits")
+    again = invoke(git_repo, db_url, "plan", "--detailed-exitcode")
+    assert again.exit_code == 0, again.output
+    assert "No changes. The catalog matches the manifests." in again.output
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    assert rows(db, "SELECT count(*) FROM metastore.metastore_record_audits") == before
+
+
+def test_detailed_exitcode_and_target(git_repo: Path, db_url: str, step1: str) -> None:
+    assert invoke(git_repo, db_url, "plan", "--detailed-exitcode").exit_code == 2
+    narrowed = invoke(git_repo, db_url, "plan", "--format", "json", "--target", "dataset:observatory-events")
+    assert [c["address"] for c in json.loads(narrowed.output)["changes"]] == ["dataset:observatory-events"]
+    bad = invoke(git_repo, db_url, "plan", "--target", "observatory-events")
+    assert bad.exit_code == 1 and "is not an address" in bad.output
+
+
+def test_apply_without_terminal_or_auto_approve_refuses(git_repo: Path, db_url: str, db: psycopg.Connection[Any],
+                                                         step1: str) -> None:
+    result = invoke(git_repo, db_url, "apply")
+    assert result.exit_code == 1
+    assert "no terminal to confirm on and --auto-approve not given; nothing was written" in result.output
+    assert rows(db, "SELECT count(*) FROM timestore.datasets") == [(0,)]
+
+
+def test_uncommitted_changes_are_planned_but_not_applied_without_flag(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any], step1: str) -> None:
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events", "name: Events (draft)"))
+    planned = json.loads(invoke(git_repo, db_url, "plan", "--format", "json").output)
+    assert planned["dirty"] is True
+    assert planned["changes"][0]["author"]["uncommitted"] is True
+    refused = invoke(git_repo, db_url, "apply", "--auto-approve")
+    assert refused.exit_code == 1
+    assert "uncommitted changes (commit them, or pass --allow-uncommitted): dataset:observatory-events" in refused.output
+    assert rows(db, "SELECT name FROM timestore.datasets WHERE slug = 'observatory-events'") == [("Observatory events",)]
+    allowed = invoke(git_repo, db_url, "apply", "--auto-approve", "--allow-uncommitted")
+    assert allowed.exit_code == 0, allowed.output
+    assert rows(db, "SELECT name FROM timestore.datasets WHERE slug = 'observatory-events'") == [("Events (draft)",)]
+    assert rows(db, "SELECT commit_sha FROM reconciler.managed_objects WHERE address = 'dataset:observatory-events'"
+                ) == [(None,)]
+
+
+def test_saved_plan_applies_exactly_and_a_stale_one_is_refused(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any], step1: str, tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    assert invoke(git_repo, db_url, "plan", "--out", str(saved)).exit_code == 0
+    applied = invoke(git_repo, db_url, "apply", "--plan", str(saved), "--auto-approve")
+    assert applied.exit_code == 0, applied.output
+    assert rows(db, "SELECT count(*) FROM metastore.metastore_records") == [(3,)]
+
+    write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events", "name: Events"))
+    commit(git_repo, BOB, "rename")
+    assert invoke(git_repo, db_url, "plan", "--out", str(saved)).exit_code == 0
+    db.execute("UPDATE timestore.datasets SET name = 'Renamed by the service', updated_at = now() "
+               "WHERE slug = 'observatory-events'")
+    stale = invoke(git_repo, db_url, "apply", "--plan", str(saved), "--auto-approve")
+    assert stale.exit_code == 1
+    assert "dataset:observatory-events changed since the plan" in stale.output
+    assert "nothing was applied" in stale.output
+    assert rows(db, "SELECT name FROM timestore.datasets WHERE slug = 'observatory-events'") == [
+        ("Renamed by the service",)]
+
+
+def test_a_tampered_saved_plan_is_refused(git_repo: Path, db_url: str, step1: str, tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    invoke(git_repo, db_url, "plan", "--out", str(saved))
+    data = json.loads(saved.read_text())
+    data["changes"][0]["after"]["name"] = "Smuggled in"
+    saved.write_text(json.dumps(data))
+    result = invoke(git_repo, db_url, "apply", "--plan", str(saved), "--auto-approve")
+    assert result.exit_code == 1 and "its digest does not match its content" in result.output
+
+
+def test_sources_from_reconciler_yaml(git_repo: Path, db_url: str, db: psycopg.Connection[Any], step1: str,
+                                      tmp_path: Path) -> None:
+    (git_repo / "reconciler.yaml").write_text("source: team-observatory\n")
+    commit(git_repo, ALICE, "name the source")
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    assert rows(db, "SELECT DISTINCT source FROM reconciler.managed_objects") == [("team-observatory",)]
+    # Another team's repository declaring one of these objects is refused, naming the source.
+    other = tmp_path / "other"
+    other.mkdir()
+    run_git(other, "init", "-q", "-b", "main")
+    (other / "reconciler.yaml").write_text("source: team-b\n")
+    (other / "manifests").mkdir()
+    (other / "manifests" / "s.yaml").write_text(STORAGE)
+    commit(other, BOB, "team b")
+    clash = invoke(other, db_url, "plan")
+    assert clash.exit_code == 1
+    assert "it is managed by source 'team-observatory'" in clash.output
+
+
+def test_drift_shown_with_who_and_when_and_reverted(git_repo: Path, db_url: str, db: psycopg.Connection[Any],
+                                                   step1: str) -> None:
+    invoke(git_repo, db_url, "apply", "--auto-approve")
+    db.execute("UPDATE metastore.metastore_records SET owner = 'someone-else', version = version + 1, "
+               "updated_by = 'ops@example.com' WHERE record_key = 'sensor-0001'")
+    planned = invoke(git_repo, db_url, "plan")
+    assert "owner changed outside git by ops@example.com" in planned.output
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    assert rows(db, "SELECT owner FROM metastore.metastore_records WHERE record_key = 'sensor-0001'") == [
+        ("team-observatory",)]
+
+
+def test_invalid_tree_writes_nothing(git_repo: Path, db_url: str, db: psycopg.Connection[Any], step1: str) -> None:
+    write(git_repo, "broken.yaml", "apiVersion: reconciler/v1\nkind: Dataset\nslug: x\n")
+    result = invoke(git_repo, db_url, "apply", "--auto-approve")
+    assert result.exit_code == 1
+    assert "broken.yaml:" in result.output and "Traceback" not in result.output
+    assert rows(db, "SELECT count(*) FROM timestore.datasets") == [(0,)]
