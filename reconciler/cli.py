@@ -130,6 +130,38 @@ def migrate(database_url: str | None, print_sql: bool) -> None:
 # --- validate ------------------------------------------------------------------------------
 
 
+@cli.command()
+@click.argument(
+    "path", required=False, default="manifests", type=click.Path(path_type=Path), metavar="[PATH]"
+)
+def validate(path: Path) -> None:
+    """Check the manifest tree at PATH offline (default: manifests).
+
+    Reads every *.yaml and *.yml file under PATH (a directory, or one file) and
+    checks YAML syntax, duplicate keys, kinds and fields, limits, duplicate
+    addresses and links inside the tree. Needs no database. Exits 0 with a
+    summary when the tree is valid, or 1 listing every problem as
+    path:line:column: message. Links to objects the tree does not declare are
+    listed; plan checks them against the catalog.
+    """
+    from .errors import ManifestError
+    from .manifests import load_tree
+    from .manifests.report import summary, unresolved_lines
+
+    try:
+        tree = load_tree(path)
+    except ManifestError as error:
+        # One problem per line, exactly path:line:column: message (editors and CI
+        # annotations parse them), then the count as the command's error.
+        for problem in error.problems:
+            click.echo(str(problem), err=True)
+        raise ReconcilerError(error.message) from error
+    click.echo(summary(tree))
+    for line in unresolved_lines(tree):
+        click.echo(line)
+
+
+
 # --- plan and apply ------------------------------------------------------------------------
 
 TREE_ARGUMENT = click.argument(
@@ -145,6 +177,15 @@ def target_option(func: F) -> F:
         multiple=True,
         metavar="ADDRESS",
         help="Limit the plan to this object (storage-target:NAME, dataset:SLUG, record:NS/KEY). Repeatable.",
+    )(func)
+
+
+def signed_option(func: F) -> F:
+    """The ``--require-signed-commits`` option."""
+    return click.option(
+        "--require-signed-commits",
+        is_flag=True,
+        help="Every change must come from a commit whose signature `git verify-commit` accepts.",
     )(func)
 
 
@@ -180,6 +221,7 @@ def _progress(message: str) -> None:
     help="Exit 0 when there are no changes, 2 when there are changes, 1 on error.",
 )
 @target_option
+@signed_option
 def plan(
     path: Path,
     database_url: str | None,
@@ -187,6 +229,7 @@ def plan(
     out: Path | None,
     detailed_exitcode: bool,
     targets: tuple[str, ...],
+    require_signed_commits: bool,
 ) -> None:
     """Show what apply would change in the catalog (a dry run; writes nothing).
 
@@ -199,13 +242,13 @@ def plan(
     from .render import render_json, render_markdown, render_text
 
     workspace = open_workspace(path, database_url)
-    result = make_plan(workspace, targets=targets)
+    result = make_plan(workspace, targets=targets, require_signed=require_signed_commits)
     if out is not None:
         _write_file(out, render_json(result))
     if output_format == "json":
         click.echo(render_json(result), nl=False)
     elif output_format == "markdown":
-        click.echo(render_markdown(result), nl=False)
+        click.echo(render_markdown(result, ui_base_url=workspace.ui_base_url), nl=False)
     else:
         click.echo(render_text(result, color=_color(sys.stdout.isatty())), nl=False)
     if result.errors:
@@ -262,6 +305,7 @@ def _write_file(path: Path, text: str) -> None:
     help="How to print the result: per-object lines, or JSON with each object's outcome.",
 )
 @target_option
+@signed_option
 def apply(
     path: Path,
     database_url: str | None,
@@ -273,6 +317,7 @@ def apply(
     lock_timeout: float,
     output_format: str,
     targets: tuple[str, ...],
+    require_signed_commits: bool,
 ) -> None:
     """Plan, confirm, and apply the manifest tree at PATH to the catalog.
 
@@ -286,7 +331,8 @@ def apply(
     if plan_file is not None and targets:
         raise click.UsageError("--target cannot be combined with --plan (a saved plan is applied exactly)")
     workspace = open_workspace(path, database_url)
-    result = load_plan_file(plan_file) if plan_file else make_plan(workspace, targets=targets)
+    result = (load_plan_file(plan_file) if plan_file
+              else make_plan(workspace, targets=targets, require_signed=require_signed_commits))
     options = ApplyOptions(allow_purge, allow_uncommitted, allow_mass_archive, lock_timeout)
     human = output_format == "text"
     click.echo(render_text(result, color=_color(sys.stdout.isatty() if human else sys.stderr.isatty())),

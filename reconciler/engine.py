@@ -33,7 +33,8 @@ from .catalog.writer import (
 from .diff import Change, Desired, Finding, Live, diff
 from .errors import ConfigurationError, ReconcilerError
 from .manifests.config import load_config
-from .plan import Author, Plan, walk_path, from_diff, mask
+from .plan import Author, Plan, from_diff, mask, walk_path
+from .policy import Policy, check
 from .provenance import GitRepository, Removal, Span
 
 # The CI systems whose actor names the person who ran an apply.
@@ -57,6 +58,8 @@ class Workspace:
     source: str
     database_url: str
     embedded: bool
+    policy: Policy | None = None  # who may change what (reconciler.yaml); None: no restriction
+    ui_base_url: str | None = None  # the platform UI, for links in markdown plans
 
     @property
     def database(self) -> str:
@@ -103,7 +106,7 @@ def open_workspace(tree: Path, database_url: str | None) -> Workspace:
     repo = GitRepository.discover(tree)
     config = load_config(repo.root if repo else git_root(tree))
     url, embedded = resolve_database(database_url, tree)
-    return Workspace(tree, repo, config.source, url, embedded)
+    return Workspace(tree, repo, config.source, url, embedded, config.policy, config.ui_base_url)
 
 
 def applier() -> str:
@@ -118,8 +121,13 @@ def applier() -> str:
 
 
 def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[str, str] | None = None,
-              resolve_secrets: bool = True) -> Plan:
-    """Compute the plan for the workspace's tree against its catalog (changes nothing)."""
+              resolve_secrets: bool = True, require_signed: bool = False) -> Plan:
+    """Compute the plan for the workspace's tree against its catalog (changes nothing).
+
+    Findings that block apply: broken cross-links, the diff's own errors, changes the
+    policy does not let their author make, and (with ``require_signed``) changes whose
+    commit carries no valid signature.
+    """
     for target in targets:
         check_address(target)
     from .desired import desired_state  # the manifest loader is only needed here
@@ -134,6 +142,9 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     findings = link_findings(state.links, state.desired, catalog.live)
     result = diff(state.desired, catalog.live, catalog.applied, source=ws.source)
     authors = attribute(ws.repo, result.changes, result.bookkeeping, catalog.applied)
+    findings += policy_findings(ws.policy, result.changes, authors)
+    if require_signed:
+        findings += signature_findings(ws.repo, result.changes, authors)
     commit = ws.repo.head() if ws.repo else None
     dirty = ws.repo.is_dirty([ws.tree]) if ws.repo else True
     plan = from_diff(result, source=ws.source, commit=commit, dirty=dirty,
@@ -210,9 +221,45 @@ def _author(found: Any) -> Author:
     return Author(found.name, found.email, found.commit, found.uncommitted)
 
 
-def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int]) -> list[str]:
-    """Every reason apply must refuse this plan, each naming its objects; empty when it may go."""
+def policy_findings(policy: Policy | None, changes: Sequence[Change],
+                    authors: Mapping[str, Author]) -> list[Finding]:
+    """A blocking finding for every change whose author lacks the scope it needs."""
+    unknown = Author("unknown", "unknown", None, True)
+    denials = check(policy, [(c.address, c.action, authors.get(c.address, unknown).email) for c in changes])
+    where = {c.address: c.location for c in changes}
+    return [Finding(d.address, "error", d.message, where.get(d.address)) for d in denials]
+
+
+def signature_findings(repo: GitRepository | None, changes: Sequence[Change],
+                       authors: Mapping[str, Author]) -> list[Finding]:
+    """With --require-signed-commits: every change must come from a commit with a valid signature."""
+    commits = {a.commit for a in authors.values() if a.commit}
+    verified = repo.verify_commits(commits) if repo is not None else {}
+    out = []
+    for change in changes:
+        author = authors.get(change.address)
+        if author is None or author.commit is None:
+            reason = "it comes from uncommitted lines" if author else "its commit is unknown"
+            out.append(Finding(change.address, "error", f"signed commits are required and {reason}",
+                               change.location))
+        elif not verified.get(author.commit, False):
+            out.append(Finding(change.address, "error", f"signed commits are required and commit "
+                               f"{author.commit[:12]} by {author.email} has no valid signature", change.location))
+    return out
+
+
+def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int],
+             policy: Policy | None = None) -> list[str]:
+    """Every reason apply must refuse this plan, each naming its objects; empty when it may go.
+
+    The policy is checked again here, so a saved plan made before a policy change is
+    held to the policy in force when it is applied.
+    """
     reasons = [f"{f.address}: {f.message}" for f in plan.errors]
+    for denial in check(policy, [(c.address, c.action, plan.author_of(c.address).email) for c in plan.changes]):
+        line = f"{denial.address}: {denial.message}"
+        if line not in reasons:
+            reasons.append(line)
     purges = [c.address for c in plan.changes if c.action == "purge"]
     if purges and not options.allow_purge:
         reasons.append("purge needs --allow-purge: " + ", ".join(purges))
@@ -301,7 +348,7 @@ def _check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions,
         rows = conn.execute("SELECT kind, count(*) FROM reconciler.managed_objects WHERE source = %s "
                             "GROUP BY kind", (ws.source,)).fetchall()
         counts = {kind: n for kind, n in rows}
-    reasons = refusals(plan, options, counts)
+    reasons = refusals(plan, options, counts, ws.policy)
     if reasons:
         raise Refusal("apply refused; nothing was written:\n  " + "\n  ".join(reasons))
 

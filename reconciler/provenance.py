@@ -420,6 +420,21 @@ class GitRepository:
                 values[key.lower()] = value.strip()  # the last value wins, as in git config --get
         return values.get("user.name", "unknown"), values.get("user.email", "unknown")
 
+    def verify_commits(self, shas: Iterable[str]) -> dict[str, bool]:
+        """Whether each commit carries a signature git can verify (``git verify-commit``).
+
+        Uses the repository's own signing configuration (GPG keyring, or
+        ``gpg.ssh.allowedSignersFile`` for SSH signatures).
+        """
+        results: dict[str, bool] = {}
+        for sha in sorted(set(shas)):
+            if not _SHA.match(sha.lower()):
+                results[sha] = False
+                continue
+            output = self._git("verify-commit", sha, ok=range(0, 256))
+            results[sha] = output.returncode == 0
+        return results
+
     def _uncommitted(self) -> Author:
         name, email = self.user_identity()
         return Author(name, email, None, None, True)

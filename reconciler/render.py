@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote
 
 from .diff import ACTIONS, KINDS
 from .plan import Plan
@@ -362,15 +363,17 @@ class _Group:
 
 
 def render_markdown(plan: Plan, *, limit: int = 60_000,
-                    full_plan_hint: str = "the JSON plan artifact") -> str:
+                    full_plan_hint: str = "the JSON plan artifact", ui_base_url: str | None = None) -> str:
     """The plan for a pull-request comment, always shorter than ``limit`` characters.
 
     The summary table, errors and purges are kept whole first; other lists are cut
-    when the budget runs out, and a closing note points to ``full_plan_hint``.
+    when the budget runs out, and a closing note points to ``full_plan_hint``. With
+    ``ui_base_url``, datasets and the cross-links of records (``datasetSlug``,
+    ``assetId``) link to their pages in the platform's UI.
     """
     data = plan.to_json()
     head, foot = _md_head(data), f"**{_closing(data)}**"
-    groups = _md_groups(data)
+    groups = _md_groups(data, ui_base_url)
     totals = {kind: sum(len(g.items) for g in groups if g.counts_as == kind) for kind in ("changes", "findings")}
     reserve = len(_md_note(totals["changes"], totals["findings"], full_plan_hint)) + 4
     budget = limit - 1 - len(head) - len(foot) - reserve - 4
@@ -417,7 +420,24 @@ def _md_head(data: Mapping[str, Any]) -> str:
     return "## Reconciler plan\n\n" + " · ".join(facts) + "\n\n" + "\n".join(table)
 
 
-def _md_change(change: Mapping[str, Any], drift: Mapping[str, list[str]]) -> str:
+def _md_links(change: Mapping[str, Any], base: str | None) -> str | None:
+    """Links to the platform UI: the dataset itself, or a record's datasetSlug and assetId."""
+    if not base:
+        return None
+    links = []
+    if change["kind"] == "dataset":
+        slug = change["address"].split(":", 1)[1]
+        links.append(f"[dataset {_md(slug)}]({base}/datasets/{quote(slug, safe='')})")
+    metadata = (change.get("after") or change.get("before") or {}).get("metadata") or {}
+    if change["kind"] == "record" and isinstance(metadata, Mapping):
+        for key, label, path in (("datasetSlug", "dataset", "datasets"), ("assetId", "asset", "assets")):
+            value = metadata.get(key)
+            if isinstance(value, str) and value:
+                links.append(f"[{label} {_md(value)}]({base}/{path}/{quote(value, safe='')})")
+    return "  - links: " + " · ".join(links) if links else None
+
+
+def _md_change(change: Mapping[str, Any], drift: Mapping[str, list[str]], base: str | None = None) -> str:
     where, remark = _source_text(change)
     flags = f"**{_md(change['action'])}**" + (" (protected)" if change.get("protect") else "")
     place = " ".join(filter(None, (_code(where) if where else "", f"({remark})" if remark else "")))
@@ -429,6 +449,9 @@ def _md_change(change: Mapping[str, Any], drift: Mapping[str, list[str]]) -> str
     if len(rows) > MARKDOWN_ROWS:
         lines.append(f"  - … {len(rows) - MARKDOWN_ROWS:,} more fields (see the JSON plan)")
     lines += [f"  - ⚠️ drift: {_md(message)}" for message in drift.get(change["address"], [])]
+    link = _md_links(change, base)
+    if link:
+        lines.append(link)
     return "\n".join(lines)
 
 
@@ -438,7 +461,7 @@ def _md_finding(finding: Mapping[str, Any], marker: str) -> str:
     return f"- {marker}{address}{_md(finding['message'])}" + (f" ({_code(where)})" if where else "")
 
 
-def _md_groups(data: Mapping[str, Any]) -> list[_Group]:
+def _md_groups(data: Mapping[str, Any], base: str | None = None) -> list[_Group]:
     """Every section in display order; priority decides what the size budget keeps first."""
     drift = _drift_by_address(data)
     errors, drifts, notes = (_by_severity(data, s) for s in ("error", "drift", "note"))
@@ -449,14 +472,14 @@ def _md_groups(data: Mapping[str, Any]) -> list[_Group]:
         _Group(3, f"### ⚠️ Drift ({len(drifts):,})", [_md_finding(f, "⚠️ ") for f in drifts], "findings",
                "Changed in the catalog outside git; apply reverts these.", fold_label=f"{len(drifts):,} drifted"),
         _Group(2, f"### 🛑 Destructive changes ({len(purges):,}) — need `--allow-purge`",
-               [_md_change(c, drift) for c in purges], "changes",
+               [_md_change(c, drift, base) for c in purges], "changes",
                "> 🛑 These objects are **deleted permanently**. `apply` refuses them "
                "without `--allow-purge`.", fold_label=f"{len(purges):,} purges"),
     ]
     for kind in KINDS:
         of_kind = [c for c in data["changes"] if c["kind"] == kind and c["action"] != "purge"]
         for action in ACTIONS[:-1]:
-            items = [_md_change(c, drift) for c in of_kind if c["action"] == action]
+            items = [_md_change(c, drift, base) for c in of_kind if c["action"] == action]
             groups.append(_Group(4, f"#### {action} ({len(items):,})", items, "changes",
                                  kind_heading=f"### {_KIND_TITLES[kind]} ({len(of_kind):,})",
                                  fold_label=f"{len(items):,} to {action}"))
