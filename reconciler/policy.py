@@ -112,7 +112,7 @@ def _grant(data: Any, where: str) -> Grant:
                                  f"(known: {', '.join(sorted(_GRANT_KEYS))})")
     authors = _strings(data.get("authors"), f"{where}.authors", required=True)
     scopes = _strings(data.get("scopes"), f"{where}.scopes", required=True)
-    bad = sorted(set(scopes) - SCOPES)
+    bad = sorted(set(scopes or ()) - SCOPES)
     if bad:
         raise ConfigurationError(f"{where}.scopes: unknown scope(s) {', '.join(bad)} "
                                  f"(known: {', '.join(sorted(SCOPES))})")
