@@ -36,7 +36,28 @@ class _UserFacingError(click.ClickException):
 
 
 class _Group(click.Group):
-    """Maps every ReconcilerError to its exit code, in this one place."""
+    """Maps every ReconcilerError to its exit code, in this one place.
+
+    Usage errors exit 1 like every other error (click's default is 2), so that exit
+    2 keeps one meaning: ``plan --detailed-exitcode`` found changes.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as error:
+            error.show()
+            sys.exit(1)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("Aborted; nothing was written.", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -286,7 +307,7 @@ def _write_file(path: Path, text: str) -> None:
     "--allow-mass-archive",
     type=click.IntRange(min=0),
     metavar="N",
-    help="Allow a plan that archives or purges more than 10%% of a kind; N must be the exact count.",
+    help="Allow a plan that archives or purges more than 10% of a kind; N must be the exact count.",
 )
 @click.option(
     "--lock-timeout",
@@ -354,6 +375,235 @@ def apply(
         click.echo(render_apply_result(outcome.to_json(), color=_color(sys.stdout.isatty())), nl=False)
     else:
         click.echo(render_apply_result_json(outcome.to_json()), nl=False)
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+def _entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """Read, verify and export the reconciler's audit log.
+
+    Every applied change has one entry: when, what (before, after, fields), who
+    asked for it (commit author), who applied it, and from which manifest. Entries
+    form a hash chain, so changes to the log after the fact are detected.
+    """
+
+
+@audit_group.command("verify")
+@database_option
+@click.option(
+    "--expect-head",
+    metavar="HASH",
+    help=(
+        "A head hash kept outside the database (a CI log, a commit, an artefact). The log must "
+        "still contain it: removing the newest entries is detected. Entries appended after it are fine."
+    ),
+)
+@click.option(
+    "--git",
+    "git_path",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    metavar="PATH",
+    help=(
+        "Also check that every entry's commit is in the git repository at PATH and reachable "
+        "from its default branch (origin/HEAD, else the current branch)."
+    ),
+)
+def audit_verify(database_url: str | None, expect_head: str | None, git_path: Path | None) -> None:
+    """Recompute the audit log's hash chain; exit 1 naming the first bad entry.
+
+    Detects an entry that was changed, removed or reordered after it was written.
+    Prints the head hash: keep it outside the database and pass it to a later
+    --expect-head, so that a log cut short is detected too.
+    """
+    from .audit import catalog_url, verify
+    from .errors import ConfigurationError
+    from .provenance import GitRepository
+
+    repo = None
+    if git_path is not None:
+        repo = GitRepository.discover(git_path)
+        if repo is None:
+            raise ConfigurationError(f"--git {git_path} is not inside a git repository")
+    result = verify(catalog_url(database_url, Path.cwd()), expect_head=expect_head, repo=repo)
+    click.echo(f"Audit log verified: {_entries(result.entries)}, head {result.head}")
+    if expect_head is not None:
+        if result.after_anchor:
+            click.echo(f"The expected head is entry {result.anchor_seq}; "
+                       f"{_entries(result.after_anchor)} appended after it.")
+        else:
+            click.echo("The expected head is the current head.")
+    if repo is not None:
+        click.echo(f"All {result.commits} commit(s) are in {repo.root} and reachable from {result.ref}.")
+
+
+@audit_group.command("log")
+@database_option
+@click.option("--address", metavar="ADDRESS", help="Only this object (e.g. dataset:observatory-readings).")
+@click.option("--since", metavar="WHEN", help="Only entries recorded at or after this ISO date or time (UTC unless it says).")
+@click.option("--author", metavar="EMAIL", help="Only changes whose commit author has this email.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One block per entry, or a JSON array with every column.",
+)
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N entries (the newest).")
+def audit_log(database_url: str | None, address: str | None, since: str | None, author: str | None,
+              output_format: str, limit: int | None) -> None:
+    """List audit log entries, newest first: who asked for each value, and when."""
+    from .audit import catalog_url, entries, parse_since, render_json, render_text
+    from .catalog.audit_log import Filters
+
+    filters = Filters(address, parse_since(since) if since is not None else None, author, limit)
+    found = entries(catalog_url(database_url, Path.cwd()), filters)
+    click.echo(render_json(found) if output_format == "json" else render_text(found), nl=False)
+
+
+@audit_group.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@database_option
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["parquet", "csv"]),
+    help="Parquet with typed columns (default), or CSV; without it a .csv FILE is written as CSV.",
+)
+def audit_export(file: Path, database_url: str | None, output_format: str | None) -> None:
+    """Write every audit log entry to FILE for analysis (DuckDB, pandas, a warehouse).
+
+    Parquet keeps the types: seq BIGINT, recorded_at TIMESTAMP WITH TIME ZONE,
+    fields VARCHAR[], before/after JSON. See docs/auditing.md for queries.
+    """
+    from .audit import catalog_url, export, export_format
+
+    count = export(catalog_url(database_url, Path.cwd()), file, export_format(file, output_format))
+    click.echo(f"Exported {_entries(count)} to {file}")
+
+
+# --- import --------------------------------------------------------------------------------
+
+
+@cli.command("import")
+@TREE_ARGUMENT
+@database_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Write the manifests under DIR (default: PATH/imported).",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Import only this unmanaged object (storage-target:NAME, dataset:SLUG, record:NS/KEY). Repeatable.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite files that already exist (never a file in which the tree declares objects).",
+)
+def import_command(
+    path: Path, database_url: str | None, out_dir: Path | None, targets: tuple[str, ...], force: bool
+) -> None:
+    """Write manifests for catalog objects that no source manages, so they can be adopted.
+
+    Unmanaged objects are those in the catalog that no source has applied and the
+    tree at PATH (default: manifests) does not declare. Writes storage-targets.yaml,
+    datasets/<slug>.yaml and records/<namespace>.yaml under DIR. Once committed, the
+    plan shows no change for them and the next apply records them as managed.
+    Secret-looking config values are written as ${env:...} references, with a
+    warning naming each variable. Existing files are never overwritten without --force.
+    """
+    from datetime import UTC, datetime
+
+    from .engine import check_address, open_workspace
+    from .importer import plan_import
+    from .manifests.emit import dump_documents
+
+    for target in targets:
+        check_address(target)
+    workspace = open_workspace(path, database_url)
+    declared, catalog = _import_inputs(workspace)
+    result = plan_import(catalog.live, catalog.applied, declared, targets)
+    for address, reason in result.skipped:
+        click.echo(f"warning: skipped {address}: {reason}", err=True)
+    if not result.candidates:
+        click.echo("Nothing to import: every catalog object is managed.")
+        return
+    if not result.files:
+        raise ReconcilerError(f"nothing imported: none of the {len(result.candidates)} unmanaged object(s) "
+                              "can be written as a manifest (see the warnings above)")
+    directory = out_dir if out_dir is not None else path / "imported"
+    catalog_name = "the embedded catalog (.reconciler/)" if workspace.embedded else workspace.database
+    header = (f"Imported by reconciler import from {catalog_name} on "
+              f"{datetime.now(UTC).date().isoformat()}; review before committing.")
+    texts = {directory / file.path: dump_documents(file.documents, header=header) for file in result.files}
+    _check_overwrites(texts, declared, force)
+    for file, text in texts.items():
+        _write_new_file(file, text)
+        click.echo(f"wrote {file}")
+    for secret in result.secrets:
+        click.echo(f"warning: {secret.address}: {secret.path} is written as ${{env:{secret.variable}}}; "
+                   f"set {secret.variable} to its value before plan or apply", err=True)
+    click.echo(result.summary(str(directory)))
+
+
+def _import_inputs(workspace: Any) -> tuple[Any, Any]:
+    """What the tree declares (secrets left unresolved) and the catalog's state, for import."""
+    import os
+
+    from .catalog.connection import connect
+    from .catalog.migrations import ensure_migrated, migrate
+    from .catalog.state import read_state
+    from .desired import desired_state
+
+    declared = desired_state(workspace.tree, environ=os.environ, resolve_env=False).desired
+    if workspace.embedded:
+        migrate(workspace.database_url)
+    with connect(workspace.database_url, autocommit=True) as conn:
+        ensure_migrated(workspace.database_url)
+        return declared, read_state(conn)
+
+
+def _check_overwrites(texts: dict[Path, str], declared: Any, force: bool) -> None:
+    """Refuse existing files unless --force; refuse even then a file the tree declares objects in,
+    since replacing it would drop those objects from the tree (and archive them on the next apply)."""
+    from collections import Counter
+
+    from .errors import ConfigurationError
+
+    existing = [file for file in texts if file.exists()]
+    if existing and not force:
+        raise ConfigurationError("refusing to overwrite existing files (pass --force to overwrite them): "
+                                 + ", ".join(str(file) for file in existing))
+    holding = Counter(Path(item.location.path).resolve() for item in declared.values())
+    in_tree = [f"{file} ({holding[file.resolve()]} declared objects)" for file in existing
+               if holding[file.resolve()]]
+    if in_tree:
+        raise ConfigurationError("refusing to overwrite files in which the tree declares objects, even with "
+                                 "--force (the objects would be dropped from the tree): " + ", ".join(in_tree)
+                                 + "; import into another --out directory")
+
+
+def _write_new_file(path: Path, text: str) -> None:
+    from .errors import ConfigurationError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ConfigurationError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def main() -> None:
