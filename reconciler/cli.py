@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from .errors import ReconcilerError
+from .errors import ManifestError, ReconcilerError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,9 +29,17 @@ class _UserFacingError(click.ClickException):
 
     def __init__(self, error: ReconcilerError) -> None:
         super().__init__(error.render())
+        self.error = error
         self.exit_code = error.exit_code  # type: ignore[misc]  # click reads it per instance
 
     def show(self, file: Any = None) -> None:
+        if isinstance(self.error, ManifestError):
+            # One problem per line, exactly path:line:column: message (editors and CI
+            # annotations parse them), then the count as the error line.
+            for problem in self.error.problems:
+                click.echo(str(problem), err=True)
+            click.echo(f"error: {self.error.message}", err=True)
+            return
         click.echo(f"error: {self.message}", err=True)
 
 
@@ -165,22 +173,13 @@ def validate(path: Path) -> None:
     path:line:column: message. Links to objects the tree does not declare are
     listed; plan checks them against the catalog.
     """
-    from .errors import ManifestError
     from .manifests import load_tree
     from .manifests.report import summary, unresolved_lines
 
-    try:
-        tree = load_tree(path)
-    except ManifestError as error:
-        # One problem per line, exactly path:line:column: message (editors and CI
-        # annotations parse them), then the count as the command's error.
-        for problem in error.problems:
-            click.echo(str(problem), err=True)
-        raise ReconcilerError(error.message) from error
+    tree = load_tree(path)  # a ManifestError lists every problem, one per line (_UserFacingError)
     click.echo(summary(tree))
     for line in unresolved_lines(tree):
         click.echo(line)
-
 
 
 # --- plan and apply ------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 
+from . import audit  # the audit log (issue 5)
+from .catalog.audit_log import record_unapplied_run  # the audit log (issue 5)
 from .catalog.connection import connect, describe, git_root, resolve_database
 from .catalog.migrations import ensure_migrated, migrate
 from .catalog.state import read_state
@@ -31,7 +33,7 @@ from .catalog.writer import (
     write_storage_targets,
 )
 from .diff import Change, Desired, Finding, Live, diff
-from .errors import ConfigurationError, ReconcilerError
+from .errors import ConfigurationError, ConflictError, ReconcilerError
 from .manifests.config import load_config
 from .plan import Author, Plan, from_diff, mask, walk_path
 from .policy import Policy, check
@@ -195,7 +197,7 @@ def attribute(repo: GitRepository | None, changes: Sequence[Change], bookkeeping
     for address, group in spans.items():
         found = [blamed[s] for s in group if s in blamed]
         if found:
-            authors[address] = _author(_latest(found))
+            authors[address] = _author(repo.latest(found) if len(found) > 1 else found[0])
     removals: dict[str, Removal] = {}
     for change in changes:
         done = applied.get(change.address)
@@ -207,14 +209,6 @@ def attribute(repo: GitRepository | None, changes: Sequence[Change], bookkeeping
         if author is not None:
             authors[address] = _author(author)
     return authors
-
-
-def _latest(found: Sequence[Any]) -> Any:
-    """The uncommitted one if any (it is newest), else the latest commit."""
-    for author in found:
-        if author.uncommitted:
-            return author
-    return max(found, key=lambda a: a.committed_at.timestamp() if a.committed_at else 0.0)
 
 
 def _author(found: Any) -> Author:
@@ -296,6 +290,8 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
         return ApplyResult(run_id, "no-op")
     env = os.environ if environ is None else environ
     writes = [_write(c, plan, env) for c in plan.changes]
+    drafts = audit.drafts_for(plan, run_id=run_id, applier=applier(),  # the audit log (issue 5)
+                              root=ws.repo.root if ws.repo else None)
     conn = connect(ws.database_url, application_name=f"reconciler apply {run_id[4:12]} {applier()}"[:63])
     try:
         with conn.transaction():
@@ -311,14 +307,35 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
             write_managed(conn, _managed(plan, ws), [c.address for c in plan.changes if c.action == "purge"],
                           ws.source, run_id)
             _record_run(conn, run_id, ws, plan)
+            # The audit log (issue 5): one chained entry per change, committed with them.
+            progress("appending to the audit log")
+            audit.append(conn, drafts)
     except psycopg.Error as error:
-        raise translate(error) from None
+        failure = translate(error)
+        _record_unapplied(conn, run_id, ws, plan, failure, env, progress)  # the audit log (issue 5)
+        raise failure from None
+    except ReconcilerError as error:
+        _record_unapplied(conn, run_id, ws, plan, error, env, progress)  # the audit log (issue 5)
+        raise
     finally:
         conn.close()
     done = {"create": "created", "update": "updated", "archive": "archived", "restore": "restored",
             "purge": "purged"}
     return ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": done[c.action]}
                                            for c in plan.changes])
+
+
+def _record_unapplied(conn: psycopg.Connection[Any], run_id: str, ws: Workspace, plan: Plan,
+                      error: ReconcilerError, environ: Mapping[str, str], progress: Callable[[str], None]) -> None:
+    """The audit log (issue 5): a refused or failed apply leaves a runs row, written after the
+    rollback; if even that fails, the original error is still the one raised."""
+    outcome = "refused" if isinstance(error, Refusal | ConflictError) else "failed"
+    problem = record_unapplied_run(
+        conn, run_id=run_id, source=ws.source, applier=applier(), commit=plan.commit,
+        plan_digest=plan.digest(), outcome=outcome, message=audit.scrub(error.message, plan.secrets, environ),
+        counts=plan.summary)
+    if problem:
+        progress(f"could not record the {outcome} run {run_id}: {problem}")
 
 
 def check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions) -> None:

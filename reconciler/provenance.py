@@ -177,8 +177,12 @@ class _Blame:
     line_commits: tuple[str, ...]
     commits: dict[str, _BlameCommit]
 
-    def author_of(self, span: Span) -> Author | None:
-        """The latest commit among the span's lines; None when any of them is uncommitted."""
+    def author_of(self, span: Span, newest: Callable[[Sequence[str]], str] | None = None) -> Author | None:
+        """The latest commit among the span's lines; None when any of them is uncommitted.
+
+        Commits made within the same second tie on time; ``newest`` then picks the
+        one the others are ancestors of (see ``GitRepository.newest``).
+        """
         count = len(self.line_commits)
         if span.start_line > count:
             raise ConfigurationError(
@@ -192,6 +196,13 @@ class _Blame:
             (self.commits[sha] for sha in shas),
             key=lambda c: (c.author_time, c.committer_time, c.sha),
         )
+        tied = sorted(
+            sha for sha in shas
+            if (self.commits[sha].author_time, self.commits[sha].committer_time)
+            == (latest.author_time, latest.committer_time)
+        )
+        if len(tied) > 1 and newest is not None:
+            latest = self.commits[newest(tied)]
         return latest.author()
 
 
@@ -410,6 +421,20 @@ class GitRepository:
         output = self._git("cat-file", "-e", f"{sha}^{{commit}}", ok=(0, 1, 128))
         return output.returncode == 0
 
+    # --- for `audit verify --git` (issue 5) ---
+
+    def default_branch(self) -> str:
+        """The ref recorded commits must be reachable from: origin/HEAD when the clone has it, else HEAD."""
+        output = self._git("rev-parse", "--verify", "--quiet", "refs/remotes/origin/HEAD^{commit}", ok=(0, 1))
+        return "origin/HEAD" if output.returncode == 0 else "HEAD"
+
+    def is_ancestor(self, sha: str, ref: str) -> bool:
+        """Whether commit ``sha`` is ``ref`` or one of its ancestors."""
+        if not _SHA.match(sha.lower()):
+            return False
+        output = self._git("merge-base", "--is-ancestor", sha, ref, ok=(0, 1, 128))
+        return output.returncode == 0
+
     def user_identity(self) -> tuple[str, str]:
         """``user.name`` and ``user.email`` from git config, each ``"unknown"`` when unset."""
         output = self._git("config", "-z", "--get-regexp", r"^user\.(name|email)$", ok=(0, 1))
@@ -419,6 +444,33 @@ class GitRepository:
             if value.strip():
                 values[key.lower()] = value.strip()  # the last value wins, as in git config --get
         return values.get("user.name", "unknown"), values.get("user.email", "unknown")
+
+    def newest(self, shas: Sequence[str]) -> str:
+        """Of commits that tie on time, the one that descends from the others.
+
+        ``git merge-base --independent`` keeps the commits no other one reaches; when
+        history leaves several (parallel branches), the greatest sha decides, so the
+        answer is at least stable.
+        """
+        unique = sorted(set(shas))
+        if len(unique) == 1:
+            return unique[0]
+        output = self._git("merge-base", "--independent", *unique, ok=(0, 1))
+        heads = sorted(line.strip() for line in output.stdout.splitlines() if line.strip())
+        return heads[-1] if heads else unique[-1]
+
+    def latest(self, authors: Sequence[Author]) -> Author:
+        """The newest of several authors of one object: uncommitted first, then by time and ancestry."""
+        for author in authors:
+            if author.uncommitted:
+                return author
+        def moment(a: Author) -> float:
+            return a.committed_at.timestamp() if a.committed_at else 0.0
+        top = max(moment(a) for a in authors)
+        tied = {a.commit: a for a in authors if moment(a) == top and a.commit}
+        if len(tied) > 1:
+            return tied[self.newest(list(tied))]
+        return max(authors, key=moment)
 
     def verify_commits(self, shas: Iterable[str]) -> dict[str, bool]:
         """Whether each commit carries a signature git can verify (``git verify-commit``).
@@ -458,7 +510,7 @@ class GitRepository:
         for path, file_spans in by_file.items():
             blame = blames.get(path)
             for span in file_spans:
-                author = blame.author_of(span) if blame is not None else None
+                author = blame.author_of(span, self.newest) if blame is not None else None
                 if author is None:
                     uncommitted = uncommitted or self._uncommitted()
                     author = uncommitted

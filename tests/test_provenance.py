@@ -163,6 +163,26 @@ def test_equal_author_dates_are_decided_by_committer_date(
     assert key(GitRepository(repo).attribute([span])[span]) == committed(BOB, bob)
 
 
+def test_commits_in_the_same_second_go_to_the_descendant(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Same author and committer second: only ancestry can tell which is newer. Repeat with
+    # different contents so the shas fall in both orders.
+    monkeypatch.setenv("GIT_COMMITTER_DATE", "2024-03-01T00:00:00+00:00")
+    git = GitRepository(repo)
+    for n in range(8):
+        name = f"manifests/same-second-{n}.yaml"
+        write(repo / name, [f"one {n}", "two"])
+        alice = commit(repo, ALICE, "2024-03-01T00:00:00+00:00")
+        write(repo / name, [f"one {n}", f"two changed {n}"])
+        bob = commit(repo, BOB, "2024-03-01T00:00:00+00:00")
+        span = Span(Path(name), 1, 2)
+        assert key(git.attribute([span])[span]) == committed(BOB, bob), n
+        first, second = Span(Path(name), 1, 1), Span(Path(name), 2, 2)
+        found = git.attribute([first, second])
+        assert key(found[first]) == committed(ALICE, alice)
+        assert key(git.latest([found[first], found[second]])) == committed(BOB, bob)
+        assert key(git.latest([found[second], found[first]])) == committed(BOB, bob)
+
+
 def test_an_uncommitted_edit_marks_only_its_own_span(two_authors: tuple[Path, str, str]) -> None:
     repo, _, bob = two_authors
     write(

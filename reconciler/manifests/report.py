@@ -1,0 +1,39 @@
+"""What ``validate`` says about a valid tree: the summary line and the links left for the plan."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ..model import Address
+from .tree import ManifestTree, Reference
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def summary(tree: ManifestTree) -> str:
+    """``Valid: 1 storage target, 4 datasets, 12 records in 3 files.``"""
+    return (
+        f"Valid: {_count(len(tree.storage_targets), 'storage target')}, "
+        f"{_count(len(tree.datasets), 'dataset')}, {_count(len(tree.records), 'record')} "
+        f"in {_count(len(tree.files), 'file')}."
+    )
+
+
+def unresolved_lines(tree: ManifestTree) -> list[str]:
+    """One line per object the tree links to but does not declare, naming the first
+    place that links to it and how many others do."""
+    by_target: dict[Address, list[Reference]] = defaultdict(list)
+    for reference in tree.unresolved:
+        by_target[reference.target].append(reference)
+    lines = []
+    for target, references in sorted(by_target.items()):
+        first = min(references, key=lambda reference: reference.location)
+        others = len(references) - 1
+        also = f" and {_count(others, 'other object')}" if others else ""
+        lines.append(
+            f"{first.location}: {target} (linked from {first.source}{also}) is not declared in "
+            "the tree; plan will check it against the catalog."
+        )
+    return lines

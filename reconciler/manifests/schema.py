@@ -1,0 +1,67 @@
+"""The JSON Schema of manifest documents, generated from the models.
+
+Regenerate the committed file with
+``python -m reconciler.manifests.schema > schemas/manifest.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+from pydantic import Field, TypeAdapter
+
+import reconciler
+
+from ..model import API_VERSION, Dataset, Record, RecordSet, StorageTarget
+
+SCHEMA_FILE: Final = "manifest.schema.json"
+SCHEMA_ID: Final = "https://reconciler.invalid/schemas/manifest.schema.json"
+
+_Document = Annotated[StorageTarget | Dataset | Record | RecordSet, Field(discriminator="kind")]
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) one manifest document must satisfy."""
+    schema = TypeAdapter(_Document).json_schema(by_alias=True, mode="validation")
+    for definition in schema["$defs"].values():
+        for field in definition.get("properties", {}).values():
+            field.pop("title", None)  # "Storagetarget" and the like help nobody
+    for name in ("StorageTarget", "Dataset", "Record", "RecordSet"):
+        definition = schema["$defs"][name]
+        # The models default these two for Python callers; a document must state them.
+        definition["required"] = ["apiVersion", "kind", *definition.get("required", [])]
+        for key in ("apiVersion", "kind"):
+            definition["properties"][key].pop("default", None)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": f"reconciler manifest document ({API_VERSION})",
+        "description": (
+            "One YAML document of a reconciler manifest tree: a StorageTarget, Dataset, "
+            "Record or RecordSet. Generated from reconciler.model; see docs/manifests.md."
+        ),
+        **schema,
+    }
+
+
+def render() -> str:
+    """The schema as the committed file holds it."""
+    return json.dumps(manifest_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def schema_dirs() -> list[Path]:
+    """Where the schema files are: inside the installed wheel, then the repository's."""
+    package = Path(reconciler.__file__).parent
+    return [package / "_data" / "schemas", package.parent / "schemas"]
+
+
+def main() -> None:
+    """Print the manifest schema (``python -m reconciler.manifests.schema``)."""
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()

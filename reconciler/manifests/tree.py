@@ -1,0 +1,114 @@
+"""The loaded manifest tree: every declared object with where it is declared, and what it refers to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from ..model import Address, AddressKind, Dataset, Declaration, JsonPath, Record, StorageTarget
+
+T = TypeVar("T", bound=Declaration, covariant=True)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Location:
+    """Where an object is declared.
+
+    ``path`` is the file as the user would type it (relative to the working
+    directory when the file is under it); ``line``/``column`` is where the object's
+    mapping starts and ``end_line`` its last line (1-based, inclusive). ``also``
+    holds further line ranges that define the object: for a record of a
+    RecordSet, the set's ``namespace`` and ``defaults`` lines.
+    """
+
+    path: str
+    line: int
+    column: int
+    end_line: int
+    also: tuple[tuple[int, int], ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    @property
+    def line_ranges(self) -> tuple[tuple[int, int], ...]:
+        """Every (first, last) line range that defines the object, sorted and merged:
+        what ``git blame -L`` should look at."""
+        merged: list[tuple[int, int]] = []
+        for first, last in sorted([(self.line, self.end_line), *self.also]):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        return tuple(merged)
+
+
+@dataclass(frozen=True, slots=True)
+class Declared(Generic[T]):
+    """One object of the tree: its model and its location.
+
+    For a storage target loaded with ``resolve_env=True``, ``model.config`` holds
+    the resolved values and ``secret_paths`` the config paths whose value came
+    from an environment variable (to be masked in plans, logs and audit).
+    """
+
+    model: T
+    location: Location
+    secret_paths: frozenset[JsonPath] = frozenset()
+    address: Address = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", self.model.address)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Reference:
+    """A link from ``source`` to ``target`` that the tree itself does not satisfy; the
+    plan checks it against the catalog."""
+
+    target: Address
+    source: Address
+    location: Location
+
+
+@dataclass(frozen=True)
+class ManifestTree:
+    """Every object a manifest tree declares, in file and document order."""
+
+    root: str
+    files: tuple[str, ...]
+    storage_targets: tuple[Declared[StorageTarget], ...] = ()
+    datasets: tuple[Declared[Dataset], ...] = ()
+    records: tuple[Declared[Record], ...] = ()
+    unresolved: tuple[Reference, ...] = ()
+    _index: Mapping[Address, Declared[Declaration]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {declared.address: declared for declared in self.objects()})
+
+    def objects(self) -> Iterator[Declared[Declaration]]:
+        """Storage targets, then datasets, then records."""
+        yield from self.storage_targets
+        yield from self.datasets
+        yield from self.records
+
+    def get(self, address: Address) -> Declared[Declaration] | None:
+        """The object declared at ``address``, if the tree declares it."""
+        return self._index.get(address)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def count(self, kind: AddressKind) -> int:
+        """How many objects of ``kind`` the tree declares."""
+        return {
+            AddressKind.STORAGE_TARGET: len(self.storage_targets),
+            AddressKind.DATASET: len(self.datasets),
+            AddressKind.RECORD: len(self.records),
+        }[kind]
