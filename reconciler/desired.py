@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ def _location(declared: Declared[Any]) -> Location:
 def _desired(declared: Declared[Any], environ: Mapping[str, str],
              resolve_env: bool) -> tuple[Desired, dict[str, str], list[tuple[str, str]]]:
     model = declared.model
+    if type(model) is Record:
+        return _record(declared), {}, []
     names = _FIELDS[type(model)]
     fields = {names[name]: _value(model, name) for name in model.model_fields_set if name in names}
     templates: dict[str, str] = {}
@@ -71,11 +73,27 @@ def _desired(declared: Declared[Any], environ: Mapping[str, str],
     if isinstance(model, StorageTarget) and "config" in fields:
         recorded = dict(fields)
         fields["config"], templates, missing = _resolve(fields["config"], environ, resolve_env)
-    address = str(model.address)
+    address = str(declared.address)
     return (Desired(address, _KIND[type(model)], fields, _location(declared),
                     protect=bool(getattr(model, "protect", False)), purge=bool(getattr(model, "purge", False)),
                     secret_paths=frozenset(templates), recorded=recorded if templates else None),
             templates, missing)
+
+
+# Records are most of a tree, so they take a direct path to the same values as the
+# general one (manifest name → the diff's name, only the fields the manifest set).
+_RECORD_FIELDS = tuple(_FIELDS[Record].items())
+
+
+def _record(declared: Declared[Any]) -> Desired:
+    values = declared.model.__dict__
+    given = declared.model.model_fields_set
+    fields = {out: (list(values[name]) if name == "tags" else values[name])
+              for name, out in _RECORD_FIELDS if name in given}
+    loc = declared.location
+    location = Location(loc.path, loc.line, loc.end_line, tuple(loc.also))
+    return Desired(f"record:{values['namespace']}/{values['key']}", "record", fields, location,
+                   protect=bool(values["protect"]), purge=bool(values["purge"]))
 
 
 def _value(model: Any, name: str) -> Any:
@@ -96,6 +114,8 @@ def _resolve(config: Mapping[str, Any], environ: Mapping[str, str],
     for path, text in list(iter_strings(config)):
         names = env_references(text)
         if not names:
+            if "$${" in text:  # only the escape: a literal "${", no secret
+                _set(resolved, path, substitute_env(text, environ))
             continue
         dotted = ".".join(str(p) for p in path)
         templates["config." + dotted] = text
@@ -124,3 +144,26 @@ def _links(tree: ManifestTree) -> list[tuple[str, str, Location]]:
     return [(str(ref.source), str(ref.target), Location(ref.location.path, ref.location.line,
                                                          ref.location.end_line))
             for ref in tree.unresolved]
+
+
+def rebase(state: DesiredState, root: Path) -> DesiredState:
+    """The same state with every location's path relative to ``root`` (the repository).
+
+    Plans, blame and the reconciler's records then name a file the same way wherever
+    the command runs from; paths outside ``root`` are kept as they are.
+    """
+    def moved(location: Location) -> Location:
+        return replace(location, path=repo_relative(location.path, root))
+
+    desired = {a: replace(d, location=moved(d.location)) for a, d in state.desired.items()}
+    links = [(source, target, moved(where)) for source, target, where in state.links]
+    return DesiredState(desired, state.secrets, links)
+
+
+def repo_relative(path: str, root: Path) -> str:
+    """``path`` (relative to the working directory, or absolute) relative to ``root``."""
+    absolute = Path(path).resolve()
+    try:
+        return absolute.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path

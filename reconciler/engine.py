@@ -132,10 +132,12 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     """
     for target in targets:
         check_address(target)
-    from .desired import desired_state  # the manifest loader is only needed here
+    from .desired import desired_state, rebase  # the manifest loader is only needed here
 
     state = desired_state(ws.tree, environ=os.environ if environ is None else environ,
                           resolve_env=resolve_secrets)
+    if ws.repo is not None:
+        state = rebase(state, ws.repo.root)
     if ws.embedded:
         migrate(ws.database_url)
     with connect(ws.database_url, autocommit=True) as conn:
@@ -189,7 +191,7 @@ def attribute(repo: GitRepository | None, changes: Sequence[Change], bookkeeping
     spans: dict[str, list[Span]] = {}
     for item in [*changes, *bookkeeping]:
         if getattr(item, "desired", None) is not None and item.location is not None:
-            path = Path(item.location.path).resolve()
+            path = repo.root / item.location.path  # locations are repository-relative (desired.rebase)
             ranges = [(item.location.line, item.location.end_line), *item.location.also]
             spans[item.address] = [Span(path, first, last) for first, last in ranges]
     blamed = repo.attribute(span for group in spans.values() for span in group)
@@ -432,12 +434,7 @@ def _managed_row(plan: Plan, ws: Workspace, address: str, kind: str, desired: Ma
     removal is traced from wherever the next command runs."""
     author = plan.author_of(address)
     applied = mask(desired, plan.secrets.get(address, {}), None) or {}
-    path = str(location.path)
-    if ws.repo is not None:
-        try:
-            path = str(Path(path).resolve().relative_to(ws.repo.root.resolve()))
-        except ValueError:
-            pass
+    path = str(location.path)  # already repository-relative (desired.rebase)
     return Managed(address, kind, applied, protect, author.commit, path, location.line, location.end_line)
 
 

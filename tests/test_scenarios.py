@@ -138,11 +138,17 @@ def test_three_steps_by_three_authors(git_repo: Path, db_url: str, db: psycopg.C
                     "ORDER BY id") == [("create", "alice@example.com"), ("purge", "carol@example.com")]
     assert rows(db, "SELECT count(*) FROM metastore.metastore_records") == [(2,)]
 
-    # And once more: nothing to do, no audit row.
+    # And once more: nothing to do, no audit row, not even a bookkeeping refresh (these
+    # commands run from outside the repository, so paths must be compared repo-relative).
     before = rows(db, "SELECT count(*) FROM metastore.metastore_record_audits")
     again = invoke(git_repo, db_url, "plan", "--detailed-exitcode")
     assert again.exit_code == 0, again.output
     assert "No changes. The catalog matches the manifests." in again.output
+    settled = json.loads(invoke(git_repo, db_url, "plan", "--format", "json").output)
+    assert settled["changes"] == [] and settled["bookkeeping"] == []
+    assert rows(db, "SELECT DISTINCT path FROM reconciler.managed_objects ORDER BY 1") == [
+        ("manifests/datasets.yaml",), ("manifests/records/observatory.yaml",), ("manifests/storage.yaml",)]
+    assert by_address["dataset:observatory-events"]["source"]["path"] == "manifests/datasets.yaml"
     assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
     assert rows(db, "SELECT count(*) FROM metastore.metastore_record_audits") == before
 

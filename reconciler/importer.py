@@ -1,0 +1,375 @@
+"""Catalog objects no source manages → manifest documents that adopt them exactly (pure, no I/O)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Final
+
+from pydantic import BaseModel, ValidationError
+
+from .desired import _desired  # the plan's own model → Desired translation: the check cannot drift from it
+from .diff import Applied, Desired, Live, diff
+from .errors import ConfigurationError
+from .manifests.messages import translate
+from .manifests.tree import Declared, Location
+from .manifests.yamlread import value_problems
+from .model import API_VERSION, Dataset, Declaration, RecordItem, RecordSet, StorageTarget, format_path
+
+# Dataset metadata keys the platform's services write for themselves. They are left
+# out of imported manifests, so they stay the services' (the three-way merge keeps
+# keys the tree never set) instead of becoming managed and reverted as drift.
+SERVICE_METADATA_KEYS: Final = frozenset({"createdBy", "tableName", "timestampColumn"})
+# A storage target config key whose name (lower-cased, punctuation removed) contains
+# one of these holds a secret: its value is never written, only an ${env:...} reference.
+SECRET_WORDS: Final = ("password", "passwd", "secret", "token", "key", "credential", "connectionstring",
+                       "authorization")
+# A URL with a password in it (scheme://user:password@host) is a secret whatever its key.
+_URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
+_NOT_ALNUM = re.compile(r"[^A-Z0-9]")
+_NOT_FILE_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+# Where the check pretends an imported object is declared; only the diff sees it.
+_NOWHERE = Location("<import>", 1, 1, 1)
+_KINDS: Final = ("storage-target", "dataset", "record")
+_NOUNS: Final = {"storage-target": ("storage target", "storage targets"), "dataset": ("dataset", "datasets"),
+                 "record": ("record", "records")}
+
+
+@dataclass(frozen=True)
+class ImportFile:
+    """One file to write: its path below the output directory and its documents, in order."""
+
+    path: str
+    documents: tuple[dict[str, Any], ...]
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A config value written as ``${env:VARIABLE}`` instead of its value."""
+
+    address: str
+    path: str  # config.<dotted path>
+    variable: str
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import writes, what it left out and why, and the variables it needs."""
+
+    candidates: tuple[str, ...]  # the unmanaged objects asked for
+    files: tuple[ImportFile, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()  # (address, reason)
+    secrets: tuple[Secret, ...] = ()
+
+    @property
+    def imported(self) -> tuple[str, ...]:
+        """Every address written, in file order."""
+        return tuple(address for file in self.files for address in file.addresses)
+
+    def counts(self) -> dict[str, int]:
+        """Objects written per kind."""
+        found = Counter(address.partition(":")[0] for address in self.imported)
+        return {kind: found.get(kind, 0) for kind in _KINDS}
+
+    def summary(self, directory: str) -> str:
+        """``Imported 1 storage target, 3 datasets, 120 records into DIR (5 files).``"""
+        parts = [f"{n:,} {_NOUNS[kind][0 if n == 1 else 1]}" for kind, n in self.counts().items()]
+        files = f"{len(self.files)} file" + ("" if len(self.files) == 1 else "s")
+        return f"Imported {', '.join(parts)} into {directory} ({files})."
+
+
+class _Skip(Exception):
+    """An object whose values no valid manifest can express; the message says why."""
+
+
+@dataclass
+class _Draft:
+    """One object's manifest before the check: its document and the model the loader would build."""
+
+    address: str
+    kind: str
+    document: dict[str, Any]  # for a record: its RecordSet item
+    model: Declaration | RecordItem  # what the loader builds (a record's RecordItem until _expand)
+    namespace: str = ""
+    secrets: list[tuple[Secret, str]] = field(default_factory=list)  # with the live value
+
+
+def select(live: Mapping[str, Live], applied: Mapping[str, Applied], declared: Mapping[str, Desired],
+           targets: Sequence[str] = ()) -> tuple[str, ...]:
+    """The unmanaged objects to import: all of them, or exactly ``targets``.
+
+    Unmanaged means in the catalog, recorded by no source, and not declared in the
+    tree (a declared object is adopted by the next apply already). A target that is
+    not such an object is an error naming it; every such target is named at once.
+    """
+    if not targets:
+        return tuple(sorted(a for a in live if a not in applied and a not in declared))
+    problems = []
+    for address in dict.fromkeys(targets):
+        if address not in live:
+            problems.append(f"{address} is not in the catalog")
+        elif address in applied:
+            problems.append(f"{address} is managed by source {applied[address].source!r}; "
+                            "only unmanaged objects are imported")
+        elif address in declared:
+            where = declared[address].location
+            problems.append(f"{address} is already declared in the tree ({where.path}:{where.line}); "
+                            "the next apply adopts it")
+    if problems:
+        raise ConfigurationError("cannot import:\n  " + "\n  ".join(problems))
+    return tuple(sorted(dict.fromkeys(targets)))
+
+
+def plan_import(live: Mapping[str, Live], applied: Mapping[str, Applied], declared: Mapping[str, Desired],
+                targets: Sequence[str] = ()) -> ImportResult:
+    """Manifest documents for the unmanaged objects, each checked to adopt its object unchanged.
+
+    Every document is validated as the loader validates it, then diffed against its
+    live object as the plan would diff it; an object whose manifest would change
+    anything (or not load, or break a link) is skipped with the reason.
+    """
+    candidates = select(live, applied, declared, targets)
+    names = _Variables()
+    drafts: list[_Draft] = []
+    skipped: list[tuple[str, str]] = []
+    for address in candidates:
+        try:
+            drafts.append(_draft(live[address], names, live, declared))
+        except _Skip as reason:
+            skipped.append((address, str(reason)))
+    _expand(drafts)
+    kept, refused = _check(drafts, live)
+    skipped += refused
+    return ImportResult(candidates, _files(kept), tuple(sorted(skipped)),
+                        tuple(secret for draft in kept for secret, _ in draft.secrets))
+
+
+# --- documents ------------------------------------------------------------------------------
+
+
+def _draft(obj: Live, names: _Variables, live: Mapping[str, Live], declared: Collection[str]) -> _Draft:
+    name = obj.address.partition(":")[2]
+    if obj.kind == "storage-target":
+        return _storage_target(name, obj.fields, names, obj.address)
+    if obj.kind == "dataset":
+        document = _dataset(name, obj.fields)
+        return _Draft(obj.address, obj.kind, document, _validate(Dataset, document))
+    namespace, _, key = name.partition("/")
+    return _record(obj.address, namespace, key, obj.fields, live, declared)
+
+
+def _storage_target(name: str, fields: Mapping[str, Any], names: _Variables, address: str) -> _Draft:
+    document: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "StorageTarget", "name": name,
+                                "type": fields["type"]}
+    if fields["description"] is not None:
+        document["description"] = fields["description"]
+    secrets: list[tuple[Secret, str]] = []
+    config = _config(fields["config"] or {}, (), False, name, names, address, secrets)
+    if config:
+        document["config"] = config
+    return _Draft(address, "storage-target", document, _validate(StorageTarget, document), secrets=secrets)
+
+
+def _config(value: Any, path: tuple[str | int, ...], secret: bool, target: str, names: _Variables,
+            address: str, secrets: list[tuple[Secret, str]]) -> Any:
+    """The config with sorted keys and every secret string replaced by an ${env:...} reference."""
+    if isinstance(value, Mapping):
+        return {key: _config(value[key], (*path, key), secret or looks_secret(key), target, names, address,
+                             secrets) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_config(item, (*path, index), secret, target, names, address, secrets)
+                for index, item in enumerate(value)]
+    if isinstance(value, str) and (secret or _URL_WITH_PASSWORD.match(value)):
+        variable = names.claim(target, path)
+        secrets.append((Secret(address, "config." + format_path(path), variable), value))
+        return "${env:" + variable + "}"
+    if isinstance(value, str) and "${" in value:
+        raise _Skip(f"config.{format_path(path)} holds '${{', which a manifest reads as an environment "
+                    "variable reference")
+    return value
+
+
+def looks_secret(key: str) -> bool:
+    """Whether a config key's name says its value is a secret (password, token, apiKey…)."""
+    squashed = re.sub(r"[^a-z0-9]", "", key.lower())
+    return any(word in squashed for word in SECRET_WORDS)
+
+
+def _dataset(slug: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    document: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "Dataset", "slug": slug,
+                                "name": fields["name"]}
+    if fields["description"] is not None:
+        document["description"] = fields["description"]
+    if fields["status"] != "active":
+        document["status"] = fields["status"]
+    if fields["storageTarget"] is not None:
+        document["storageTarget"] = fields["storageTarget"]
+    metadata = fields["metadata"]
+    if isinstance(metadata, Mapping):  # anything else fails validation, and is skipped with the reason
+        metadata = {k: v for k, v in metadata.items() if k not in SERVICE_METADATA_KEYS}
+    if metadata:
+        document["metadata"] = canonical_json(metadata)
+    if fields["retention"] is not None:
+        document["retention"] = canonical_json(fields["retention"])
+    return document
+
+
+def _record(address: str, namespace: str, key: str, fields: Mapping[str, Any], live: Mapping[str, Live],
+            declared: Collection[str]) -> _Draft:
+    item: dict[str, Any] = {"key": key}
+    if fields["owner"] is not None:
+        item["owner"] = fields["owner"]
+    if fields["tags"]:
+        item["tags"] = list(dict.fromkeys(fields["tags"]))
+    if fields["schemaHash"] is not None:
+        item["schemaHash"] = fields["schemaHash"]
+    if fields["metadata"]:
+        item["metadata"] = canonical_json(fields["metadata"])
+    if fields["deleted"]:
+        item["deleted"] = True
+    problem = _namespace_problem(namespace)
+    if problem:
+        raise _Skip(problem)
+    model: RecordItem = _validate(RecordItem, item)
+    slug = (model.metadata or {}).get("datasetSlug")
+    if isinstance(slug, str) and f"dataset:{slug}" not in live and f"dataset:{slug}" not in declared:
+        raise _Skip(f"metadata.datasetSlug names dataset {slug!r}, which is neither in the catalog nor in "
+                    "the tree (the plan would refuse the broken link)")
+    return _Draft(address, "record", item, model, namespace=namespace)
+
+
+def _expand(drafts: Sequence[_Draft]) -> None:
+    """Replace each record draft's RecordSet item by the Record its set expands to, as the loader does."""
+    items: dict[str, list[_Draft]] = {}
+    for draft in drafts:
+        if draft.kind == "record":
+            items.setdefault(draft.namespace, []).append(draft)
+    for namespace, group in items.items():
+        records = RecordSet.model_construct(namespace=namespace, records=tuple(d.model for d in group)).expand()
+        for draft, record in zip(group, records, strict=True):
+            draft.model = record
+
+
+@lru_cache(maxsize=1024)
+def _namespace_problem(namespace: str) -> str | None:
+    """Why no RecordSet can name ``namespace``, checked once per namespace."""
+    try:
+        _validate(RecordSet, {"apiVersion": API_VERSION, "kind": "RecordSet", "namespace": namespace,
+                              "records": []})
+    except _Skip as reason:
+        return str(reason)
+    return None
+
+
+def canonical_json(value: Any) -> Any:
+    """A JSON value with every mapping's keys sorted, so the same value is always written alike."""
+    if isinstance(value, Mapping):
+        return {key: canonical_json(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical_json(item) for item in value]
+    return value
+
+
+def _validate(model: type[BaseModel], document: Mapping[str, Any]) -> Any:
+    """The model the manifest loader would build from ``document``, or _Skip with its first problem."""
+    try:
+        return model.model_validate(document, by_alias=True, by_name=False)
+    except ValidationError as error:
+        detail = error.errors(include_url=False)[0]
+        raise _Skip(f"it cannot be written as a valid manifest: {translate(detail, model)[0][2]}") from None
+
+
+class _Variables:
+    """Environment variable names for secret config values: RECONCILER_<TARGET>_<KEY>, unique."""
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+
+    def claim(self, target: str, path: Sequence[str | int]) -> str:
+        base = _NOT_ALNUM.sub("_", "_".join(["RECONCILER", target, *map(str, path)]).upper())
+        name, n = base, 1
+        while name in self.taken:
+            n += 1
+            name = f"{base}_{n}"
+        self.taken.add(name)
+        return name
+
+
+# --- the check ------------------------------------------------------------------------------
+
+
+def _check(drafts: Sequence[_Draft], live: Mapping[str, Live]) -> tuple[list[_Draft], list[tuple[str, str]]]:
+    """Keep the drafts the loader reads back and the plan adopts with no change (one diff for all)."""
+    kept: list[_Draft] = []
+    skipped: list[tuple[str, str]] = []
+    environ = {secret.variable: value for draft in drafts for secret, value in draft.secrets}
+    desired: dict[str, Desired] = {}
+    for draft in drafts:
+        problem = _yaml_problem(draft)
+        if problem:
+            skipped.append((draft.address, problem))
+            continue
+        assert not isinstance(draft.model, RecordItem), "records are expanded before the check"
+        desired[draft.address], _, _ = _desired(Declared(draft.model, _NOWHERE), environ, True)
+        kept.append(draft)
+    result = diff(desired, {a: live[a] for a in desired}, {}, source="import")
+    refused = {c.address: f"no manifest can hold its {', '.join(c.paths or c.fields)} exactly as the catalog has it "
+                          "(the plan would show a change)" for c in result.changes}
+    refused.update({f.address: f.message for f in result.findings if f.severity == "error"})
+    skipped += refused.items()
+    return [d for d in kept if d.address not in refused], skipped
+
+
+def _yaml_problem(draft: _Draft) -> str | None:
+    """What the loader would refuse in the YAML itself (nesting depth, control characters in keys)."""
+    # A record sits two levels down in its RecordSet document (records list, item).
+    value: Any = {"records": [draft.document]} if draft.kind == "record" else draft.document
+    for path, at_key, message in value_problems(value, True):
+        inner = path[2:] if draft.kind == "record" else path
+        where = format_path(inner[:-1] if at_key else inner)
+        return f"it cannot be written as YAML the loader reads: {where + ': ' if where else ''}{message}"
+    return None
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def _files(drafts: Iterable[_Draft]) -> tuple[ImportFile, ...]:
+    """storage-targets.yaml; datasets/<slug>.yaml; records/<namespace>.yaml (one RecordSet each).
+
+    Names that would clash on a case-insensitive file system share one file.
+    """
+    grouped: dict[str, tuple[str, list[dict[str, Any]], list[str]]] = {}
+
+    def add(path: str, document: dict[str, Any], addresses: list[str]) -> None:
+        entry = grouped.setdefault(path.casefold(), (path, [], []))
+        entry[1].append(document)
+        entry[2].extend(addresses)
+
+    by_kind: dict[str, list[_Draft]] = {kind: [] for kind in _KINDS}
+    for draft in drafts:
+        by_kind[draft.kind].append(draft)
+    for draft in by_kind["storage-target"]:
+        add("storage-targets.yaml", draft.document, [draft.address])
+    for draft in by_kind["dataset"]:
+        add(f"datasets/{file_name(draft.address.partition(':')[2])}", draft.document, [draft.address])
+    namespaces: dict[str, list[_Draft]] = {}
+    for draft in by_kind["record"]:
+        namespaces.setdefault(draft.namespace, []).append(draft)
+    for namespace in sorted(namespaces):
+        items = sorted(namespaces[namespace], key=lambda d: d.document["key"])
+        document = {"apiVersion": API_VERSION, "kind": "RecordSet", "namespace": namespace,
+                    "records": [d.document for d in items]}
+        add(f"records/{file_name(namespace)}", document, [d.address for d in items])
+    return tuple(ImportFile(path, tuple(documents), tuple(addresses))
+                 for path, documents, addresses in sorted(grouped.values(), key=lambda entry: entry[0]))
+
+
+def file_name(name: str) -> str:
+    """A file name for a slug or namespace: ``:`` and the like become ``_``; never hidden."""
+    stem = _NOT_FILE_SAFE.sub("_", name)
+    return ("_" + stem if stem.startswith(".") else stem) + ".yaml"
