@@ -458,8 +458,7 @@ def audit_verify(database_url: str | None, expect_head: str | None, git_path: Pa
 def audit_log(database_url: str | None, address: str | None, since: str | None, author: str | None,
               output_format: str, limit: int | None) -> None:
     """List audit log entries, newest first: who asked for each value, and when."""
-    from .audit import catalog_url, entries, parse_since, render_json, render_text
-    from .catalog.audit_log import Filters
+    from .audit import Filters, catalog_url, entries, parse_since, render_json, render_text
 
     filters = Filters(address, parse_since(since) if since is not None else None, author, limit)
     found = entries(catalog_url(database_url, Path.cwd()), filters)

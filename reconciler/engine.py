@@ -292,8 +292,7 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
         return ApplyResult(run_id, "no-op")
     env = os.environ if environ is None else environ
     writes = [_write(c, plan, env) for c in plan.changes]
-    drafts = audit.drafts_for(plan, run_id=run_id, applier=applier(),  # the audit log (issue 5)
-                              root=ws.repo.root if ws.repo else None)
+    drafts = audit.drafts_for(plan, run_id=run_id, applier=applier())  # the audit log (issue 5)
     conn = connect(ws.database_url, application_name=f"reconciler apply {run_id[4:12]} {applier()}"[:63])
     try:
         with conn.transaction():
