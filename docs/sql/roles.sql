@@ -1,0 +1,50 @@
+-- Least-privilege roles for the reconciler. Run once, as the catalog's owner, in the
+-- catalog database, after `reconciler migrate` (which needs the owner's rights).
+--
+--   reconciler_plan   read-only: enough for `reconciler plan`, `import`, `audit log/verify/export`
+--   reconciler_apply  what `reconciler apply` writes, and nothing more
+--
+-- Give each role a password or certificate as your installation requires
+-- (ALTER ROLE ... PASSWORD ...); nothing here sets one.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'reconciler_plan') THEN
+        CREATE ROLE reconciler_plan LOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'reconciler_apply') THEN
+        CREATE ROLE reconciler_apply LOGIN;
+    END IF;
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO reconciler_plan', current_database());
+    -- TEMPORARY: apply stages its rows in temporary tables (COPY, then set-based SQL).
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO reconciler_apply', current_database());
+END
+$$;
+
+-- Reading: every command reads the three schemas.
+GRANT USAGE ON SCHEMA timestore, metastore, reconciler TO reconciler_plan, reconciler_apply;
+GRANT SELECT ON ALL TABLES IN SCHEMA timestore, metastore, reconciler TO reconciler_plan, reconciler_apply;
+
+-- Writing: the objects apply creates, updates, archives and purges ...
+GRANT INSERT, UPDATE, DELETE ON
+    timestore.storage_targets,
+    timestore.datasets,
+    timestore.dataset_retention_policies,
+    metastore.metastore_records,
+    reconciler.managed_objects
+TO reconciler_apply;
+
+-- ... and the audit rows written with them: appended, never changed.
+GRANT INSERT ON
+    timestore.dataset_access_audit,
+    timestore.lifecycle_audit_log,
+    metastore.metastore_record_audits,
+    reconciler.audit_log,
+    reconciler.runs
+TO reconciler_apply;
+
+-- Record and record-audit ids come from their bigserial sequences.
+GRANT USAGE ON SEQUENCE
+    metastore.metastore_records_id_seq,
+    metastore.metastore_record_audits_id_seq
+TO reconciler_apply;
