@@ -7,10 +7,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .diff import Desired, Location
+from .diff import Desired, Location, collector_paused
 from .errors import ManifestError, Problem
 from .manifests import Declared, ManifestTree, load_tree
-from .model import Dataset, Record, StorageTarget, env_references, iter_strings, substitute_env
+from .model import (
+    Dataset,
+    Record,
+    StorageTarget,
+    env_references,
+    iter_strings,
+    substitute_env,
+)
 
 # Manifest field → the diff's field, per kind (only fields the diff manages).
 _FIELDS: dict[Any, dict[str, str]] = {
@@ -42,14 +49,15 @@ def desired_state(root: Path, *, environ: Mapping[str, str], resolve_env: bool =
     desired: dict[str, Desired] = {}
     secrets: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []
-    for declared in tree.objects():
-        item, templates, missing = _desired(declared, environ, resolve_env)
-        desired[item.address] = item
-        if templates:
-            secrets[item.address] = templates
-        problems += [Problem(declared.location.path, declared.location.line, declared.location.column,
-                             f"{item.address}: config.{path}: environment variable {name} is not set")
-                     for path, name in missing]
+    with collector_paused():
+        for declared in tree.objects():
+            item, templates, missing = _desired(declared, environ, resolve_env)
+            desired[item.address] = item
+            if templates:
+                secrets[item.address] = templates
+            problems += [Problem(declared.location.path, declared.location.line, declared.location.column,
+                                 f"{item.address}: config.{path}: environment variable {name} is not set")
+                         for path, name in missing]
     if problems:
         raise ManifestError(problems)
     return DesiredState(desired, secrets, _links(tree))
@@ -150,12 +158,21 @@ def rebase(state: DesiredState, root: Path) -> DesiredState:
     """The same state with every location's path relative to ``root`` (the repository).
 
     Plans, blame and the reconciler's records then name a file the same way wherever
-    the command runs from; paths outside ``root`` are kept as they are.
+    the command runs from; paths outside ``root`` are kept as they are. Each file is
+    resolved once, and objects whose path does not change are kept as they are.
     """
-    def moved(location: Location) -> Location:
-        return replace(location, path=repo_relative(location.path, root))
+    relative: dict[str, str] = {}
 
-    desired = {a: replace(d, location=moved(d.location)) for a, d in state.desired.items()}
+    def moved(location: Location) -> Location:
+        path = relative.get(location.path)
+        if path is None:
+            path = relative[location.path] = repo_relative(location.path, root)
+        return location if path == location.path else replace(location, path=path)
+
+    desired = {}
+    for address, item in state.desired.items():
+        location = moved(item.location)
+        desired[address] = item if location is item.location else replace(item, location=location)
     links = [(source, target, moved(where)) for source, target, where in state.links]
     return DesiredState(desired, state.secrets, links)
 

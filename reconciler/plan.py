@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -70,11 +71,24 @@ class Plan:
 
     def digest(self) -> str:
         """SHA-256 of the plan's canonical JSON: names the reviewed plan in the audit log."""
-        body = self.to_json(include_digest=False)
-        return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+        return self._digest
+
+    @functools.cached_property
+    def _digest(self) -> str:
+        return hashlib.sha256(canonical_json(self._body).encode("utf-8")).hexdigest()
 
     def to_json(self, *, include_digest: bool = True) -> dict[str, Any]:
-        """The plan as the documented JSON (schemas/plan.schema.json); secrets masked."""
+        """The plan as the documented JSON (schemas/plan.schema.json); secrets masked.
+
+        Built once per plan (it is frozen); each caller gets its own top-level dict.
+        """
+        out = dict(self._body)
+        if include_digest:
+            out["digest"] = self.digest()
+        return out
+
+    @functools.cached_property
+    def _body(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "source": self.source,
@@ -88,8 +102,6 @@ class Plan:
             "findings": [_finding_json(f) for f in self.findings],
             "targets": list(self.targets),
         }
-        if include_digest:
-            out["digest"] = self.digest()
         return out
 
     def _change_json(self, change: Change) -> dict[str, Any]:
@@ -99,8 +111,8 @@ class Plan:
             "address": change.address,
             "kind": change.kind,
             "action": change.action,
-            "before": mask(change.before, secrets, MASK),
-            "after": mask(change.after, secrets, None),
+            "before": _masked(change.before, secrets, MASK),
+            "after": _masked(change.after, secrets, None),
             "fields": list(change.fields),
             "paths": list(change.paths),
             "source": _location_json(change.location),
@@ -109,7 +121,7 @@ class Plan:
             "against": change.against,
             "protect": change.protect,
             "drift": list(change.drift),
-            "desired": mask(change.desired, secrets, None),
+            "desired": _masked(change.desired, secrets, None),
         }
 
     @classmethod
@@ -189,6 +201,12 @@ def mask(fields: Mapping[str, Any] | None, secrets: Mapping[str, str],
     return dict(out)
 
 
+def _masked(fields: Mapping[str, Any] | None, secrets: Mapping[str, str],
+            replacement: str | None) -> Mapping[str, Any] | None:
+    """``mask`` for the plan's JSON: fields without secrets are shown as they are (read-only), not copied."""
+    return mask(fields, secrets, replacement) if secrets else fields
+
+
 def walk_path(node: Any, parts: list[str]) -> tuple[Any, str]:
     """The container holding the last part of a dotted path (dict keys, list indexes)."""
     for part in parts[:-1]:
@@ -222,7 +240,7 @@ def _finding_from(data: Mapping[str, Any]) -> Finding:
 
 def _bookkeeping_json(entry: Bookkeeping, secrets: Mapping[str, str]) -> dict[str, Any]:
     return {"address": entry.address, "kind": entry.kind, "reason": entry.reason,
-            "desired": mask(entry.desired, secrets, None), "source": _location_json(entry.location),
+            "desired": _masked(entry.desired, secrets, None), "source": _location_json(entry.location),
             "protect": entry.protect, "against": entry.against}
 
 

@@ -21,7 +21,7 @@ from .errors import ConfigurationError
 # Long enough for blame of a big file in a deep history; short enough that CI never hangs.
 GIT_TIMEOUT_SECONDS = 120.0
 # Blame is CPU- and IO-bound inside git; a few workers overlap it without thrashing.
-BLAME_WORKERS = 4
+BLAME_WORKERS = 2  # one per core here; four parallel blames pushed a large plan past 1.5 GB (docs/performance.md)
 
 # Every git invocation, by subcommand. Tests read it to prove "one blame per file".
 GIT_CALLS: Counter[str] = Counter()
@@ -159,6 +159,7 @@ class _BlameCommit:
         return Author(self.name, self.email, self.sha, _from_epoch(self.author_time, self.author_tz), False)
 
 
+@functools.lru_cache(maxsize=4096)
 def _from_epoch(seconds: int, tz: str) -> datetime:
     """A git timestamp with its ``+hhmm`` offset as an aware datetime."""
     match = re.fullmatch(r"([+-])(\d\d)(\d\d)", tz)
@@ -387,8 +388,9 @@ class GitRepository:
         """``path`` as git names it from the root: POSIX, relative, normalized."""
         if not path.is_absolute():
             return posixpath.normpath(path.as_posix())
-        for candidate in (path, path.resolve()):
+        for resolve in (False, True):
             try:
+                candidate = path.resolve() if resolve else path
                 return posixpath.normpath(candidate.relative_to(self.root).as_posix())
             except ValueError:
                 continue
@@ -499,8 +501,12 @@ class GitRepository:
         every file in a repository without commits, are uncommitted as a whole.
         """
         by_file: dict[str, list[Span]] = {}
+        relative: dict[Path, str] = {}
         for span in spans:
-            by_file.setdefault(self._relative(span.path), []).append(span)
+            name = relative.get(span.path)
+            if name is None:
+                name = relative[span.path] = self._relative(span.path)
+            by_file.setdefault(name, []).append(span)
         if not by_file:
             return {}
         tracked = self._tracked(list(by_file)) if self.head() is not None else set()

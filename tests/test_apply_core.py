@@ -273,3 +273,15 @@ def test_adopting_an_object_created_by_ingestion_keeps_its_id_and_foreign_keys(d
     assert db.execute("SELECT dataset_id FROM timestore.dataset_manifests").fetchone() == ("ds-ingested",)
     assert db.execute("SELECT count(*) FROM reconciler.managed_objects").fetchone() == (2,)
     assert make(db_url, [st("ch"), ds("readings", storageTarget="ch", metadata={"owner": "obs"})]).changes == ()
+
+
+def test_a_namespace_holding_a_slash_is_never_mistaken_for_another_record(
+        db_url: str, db: psycopg.Connection[Any]) -> None:
+    # The metastore allows "/" in a namespace; an address cannot hold one (record:<ns>/<key>).
+    db.execute("INSERT INTO metastore.metastore_records (namespace, record_key, owner) VALUES ('a/b', 'c', 'svc')")
+    plan = make(db_url, [rec("a", "b/c", owner="team")])
+    assert [(c.address, c.action) for c in plan.changes] == [("record:a/b/c", "create")]
+    assert plan.unmanaged == ()
+    apply_plan(ws(db_url), plan, ApplyOptions())
+    assert db.execute("SELECT namespace, record_key, owner FROM metastore.metastore_records ORDER BY namespace"
+                      ).fetchall() == [("a", "b/c", "team"), ("a/b", "c", "svc")]

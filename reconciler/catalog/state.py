@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+import json
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from ..diff import Applied, Live
+from ..diff import Applied, Live, collector_paused
 
 # updated_at as the services compare it: to the millisecond, in UTC.
 _MS = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
@@ -31,14 +32,41 @@ _DATASETS = sql.SQL(
        LEFT JOIN timestore.dataset_retention_policies rp ON rp.dataset_id = d.id"""
 ).format(updated=_ms("d.updated_at"), retention_updated=_ms("rp.updated_at"))
 
-_RECORDS = sql.SQL(
-    """SELECT namespace, record_key, owner, tags, schema_hash, metadata, deleted_at IS NOT NULL,
-              version, {updated}, updated_by
-       FROM metastore.metastore_records"""
-).format(updated=_ms("updated_at"))
+# Whether a record still holds every value its last apply set, decided in the catalog
+# with jsonb's own equality (key order never matters, 1.0 = 1, true <> 1), field by
+# field as the diff compares them: tags as a set, metadata key by key over the applied
+# keys only (keys someone else added are theirs). Only a true result is acted on (the
+# diff then passes the record over without decoding it); anything unsure is false.
+_RECORD_IN_SYNC = sql.SQL(
+    """m.kind = 'record' AND jsonb_typeof(m.applied) = 'object'
+       AND (NOT m.applied ? 'owner' OR m.applied->'owner' = coalesce(to_jsonb(r.owner), 'null'))
+       AND (NOT m.applied ? 'schemaHash'
+            OR m.applied->'schemaHash' = coalesce(to_jsonb(r.schema_hash), 'null'))
+       AND (NOT m.applied ? 'deleted' OR m.applied->'deleted' = to_jsonb(r.deleted_at IS NOT NULL))
+       AND (NOT m.applied ? 'tags'
+            OR (jsonb_typeof(m.applied->'tags') = 'array'
+                AND to_jsonb(r.tags) @> (m.applied->'tags') AND (m.applied->'tags') @> to_jsonb(r.tags)))
+       AND (NOT m.applied ? 'metadata'
+            OR (jsonb_typeof(m.applied->'metadata') = 'object'
+                AND (r.metadata = m.applied->'metadata'
+                     OR NOT EXISTS (SELECT 1 FROM jsonb_each(m.applied->'metadata') AS e
+                                    WHERE r.metadata->e.key IS DISTINCT FROM e.value))))""")
 
+# Metadata comes as its text, decoded only if the diff looks at it.
+_RECORDS = sql.SQL(
+    """SELECT r.namespace, r.record_key, r.owner, r.tags, r.schema_hash, r.metadata::text,
+              r.deleted_at IS NOT NULL, r.version, {updated}, r.updated_by, coalesce({in_sync}, false)
+       FROM metastore.metastore_records r
+       LEFT JOIN reconciler.managed_objects m ON m.address = 'record:' || r.namespace || '/' || r.record_key
+       -- A namespace holding "/" cannot be named by an address (record:<namespace>/<key>)
+       -- nor declared in a manifest: such records are left out, never matched or touched.
+       WHERE strpos(r.namespace, '/') = 0"""
+).format(updated=_ms("r.updated_at"), in_sync=_RECORD_IN_SYNC)
+
+# The applied fields come as jsonb's text: compared as text with the tree's, decoded
+# only for objects the diff has to look into.
 _APPLIED = sql.SQL(
-    """SELECT address, kind, source, applied, protect, commit_sha, path, line, end_line
+    """SELECT address, kind, source, applied::text, protect, commit_sha, path, line, end_line
        FROM reconciler.managed_objects"""
 )
 
@@ -71,13 +99,87 @@ def dataset_live(row: tuple[Any, ...]) -> Live:
                 updated_at=updated)
 
 
+class JsonObject(Mapping[str, Any]):
+    """A JSON object kept as its text until something reads it (then decoded once)."""
+
+    __slots__ = ("_value", "text")
+
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+        self._value: dict[str, Any] | None = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._value is None:
+            value = json.loads(self.text) if self.text is not None else None
+            self._value = value if isinstance(value, dict) else {}
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return f"JsonObject({self._decoded()!r})"
+
+
+class RecordFields(Mapping[str, Any]):
+    """A record's managed fields; its metadata is decoded from text on first use."""
+
+    __slots__ = ("_metadata", "_text", "deleted", "owner", "schema_hash", "tags")
+    _NAMES = ("owner", "tags", "schemaHash", "metadata", "deleted")
+
+    def __init__(self, owner: str | None, tags: list[str], schema_hash: str | None, metadata: Any,
+                 deleted: bool) -> None:
+        self.owner, self.tags, self.schema_hash, self.deleted = owner, tags, schema_hash, deleted
+        self._text = metadata if isinstance(metadata, str) else None
+        self._metadata = None if self._text is not None else (metadata or {})
+
+    @property
+    def metadata(self) -> Any:
+        """The metadata object (``{}`` for none)."""
+        if self._metadata is None:
+            self._metadata = json.loads(self._text) if self._text is not None else {}
+            self._metadata = self._metadata or {}
+        return self._metadata
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "owner":
+            return self.owner
+        if key == "tags":
+            return self.tags
+        if key == "schemaHash":
+            return self.schema_hash
+        if key == "metadata":
+            return self.metadata
+        if key == "deleted":
+            return self.deleted
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._NAMES)
+
+    def __len__(self) -> int:
+        return len(self._NAMES)
+
+    def __repr__(self) -> str:
+        return f"RecordFields({dict(self)!r})"
+
+
 def record_live(row: tuple[Any, ...]) -> Live:
-    """A metastore_records row as the diff sees it; the token is its version."""
-    namespace, key, owner, tags, schema_hash, metadata, deleted, version, updated, updated_by = row
-    fields = {"owner": owner, "tags": list(tags or []), "schemaHash": schema_hash,
-              "metadata": metadata or {}, "deleted": deleted}
-    return Live(f"record:{namespace}/{key}", "record", fields, token=str(version), updated_at=updated,
-                updated_by=updated_by)
+    """A metastore_records row as the diff sees it; the token is its version.
+
+    The row may carry its metadata as text (decoded when first read) and, as an
+    eleventh column, whether it still holds everything last applied (``in_sync``).
+    """
+    namespace, key, owner, tags, schema_hash, metadata, deleted, version, updated, updated_by = row[:10]
+    fields = RecordFields(owner, list(tags or []), schema_hash, metadata, deleted)
+    return Live(f"record:{namespace}/{key}", "record", fields, str(version), updated, updated_by,
+                len(row) > 10 and bool(row[10]))
 
 
 def _rows(conn: psycopg.Connection[Any], query: sql.Composed | sql.SQL,
@@ -107,13 +209,14 @@ def read_applied(conn: psycopg.Connection[Any], addresses: Collection[str] | Non
         query = sql.SQL("{} WHERE address = ANY(%s)").format(_APPLIED)
         params = [list(addresses)]
     out: dict[str, Applied] = {}
-    for address, kind, source, applied, protect, commit, path, line, end_line in _rows(conn, query, params):
-        out[address] = Applied(address, kind, source, applied or {}, protect, commit, path, line, end_line)
+    for address, kind, source, text, protect, commit, path, line, end_line in _rows(conn, query, params):
+        out[address] = Applied(address, kind, source, JsonObject(text), protect, commit, path, line, end_line,
+                               text)
     return out
 
 
 def read_state(conn: psycopg.Connection[Any]) -> CatalogState:
     """Live objects and applied records, read in one repeatable-read snapshot."""
-    with conn.transaction():
+    with conn.transaction(), collector_paused():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return CatalogState(read_live(conn), read_applied(conn))

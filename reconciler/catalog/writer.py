@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ..diff import normalize_tags, same
 from ..errors import ConflictError, DatabaseError, ReconcilerError
 from ._common import new_id
 from .state import dataset_live, record_live, storage_target_live
@@ -194,6 +195,28 @@ def _a(write: Write, name: str) -> Any:
     return (write.after or {}).get(name)
 
 
+def metadata_patch(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> tuple[list[str], dict[str, Any]]:
+    """The keys to drop from the live metadata and the keys to set, for ``(m - drop) || set``.
+
+    Apply patches metadata in SQL rather than writing the merged object back, so keys
+    the reconciler leaves alone keep their exact stored values (numbers beyond a
+    float's precision included): they never travel through Python.
+    """
+    before, after = before or {}, after or {}
+    drop = [key for key in before if key not in after]
+    changed = {key: value for key, value in after.items()
+               if key not in before or not same("metadata", before[key], value)}
+    return drop, changed
+
+
+def _metadata_patch(write: Write) -> tuple[list[str], Jsonb]:
+    return _patch(metadata_patch((write.before or {}).get("metadata"), _a(write, "metadata")))
+
+
+def _patch(patch: tuple[list[str], dict[str, Any]]) -> tuple[list[str], Jsonb]:
+    return patch[0], Jsonb(patch[1])
+
+
 # --- datasets --------------------------------------------------------------------------------
 
 _AUDIT_KEY = {"name": "name", "description": "description", "status": "status",
@@ -208,7 +231,7 @@ _INSERT_DATASET = sql.SQL(
        VALUES (%s, %s, %s, %s, %s, {target}, %s)""").format(target=_TARGET_ID)
 _UPDATE_DATASET = sql.SQL(
     """UPDATE timestore.datasets SET name = %s, description = %s, status = %s,
-           default_storage_target_id = {target}, metadata = %s,
+           default_storage_target_id = {target}, metadata = (metadata - %s::text[]) || %s,
            updated_at = GREATEST(clock_timestamp(), updated_at + interval '1 millisecond')
        WHERE slug = %s""").format(target=_TARGET_ID)
 
@@ -232,7 +255,7 @@ def write_datasets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> No
         cur.executemany(
             _UPDATE_DATASET,
             [(_a(w, "name"), _a(w, "description"), _a(w, "status"), _a(w, "storageTarget"),
-              Jsonb(_a(w, "metadata") or {}), identity(w.address)) for w in column_changes],
+              *_metadata_patch(w), identity(w.address)) for w in column_changes],
         )
         _write_retention(cur, [w for w in writes if w.action != "purge"
                                and (w.action == "create" or "retention" in w.fields)])
@@ -263,11 +286,16 @@ def _dataset_audit(write: Write) -> dict[str, Any]:
 def _write_retention(cur: psycopg.Cursor[Any], writes: Sequence[Write]) -> None:
     sets = [w for w in writes if _a(w, "retention") is not None]
     drops = [w for w in writes if _a(w, "retention") is None and w.action != "create"]
+    # A new policy is written whole; an existing one is patched in SQL, like metadata, so
+    # keys someone else owns keep their exact stored values.
     cur.executemany(
         """INSERT INTO timestore.dataset_retention_policies (dataset_id, policy, updated_at)
            SELECT id, %s, clock_timestamp() FROM timestore.datasets WHERE slug = %s
-           ON CONFLICT (dataset_id) DO UPDATE SET policy = EXCLUDED.policy, updated_at = clock_timestamp()""",
-        [(Jsonb(_a(w, "retention")), identity(w.address)) for w in sets],
+           ON CONFLICT (dataset_id) DO UPDATE
+           SET policy = (timestore.dataset_retention_policies.policy - %s::text[]) || %s::jsonb,
+               updated_at = clock_timestamp()""",
+        [(Jsonb(_a(w, "retention")), identity(w.address),
+          *_patch(metadata_patch((w.before or {}).get("retention"), _a(w, "retention")))) for w in sets],
     )
     cur.executemany(
         """DELETE FROM timestore.dataset_retention_policies
@@ -290,7 +318,7 @@ _STAGE = sql.SQL(
     """CREATE TEMP TABLE reconciler_stage_records (
            action text NOT NULL, namespace text NOT NULL, record_key text NOT NULL, owner text,
            tags text[] NOT NULL, schema_hash text, metadata jsonb NOT NULL, deleted boolean NOT NULL,
-           actor text NOT NULL
+           actor text NOT NULL, metadata_drop text[] NOT NULL DEFAULT '{}'
        ) ON COMMIT DROP""")
 
 _RECORD_CREATE = sql.SQL(
@@ -315,7 +343,8 @@ _RECORD_UPDATE = sql.SQL(
            WHERE s.action IN ('update', 'archive', 'restore')),
        upd AS (
            UPDATE metastore.metastore_records r
-           SET metadata = s.metadata, tags = s.tags, owner = s.owner, schema_hash = s.schema_hash,
+           SET metadata = (r.metadata - s.metadata_drop) || s.metadata, tags = s.tags, owner = s.owner,
+               schema_hash = s.schema_hash,
                deleted_at = CASE WHEN s.deleted THEN coalesce(r.deleted_at, now()) END,
                version = r.version + 1, updated_at = now(), updated_by = s.actor
            FROM reconciler_stage_records s
@@ -348,23 +377,40 @@ def write_records(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> Non
     """Stage every record change with COPY, then write each action as one set-based statement.
 
     Each statement also writes the metastore audit rows (previous and new values) and
-    bumps ``version`` by one, as the metastore service does.
+    bumps ``version`` by one, as the metastore service does. The rows cross the wire
+    once (the server copies them into the records and their audit rows); a statement
+    whose action has no rows is not sent, as it would scan the staging table for nothing.
     """
     if not writes:
         return
     conn.execute(_STAGE)
+    actions = set()
     with conn.cursor() as cur:
         with cur.copy("COPY reconciler_stage_records (action, namespace, record_key, owner, tags, "
-                      "schema_hash, metadata, deleted, actor) FROM STDIN") as copy:
+                      "schema_hash, metadata, deleted, actor, metadata_drop) FROM STDIN") as copy:
             for w in writes:
+                actions.add(w.action)
                 namespace, key = identity(w.address).split("/", 1)
                 fields = w.after or w.before or {}
-                copy.write_row((w.action, namespace, key, fields.get("owner"), list(fields.get("tags") or []),
-                                fields.get("schemaHash"), json.dumps(fields.get("metadata") or {}),
-                                bool(fields.get("deleted")), w.actor))
-        for statement in (_RECORD_CREATE, _RECORD_UPDATE, _RECORD_PURGE):
-            cur.execute(statement)
+                # Creates carry the whole metadata; updates a patch (staged metadata = the keys to set).
+                drop, changed = metadata_patch((w.before or {}).get("metadata"), fields.get("metadata")) \
+                    if w.action != "create" else ([], fields.get("metadata") or {})
+                copy.write_row((w.action, namespace, key, fields.get("owner"),
+                                text_array(normalize_tags(fields.get("tags"))), fields.get("schemaHash"),
+                                json.dumps(changed), bool(fields.get("deleted")), w.actor, text_array(drop)))
+        for statement, wanted in ((_RECORD_CREATE, {"create"}), (_RECORD_UPDATE, {"update", "archive", "restore"}),
+                                  (_RECORD_PURGE, {"purge"})):
+            if actions & wanted:
+                cur.execute(statement)
     conn.execute("DROP TABLE reconciler_stage_records")
+
+
+def text_array(values: Sequence[str] | None) -> str:
+    """A PostgreSQL text[] literal (``{"a","b"}``) for COPY: every element quoted, so any
+    text is safe, and built without the driver's generic (per-element) array dumper."""
+    if not values:
+        return "{}"
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 # --- the reconciler's own bookkeeping ----------------------------------------------------------
@@ -372,30 +418,50 @@ def write_records(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> Non
 
 def write_managed(conn: psycopg.Connection[Any], rows: Sequence[Managed], forget: Sequence[str],
                   source: str, run_id: str) -> None:
-    """Record what was applied (the next plan's "last applied"); forget purged objects."""
-    conn.execute(
-        """CREATE TEMP TABLE reconciler_stage_managed (address text, kind text, applied jsonb,
-               protect boolean, commit_sha text, path text, line integer, end_line integer) ON COMMIT DROP""")
+    """Record what was applied (the next plan's "last applied"); forget purged objects.
+
+    Objects recorded for the first time go straight in with COPY; a row some source
+    created meanwhile fails the apply as a concurrent writer. The others are staged
+    and upserted, and only this source's rows are changed.
+    """
+    known = {address for (address,) in conn.execute(
+        "SELECT address FROM reconciler.managed_objects WHERE address = ANY(%s)", ([m.address for m in rows],))}
     with conn.cursor() as cur:
-        with cur.copy("COPY reconciler_stage_managed FROM STDIN") as copy:
-            for m in rows:
-                copy.write_row((m.address, m.kind, json.dumps(m.applied), m.protect, m.commit, m.path,
-                                m.line, m.end_line))
-        cur.execute(
-            """INSERT INTO reconciler.managed_objects AS m (address, kind, source, applied, protect,
-                   commit_sha, path, line, end_line, run_id, applied_at)
-               SELECT address, kind, %s, applied, protect, commit_sha, path, line, end_line, %s, now()
-               FROM reconciler_stage_managed
-               ON CONFLICT (address) DO UPDATE SET applied = EXCLUDED.applied, protect = EXCLUDED.protect,
-                   commit_sha = EXCLUDED.commit_sha, path = EXCLUDED.path, line = EXCLUDED.line,
-                   end_line = EXCLUDED.end_line, run_id = EXCLUDED.run_id, applied_at = now()
-               WHERE m.source = EXCLUDED.source""",
-            (source, run_id),
-        )
+        new = [m for m in rows if m.address not in known]
+        if new:
+            with cur.copy("COPY reconciler.managed_objects (address, kind, source, applied, protect, commit_sha, "
+                          "path, line, end_line, run_id) FROM STDIN") as copy:
+                for m in new:
+                    copy.write_row((m.address, m.kind, source, json.dumps(m.applied), m.protect, m.commit, m.path,
+                                    m.line, m.end_line, run_id))
+        again = [m for m in rows if m.address in known]
+        if again:
+            _update_managed(cur, again, source, run_id)
         if forget:
             cur.execute("DELETE FROM reconciler.managed_objects WHERE address = ANY(%s) AND source = %s",
                         (list(forget), source))
-    conn.execute("DROP TABLE reconciler_stage_managed")
+
+
+def _update_managed(cur: psycopg.Cursor[Any], rows: Sequence[Managed], source: str, run_id: str) -> None:
+    cur.execute(
+        """CREATE TEMP TABLE reconciler_stage_managed (address text, kind text, applied jsonb,
+               protect boolean, commit_sha text, path text, line integer, end_line integer) ON COMMIT DROP""")
+    with cur.copy("COPY reconciler_stage_managed FROM STDIN") as copy:
+        for m in rows:
+            copy.write_row((m.address, m.kind, json.dumps(m.applied), m.protect, m.commit, m.path,
+                            m.line, m.end_line))
+    cur.execute(
+        """INSERT INTO reconciler.managed_objects AS m (address, kind, source, applied, protect,
+               commit_sha, path, line, end_line, run_id, applied_at)
+           SELECT address, kind, %s, applied, protect, commit_sha, path, line, end_line, %s, now()
+           FROM reconciler_stage_managed
+           ON CONFLICT (address) DO UPDATE SET applied = EXCLUDED.applied, protect = EXCLUDED.protect,
+               commit_sha = EXCLUDED.commit_sha, path = EXCLUDED.path, line = EXCLUDED.line,
+               end_line = EXCLUDED.end_line, run_id = EXCLUDED.run_id, applied_at = now()
+           WHERE m.source = EXCLUDED.source""",
+        (source, run_id),
+    )
+    cur.execute("DROP TABLE reconciler_stage_managed")
 
 
 def translate(error: psycopg.Error) -> ReconcilerError:
