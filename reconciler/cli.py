@@ -219,6 +219,28 @@ def _progress(message: str) -> None:
     click.echo(f"... {message}", err=True)
 
 
+class _RecordBar:
+    """A progress bar on stderr for staging many records; only on a terminal, only when long."""
+
+    MINIMUM = 10_000
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < self.MINIMUM or not sys.stderr.isatty() or self.shown >= total:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="staging records", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+        if done >= total:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
 @cli.command()
 @TREE_ARGUMENT
 @database_option
@@ -369,7 +391,7 @@ def apply(
             if not click.confirm("Apply these changes to the catalog?", err=True):
                 click.echo("Apply cancelled; nothing was written.", err=True)
                 raise click.exceptions.Exit(1)
-    outcome = apply_plan(workspace, result, options, progress=_progress)
+    outcome = apply_plan(workspace, result, options, progress=_progress, advance=_RecordBar())
     if human:
         click.echo(render_apply_result(outcome.to_json(), color=_color(sys.stdout.isatty())), nl=False)
     else:

@@ -282,7 +282,8 @@ def _mass_archive(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str
 
 def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
                environ: Mapping[str, str] | None = None,
-               progress: Callable[[str], None] = lambda _: None) -> ApplyResult:
+               progress: Callable[[str], None] = lambda _: None,
+               advance: Callable[[int, int], None] | None = None) -> ApplyResult:
     """Execute a plan in one transaction under the source's lock, or refuse with nothing written."""
     if plan.source != ws.source:
         raise Refusal(f"the plan is for source {plan.source!r} but this repository is source {ws.source!r}")
@@ -303,7 +304,7 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
             expected = {c.address: (c.kind, c.against) for c in plan.changes}
             expected.update({b.address: (b.kind, b.against) for b in plan.bookkeeping})
             recheck(conn, expected, ws.source)
-            _execute(conn, writes, progress)
+            _execute(conn, writes, progress, advance)
             progress("recording what was applied")
             write_managed(conn, _managed(plan, ws), [c.address for c in plan.changes if c.action == "purge"],
                           ws.source, run_id)
@@ -398,7 +399,8 @@ def resolve_secrets(fields: Mapping[str, Any], secrets: Mapping[str, str],
     return out
 
 
-def _execute(conn: psycopg.Connection[Any], writes: Sequence[Write], progress: Callable[[str], None]) -> None:
+def _execute(conn: psycopg.Connection[Any], writes: Sequence[Write], progress: Callable[[str], None],
+             advance: Callable[[int, int], None] | None = None) -> None:
     by_kind: dict[str, list[Write]] = {"storage-target": [], "dataset": [], "record": []}
     for w in writes:
         by_kind[w.kind].append(w)
@@ -410,7 +412,9 @@ def _execute(conn: psycopg.Connection[Any], writes: Sequence[Write], progress: C
         write_datasets(conn, by_kind["dataset"])
     if by_kind["record"]:
         progress(f"writing {len(by_kind['record'])} record change(s)")
-        write_records(conn, by_kind["record"])
+        total = len(by_kind["record"])
+        write_records(conn, by_kind["record"],
+                      None if advance is None else (lambda done: advance(done, total)))
     purge_storage_targets(conn, by_kind["storage-target"])
 
 

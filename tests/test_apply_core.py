@@ -285,3 +285,17 @@ def test_a_namespace_holding_a_slash_is_never_mistaken_for_another_record(
     apply_plan(ws(db_url), plan, ApplyOptions())
     assert db.execute("SELECT namespace, record_key, owner FROM metastore.metastore_records ORDER BY namespace"
                       ).fetchall() == [("a", "b/c", "team"), ("a/b", "c", "svc")]
+
+
+def test_apply_reports_record_progress(db_url: str) -> None:
+    many = [rec("bulk", f"k{i:05}", owner="x") for i in range(5_000)]
+    seen: list[tuple[int, int]] = []
+    apply_plan(ws(db_url), make(db_url, many), ApplyOptions(), advance=lambda done, total: seen.append((done, total)))
+    assert seen == [(2_000, 5_000), (4_000, 5_000), (5_000, 5_000)]
+
+
+def test_record_progress_ends_once_on_a_multiple_of_the_step(db_url: str) -> None:
+    many = [rec("bulk", f"k{i:05}", owner="x") for i in range(4_000)]
+    seen: list[tuple[int, int]] = []
+    apply_plan(ws(db_url), make(db_url, many), ApplyOptions(), advance=lambda done, total: seen.append((done, total)))
+    assert seen == [(2_000, 4_000), (4_000, 4_000)]

@@ -373,7 +373,11 @@ _RECORD_PURGE = sql.SQL(
        FROM del""")
 
 
-def write_records(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> None:
+PROGRESS_EVERY = 2_000  # rows staged between two progress reports
+
+
+def write_records(conn: psycopg.Connection[Any], writes: Sequence[Write],
+                  on_rows: Callable[[int], None] | None = None) -> None:
     """Stage every record change with COPY, then write each action as one set-based statement.
 
     Each statement also writes the metastore audit rows (previous and new values) and
@@ -388,7 +392,9 @@ def write_records(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> Non
     with conn.cursor() as cur:
         with cur.copy("COPY reconciler_stage_records (action, namespace, record_key, owner, tags, "
                       "schema_hash, metadata, deleted, actor, metadata_drop) FROM STDIN") as copy:
-            for w in writes:
+            for staged, w in enumerate(writes, start=1):
+                if on_rows is not None and staged % PROGRESS_EVERY == 0:
+                    on_rows(staged)
                 actions.add(w.action)
                 namespace, key = identity(w.address).split("/", 1)
                 fields = w.after or w.before or {}
@@ -398,6 +404,8 @@ def write_records(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> Non
                 copy.write_row((w.action, namespace, key, fields.get("owner"),
                                 text_array(normalize_tags(fields.get("tags"))), fields.get("schemaHash"),
                                 json.dumps(changed), bool(fields.get("deleted")), w.actor, text_array(drop)))
+        if on_rows is not None and len(writes) % PROGRESS_EVERY:
+            on_rows(len(writes))
         for statement, wanted in ((_RECORD_CREATE, {"create"}), (_RECORD_UPDATE, {"update", "archive", "restore"}),
                                   (_RECORD_PURGE, {"purge"})):
             if actions & wanted:
