@@ -299,3 +299,24 @@ def test_record_progress_ends_once_on_a_multiple_of_the_step(db_url: str) -> Non
     seen: list[tuple[int, int]] = []
     apply_plan(ws(db_url), make(db_url, many), ApplyOptions(), advance=lambda done, total: seen.append((done, total)))
     assert seen == [(2_000, 4_000), (4_000, 4_000)]
+
+
+def test_dataset_audit_payloads_have_the_shape_the_repository_layer_writes(
+        db_url: str, db: psycopg.Connection[Any]) -> None:
+    from reconciler.catalog.datasets import create_dataset
+
+    apply(db_url, CATALOG)
+    with psycopg.connect(db_url) as conn:
+        create_dataset(conn, slug="by-ingestion", name="By ingestion", actor="svc@x")
+    created = dict(db.execute("SELECT dataset_slug, metadata FROM timestore.dataset_access_audit "
+                              "WHERE action = 'admin.dataset.created'").fetchall())
+    ours, theirs = created["readings"], created["by-ingestion"]
+    assert set(ours) == set(theirs) == {"dataset", "created"}
+    assert set(ours["dataset"]) == set(theirs["dataset"])
+    assert ours["dataset"]["slug"] == "readings" and ours["dataset"]["defaultStorageTargetId"] == "st-ch"
+    assert ours["dataset"]["id"].startswith("ds-") and ours["created"] is True
+    apply(db_url, [CATALOG[0], ds("readings", purge=True)], allow_purge=True)
+    (purged,) = db.execute("SELECT metadata FROM timestore.dataset_access_audit "
+                           "WHERE action = 'admin.dataset.purged'").fetchone() or (None,)
+    assert purged["dataset"]["slug"] == "readings"
+    assert purged["retentionPolicy"] == {"mode": "time", "rules": {"maxAgeHours": 720}}

@@ -260,27 +260,41 @@ def write_datasets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> No
         _write_retention(cur, [w for w in writes if w.action != "purge"
                                and (w.action == "create" or "retention" in w.fields)])
         cur.executemany(
-            """INSERT INTO timestore.dataset_access_audit
-                   (id, dataset_id, dataset_slug, actor_id, action, success, metadata, created_at)
-               SELECT %s, id, slug, %s, %s, true, %s, clock_timestamp() FROM timestore.datasets
-               WHERE slug = %s""",
-            [(new_id("da"), w.actor, _DATASET_ACTION[w.action], Jsonb(_dataset_audit(w)),
-              identity(w.address)) for w in [*creates, *column_changes, *purges]],
+            _DATASET_AUDIT,
+            [(new_id("da"), w.actor, _DATASET_ACTION[w.action], *_dataset_audit(w), identity(w.address))
+             for w in [*creates, *column_changes, *purges]],
         )
         cur.executemany("DELETE FROM timestore.datasets WHERE slug = %s",
                         [(identity(w.address),) for w in purges])
 
 
-def _dataset_audit(write: Write) -> dict[str, Any]:
+# The audit row's metadata, as the services (and the repository layer) shape it: a create
+# and a purge carry the dataset's snapshot, read from the row itself; updates, archives
+# and restores carry the changed fields before and after.
+_DATASET_AUDIT = sql.SQL(
+    """INSERT INTO timestore.dataset_access_audit
+           (id, dataset_id, dataset_slug, actor_id, action, success, metadata, created_at)
+       SELECT %s, d.id, d.slug, %s, %s, true,
+              coalesce(%s::jsonb, jsonb_build_object('dataset', jsonb_build_object(
+                  'id', d.id, 'slug', d.slug, 'name', d.name, 'description', d.description,
+                  'status', d.status, 'writeFormat', d.write_format,
+                  'defaultStorageTargetId', d.default_storage_target_id, 'metadata', d.metadata,
+                  'updatedAt', to_char(d.updated_at AT TIME ZONE 'UTC',
+                                       'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"'))) || %s::jsonb),
+              clock_timestamp()
+       FROM timestore.datasets d WHERE d.slug = %s""")
+
+
+def _dataset_audit(write: Write) -> tuple[Jsonb | None, Jsonb]:
+    """(changed-fields metadata, or None for a snapshot; what to add to the snapshot)."""
     if write.action == "create":
-        return {"after": {_AUDIT_KEY[k]: v for k, v in (write.after or {}).items() if k in _AUDIT_KEY},
-                "fieldsChanged": [_AUDIT_KEY[k] for k in _AUDIT_KEY]}
+        return None, Jsonb({"created": True})
     if write.action == "purge":
-        return {"before": {_AUDIT_KEY[k]: v for k, v in (write.before or {}).items() if k in _AUDIT_KEY}}
+        return None, Jsonb({"retentionPolicy": (write.before or {}).get("retention")})
     fields = [f for f in write.fields if f in _AUDIT_KEY]
-    return {"before": {_AUDIT_KEY[f]: (write.before or {}).get(f) for f in fields},
-            "after": {_AUDIT_KEY[f]: (write.after or {}).get(f) for f in fields},
-            "fieldsChanged": [_AUDIT_KEY[f] for f in fields]}
+    return Jsonb({"before": {_AUDIT_KEY[f]: (write.before or {}).get(f) for f in fields},
+                  "after": {_AUDIT_KEY[f]: (write.after or {}).get(f) for f in fields},
+                  "fieldsChanged": [_AUDIT_KEY[f] for f in fields]}), Jsonb({})
 
 
 def _write_retention(cur: psycopg.Cursor[Any], writes: Sequence[Write]) -> None:
