@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from ..diff import normalize_tags as normalize_tags  # the services' rule, one copy
 from ..errors import ConflictError, DatabaseError, NotFoundError, ReconcilerError
 
 Connection = psycopg.Connection[Any]
@@ -48,16 +49,6 @@ def canonical_json(value: Any) -> str:
 def sha256_of_json(value: Any) -> str:
     """Hex SHA-256 of the canonical JSON text of ``value`` (UTF-8)."""
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
-
-
-def normalize_tags(tags: Iterable[str]) -> list[str]:
-    """Tags trimmed, empty ones dropped, duplicates removed keeping the first occurrence."""
-    seen: dict[str, None] = {}
-    for tag in tags:
-        trimmed = tag.strip()
-        if trimmed:
-            seen.setdefault(trimmed, None)
-    return list(seen)
 
 
 def iso(moment: datetime | None) -> str | None:
