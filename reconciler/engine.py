@@ -35,6 +35,7 @@ from .catalog.writer import (
 from .diff import Change, Desired, Finding, Live, diff
 from .errors import ConfigurationError, ConflictError, ReconcilerError
 from .manifests.config import load_config
+from .model import folded
 from .plan import Author, Plan, from_diff, mask, walk_path
 from .policy import Policy, check
 from .provenance import GitRepository, Removal, Span
@@ -144,6 +145,7 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
         ensure_migrated(ws.database_url)
         catalog = read_state(conn)
     findings = link_findings(state.links, state.desired, catalog.live)
+    findings += lookalike_findings(state.desired, catalog.live)
     result = diff(state.desired, catalog.live, catalog.applied, source=ws.source)
     authors = attribute(ws.repo, result.changes, result.bookkeeping, catalog.applied)
     findings += policy_findings(ws.policy, result.changes, authors)
@@ -176,6 +178,26 @@ def link_findings(links: Sequence[tuple[str, str, Any]], desired: Mapping[str, D
         if target not in desired and target not in live:
             out.append(Finding(address, "error", f"it refers to {target}, which is neither declared in "
                                "the tree nor in the catalog", location))
+    return out
+
+
+def lookalike_findings(desired: Mapping[str, Desired], live: Mapping[str, Live]) -> list[Finding]:
+    """A note for each object the plan creates beside an undeclared catalog object whose
+    identity differs from it only by letter case or Unicode normalisation."""
+    new = [address for address in desired if address not in live]
+    if not new:
+        return []
+    undeclared: dict[str, str] = {}
+    for address in live:
+        if address not in desired:
+            undeclared.setdefault(folded(address), address)
+    out = []
+    for address in new:
+        twin = undeclared.get(folded(address))
+        if twin is not None:
+            out.append(Finding(address, "note", f"the catalog holds {twin}, which differs from it only by letter "
+                               "case or Unicode normalisation; this plan creates a separate object",
+                               desired[address].location))
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -180,6 +181,18 @@ class Address:
 
     def __str__(self) -> str:
         return f"{self.kind.value}:{self.name}"
+
+
+def folded(text: str) -> str:
+    """``text`` with letter case and Unicode normalisation taken out (NFKC case folding).
+
+    Identities are compared exactly, as the catalog compares them; two that differ here
+    only look alike to people (``Sensor-1``/``sensor-1``, ``é`` composed or not), and the
+    loader refuses such a pair in one tree.
+    """
+    if text.isascii():
+        return text.lower()
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
 def _valid(text: str, pattern: str, max_length: int, min_length: int = 1) -> bool:

@@ -200,6 +200,34 @@ def test_an_invalid_document_still_collides_with_a_duplicate_of_its_address() ->
     ]
 
 
+def test_addresses_differing_only_by_case_or_unicode_normalisation_are_refused_naming_both() -> None:
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    root = write(
+        {
+            "a.yaml": DATASET.format(slug="Readings") + "---\n" + HEAD
+            + f"kind: RecordSet\nnamespace: obs\nrecords:\n  - key: {composed}\n  - key: \uff33ensor\n",
+            "b.yaml": DATASET.format(slug="readings") + "---\n" + HEAD
+            + f"kind: Record\nnamespace: obs\nkey: {decomposed}\n---\n" + HEAD
+            + "kind: Record\nnamespace: OBS\nkey: SENSOR\n",
+        }
+    )
+    assert problems(root) == [
+        "m/b.yaml:1:1: dataset:readings differs from dataset:Readings (at m/a.yaml:1) only by letter case "
+        "or Unicode normalisation; the catalog would keep them as two objects, so rename one",
+        f"m/b.yaml:6:1: record:obs/{decomposed} differs from record:obs/{composed} (at m/a.yaml:10) only by "
+        "letter case or Unicode normalisation; the catalog would keep them as two objects, so rename one",
+        "m/b.yaml:11:1: record:OBS/SENSOR differs from record:obs/\uff33ensor (at m/a.yaml:11) only by letter "
+        "case or Unicode normalisation; the catalog would keep them as two objects, so rename one",
+    ]
+
+
+def test_addresses_that_differ_beyond_case_and_normalisation_load_side_by_side() -> None:
+    root = write({"a.yaml": HEAD + "kind: RecordSet\nnamespace: obs\nrecords:\n  - key: sensor-1\n"
+                  "  - key: sensor-l\n  - key: caf\u00e9\n  - key: cafe\n"})
+    keys = [record.model.key for record in load_tree(root).records]
+    assert sorted(keys) == ["cafe", "caf\u00e9", "sensor-1", "sensor-l"]
+
+
 def test_a_recordset_may_be_empty() -> None:
     text = HEAD + "kind: RecordSet\nnamespace: obs\nrecords: []\n"
     tree = load_tree(write({"a.yaml": text}))

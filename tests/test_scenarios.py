@@ -255,3 +255,20 @@ def test_invalid_tree_writes_nothing(git_repo: Path, db_url: str, db: psycopg.Co
     assert result.exit_code == 1
     assert "broken.yaml:" in result.output and "Traceback" not in result.output
     assert rows(db, "SELECT count(*) FROM timestore.datasets") == [(0,)]
+
+
+def test_a_create_beside_a_catalog_lookalike_is_noted_and_kept_separate(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any], step1: str) -> None:
+    db.execute("INSERT INTO metastore.metastore_records (namespace, record_key, owner) "
+               "VALUES ('observatory', 'SENSOR-0001', 'ingest')")
+    planned = invoke(git_repo, db_url, "plan", "--format", "json")
+    notes = [f for f in json.loads(planned.output)["findings"] if f["severity"] == "note"]
+    assert notes == [{
+        "address": "record:observatory/sensor-0001", "severity": "note",
+        "message": "the catalog holds record:observatory/SENSOR-0001, which differs from it only by letter case "
+                   "or Unicode normalisation; this plan creates a separate object",
+        "source": {"path": "manifests/records/observatory.yaml", "line": 6, "end_line": 7}}]
+    assert "Notes:" in invoke(git_repo, db_url, "plan").output
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    assert rows(db, "SELECT record_key, owner FROM metastore.metastore_records WHERE record_key ILIKE 'sensor-0001' "
+                "ORDER BY record_key") == [("SENSOR-0001", "ingest"), ("sensor-0001", "team-observatory")]

@@ -26,6 +26,7 @@ from ..model import (
     StorageTarget,
     describe,
     env_references,
+    folded,
     substitute_env,
 )
 from .messages import RawProblem, at, translate
@@ -314,6 +315,14 @@ def _assemble(
         earlier = first.setdefault(address, entry)
         if earlier is not entry:
             message = f"{address} is declared twice; first at {earlier[1]}"
+            problems.append(Problem(where.path, where.line, where.column, message))
+    lookalikes: dict[str, _Entry] = {}
+    for address, entry in first.items():
+        other = lookalikes.setdefault(folded(str(address)), entry)
+        if other is not entry:
+            where = entry[1]
+            message = (f"{address} differs from {other[0]} (at {other[1]}) only by letter case or Unicode "
+                       "normalisation; the catalog would keep them as two objects, so rename one")
             problems.append(Problem(where.path, where.line, where.column, message))
     kept = [declared for _, _, declared in first.values() if declared is not None]
     return ManifestTree(
