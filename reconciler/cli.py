@@ -285,6 +285,7 @@ def plan(
 
     workspace = open_workspace(path, database_url)
     result = make_plan(workspace, targets=targets, require_signed=require_signed_commits)
+    _note_reused(result)
     if out is not None:
         _write_file(out, render_json(result))
     if output_format == "json":
@@ -297,6 +298,14 @@ def plan(
         raise click.exceptions.Exit(1)
     if detailed_exitcode and result.has_changes:
         raise click.exceptions.Exit(2)
+
+
+def _note_reused(plan: Any) -> None:
+    """Say on stderr how many files the plan did not need to read again."""
+    if plan.reused_files:
+        click.echo(f"{plan.reused_files:,} of {len(plan.files):,} manifest files are "
+                   "unchanged since the last apply and every object in them is as applied: not read again",
+                   err=True)
 
 
 def _write_file(path: Path, text: str) -> None:
@@ -336,7 +345,11 @@ def _write_file(path: Path, text: str) -> None:
     default=60.0,
     show_default=True,
     metavar="SECONDS",
-    help="How long to wait for another apply of the same source before failing.",
+    help=(
+        "How long to wait, in all, for another apply of the same source and then for locks other "
+        "sessions hold on rows the plan touches (the re-check and the writes), before failing with "
+        "nothing applied."
+    ),
 )
 @click.option(
     "--format",
@@ -375,6 +388,7 @@ def apply(
     workspace = open_workspace(path, database_url)
     result = (load_plan_file(plan_file) if plan_file
               else make_plan(workspace, targets=targets, require_signed=require_signed_commits))
+    _note_reused(result)
     options = ApplyOptions(allow_purge, allow_uncommitted, allow_mass_archive, lock_timeout)
     human = output_format == "text"
     click.echo(render_text(result, color=_color(sys.stdout.isatty() if human else sys.stderr.isatty())),
@@ -583,17 +597,11 @@ def _import_inputs(workspace: Any) -> tuple[Any, Any]:
     """What the tree declares (secrets left unresolved) and the catalog's state, for import."""
     import os
 
-    from .catalog.connection import connect
-    from .catalog.migrations import ensure_migrated, migrate
-    from .catalog.state import read_state
+    from .catalog.state import read_catalog
     from .desired import desired_state
 
     declared = desired_state(workspace.tree, environ=os.environ, resolve_env=False).desired
-    if workspace.embedded:
-        migrate(workspace.database_url)
-    with connect(workspace.database_url, autocommit=True) as conn:
-        ensure_migrated(workspace.database_url)
-        return declared, read_state(conn)
+    return declared, read_catalog(workspace.database_url, embedded=workspace.embedded)
 
 
 def _check_overwrites(texts: dict[Path, str], declared: Any, force: bool) -> None:

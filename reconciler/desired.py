@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,13 +39,15 @@ class DesiredState:
     links: list[tuple[str, str, Location]]  # (from address, to address, where) the tree cannot resolve
 
 
-def desired_state(root: Path, *, environ: Mapping[str, str], resolve_env: bool = True) -> DesiredState:
+def desired_state(root: Path, *, environ: Mapping[str, str], resolve_env: bool = True,
+                  skip: Collection[str] = ()) -> DesiredState:
     """Load the tree and turn it into Desired values, resolving ``${env:...}`` when asked.
 
     An unset variable is reported like any other manifest problem, at the storage
-    target's location, naming the variable.
+    target's location, naming the variable. Files in ``skip`` (as the loader shows
+    them) are not read.
     """
-    tree = load_tree(root)
+    tree = load_tree(root, skip=skip)
     desired: dict[str, Desired] = {}
     secrets: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []

@@ -7,22 +7,29 @@ import json
 import os
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from . import audit  # the audit log (issue 5)
 from .catalog.audit_log import record_unapplied_run  # the audit log (issue 5)
-from .catalog.connection import connect, describe, git_root, resolve_database
-from .catalog.migrations import ensure_migrated, migrate
-from .catalog.state import read_state
+from .catalog.connection import (
+    connect,
+    describe,
+    git_root,
+    resolve_database,
+    translated,
+)
+from .catalog.settled import digest_of, record_files, settled_addresses, settled_files
+from .catalog.state import Skip, catalog_snapshot, read_snapshot
 from .catalog.writer import (
     Managed,
     Write,
+    lift_lock_bound,
     lock_source,
     purge_storage_targets,
     recheck,
@@ -36,9 +43,12 @@ from .diff import Change, Desired, Finding, Live, diff
 from .errors import ConfigurationError, ConflictError, ReconcilerError
 from .manifests.config import load_config
 from .model import folded
-from .plan import Author, Plan, from_diff, mask, walk_path
+from .plan import Author, FileDigest, Plan, from_diff, mask, walk_path
 from .policy import Policy, check
 from .provenance import GitRepository, Removal, Span
+
+if TYPE_CHECKING:
+    from .desired import DesiredState
 
 # The CI systems whose actor names the person who ran an apply.
 CI_ACTOR_VARIABLES = ("GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILDKITE_BUILD_CREATOR",
@@ -133,17 +143,28 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     """
     for target in targets:
         check_address(target)
-    from .desired import desired_state, rebase  # the manifest loader is only needed here
+    from .desired import (  # the manifest loader is only needed here
+        desired_state,
+        rebase,
+    )
 
-    state = desired_state(ws.tree, environ=os.environ if environ is None else environ,
-                          resolve_env=resolve_secrets)
-    if ws.repo is not None:
-        state = rebase(state, ws.repo.root)
-    if ws.embedded:
-        migrate(ws.database_url)
-    with connect(ws.database_url, autocommit=True) as conn:
-        ensure_migrated(ws.database_url)
-        catalog = read_state(conn)
+    env = os.environ if environ is None else environ
+    files = tree_files(ws)
+
+    def load(skip: Collection[str]) -> DesiredState:
+        state = desired_state(ws.tree, environ=env, resolve_env=resolve_secrets, skip=skip)
+        return rebase(state, ws.repo.root) if ws.repo is not None else state
+
+    with catalog_snapshot(ws.database_url, embedded=ws.embedded) as conn:
+        settled = settled_files(conn, ws.source, files.values())
+        skip = {display for display, file in files.items() if file.path in settled}
+        state = load(skip)
+        if skip and _collides(state.desired, settled_addresses(conn, ws.source, settled)):
+            settled, skip = {}, set()  # let the full load name both places
+            state = load(skip)
+        catalog = read_snapshot(conn, Skip(ws.source, list(settled)))
+    declared = Counter(item.location.path for item in state.desired.values())
+    read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
     findings = link_findings(state.links, state.desired, catalog.live)
     findings += lookalike_findings(state.desired, catalog.live)
     result = diff(state.desired, catalog.live, catalog.applied, source=ws.source)
@@ -155,8 +176,33 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     dirty = ws.repo.is_dirty([ws.tree]) if ws.repo else True
     plan = from_diff(result, source=ws.source, commit=commit, dirty=dirty,
                      created_at=datetime.now(UTC).isoformat(timespec="seconds"), authors=authors,
-                     secrets=state.secrets, extra_findings=tuple(findings))
+                     secrets=state.secrets, extra_findings=tuple(findings), files=read, reused_files=len(skip))
     return plan.narrowed(tuple(targets))
+
+
+def tree_files(ws: Workspace) -> dict[str, FileDigest]:
+    """Every manifest file of the workspace's tree (by the name the loader shows), with
+    the path objects' locations give it and the digest of its bytes."""
+    from .desired import repo_relative
+    from .manifests.loader import discover
+
+    found, _ = discover(ws.tree)  # what the walk refuses, the loader reports
+    out = {}
+    for file, display in found:
+        digest = digest_of(file)
+        if digest is not None:
+            path = repo_relative(display, ws.repo.root) if ws.repo is not None else display
+            out[display] = FileDigest(path, digest)
+    return out
+
+
+def _collides(desired: Mapping[str, Desired], settled: Sequence[str]) -> bool:
+    """Whether the files read declare an address of a settled file, or one that differs
+    from it only by letter case or Unicode normalisation."""
+    if any(address in desired for address in settled):
+        return True
+    seen = {folded(address) for address in settled}
+    return any(folded(address) in seen for address in desired)
 
 
 def check_address(address: str) -> None:
@@ -316,15 +362,15 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
     env = os.environ if environ is None else environ
     writes = [_write(c, plan, env) for c in plan.changes]
     drafts = audit.drafts_for(plan, run_id=run_id, applier=applier())  # the audit log (issue 5)
+    expected = {c.address: (c.kind, c.against) for c in plan.changes}
+    expected.update({b.address: (b.kind, b.against) for b in plan.bookkeeping})
     conn = connect(ws.database_url, application_name=f"reconciler apply {run_id[4:12]} {applier()}"[:63])
     try:
         with conn.transaction():
             progress(f"waiting for the apply lock of source {ws.source!r}")
-            lock_source(conn, ws.source, options.lock_timeout)
+            lock_source(conn, ws.source, options.lock_timeout)  # and bounds the row-lock waits below
             _check_refusals(ws, plan, options, conn)
             progress("checking the catalog against the plan")
-            expected = {c.address: (c.kind, c.against) for c in plan.changes}
-            expected.update({b.address: (b.kind, b.against) for b in plan.bookkeeping})
             recheck(conn, expected, ws.source)
             _execute(conn, writes, progress, advance)
             progress("recording what was applied")
@@ -333,9 +379,12 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
             _record_run(conn, run_id, ws, plan)
             # The audit log (issue 5): one chained entry per change, committed with them.
             progress("appending to the audit log")
+            lift_lock_bound(conn)
             audit.append(conn, drafts)
+            if plan.files and not plan.targets:  # what a later plan may pass over (catalog/settled.py)
+                record_files(conn, ws.source, run_id, plan.files)
     except psycopg.Error as error:
-        failure = translate(error)
+        failure = translate(error, conn, touched=expected, lock_timeout=options.lock_timeout)
         _record_unapplied(conn, run_id, ws, plan, failure, env, progress)  # the audit log (issue 5)
         raise failure from None
     except ReconcilerError as error:
@@ -367,7 +416,8 @@ def check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions) -> None:
     if not plan.changes:
         _check_refusals(ws, plan, options)
         return
-    with connect(ws.database_url, autocommit=True) as conn:
+    with connect(ws.database_url, autocommit=True) as conn, \
+            translated("checking the plan against the catalog failed", conn, ws.database_url):
         _check_refusals(ws, plan, options, conn)
 
 

@@ -40,6 +40,10 @@ MAX_TAG_LENGTH: Final = 64
 MAX_SCOPES: Final = 16
 MAX_SCOPE_LENGTH: Final = 128
 MAX_JSON_DEPTH: Final = 64
+# Python turns no integer of more digits into text (sys.int_max_str_digits), so neither a
+# message nor JSON could show it.
+MAX_INT_DIGITS: Final = 4300
+TOO_MANY_DIGITS: Final = 10**MAX_INT_DIGITS
 IAM_KEYS: Final = ("readScopes", "writeScopes")
 
 # What a pattern means, in words, for error messages.
@@ -266,6 +270,8 @@ def describe(value: Any) -> str:
         return repr(value if len(value) <= 40 else value[:37] + "...")
     if isinstance(value, float) and not math.isfinite(value):
         return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
+    if isinstance(value, int) and abs(value) >= TOO_MANY_DIGITS:
+        return f"a whole number of more than {MAX_INT_DIGITS:,} digits"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, Mapping):

@@ -27,6 +27,16 @@ class Author:
 
 
 @dataclass(frozen=True)
+class FileDigest:
+    """One manifest file as a plan read it: the path objects' locations name it by, the
+    sha256 of its bytes, and (once known) how many objects it declares."""
+
+    path: str
+    digest: str
+    objects: int | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     """What apply will do, for one source, and everything it was computed against."""
 
@@ -41,6 +51,11 @@ class Plan:
     findings: tuple[Finding, ...] = ()
     targets: tuple[str, ...] = ()
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # address → path → ${env:..}
+    # Not part of the plan's JSON: the manifest files this plan read (path → digest and
+    # object count, for an apply of the whole plan to record; empty for a saved plan) and
+    # how many of them it passed over as unchanged since the last apply.
+    files: Mapping[str, FileDigest] = field(default_factory=dict, compare=False)
+    reused_files: int = field(default=0, compare=False)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -167,9 +182,11 @@ class Plan:
 
 def from_diff(result: DiffResult, *, source: str, commit: str | None, dirty: bool, created_at: str,
               authors: Mapping[str, Author], secrets: Mapping[str, Mapping[str, str]],
-              extra_findings: tuple[Finding, ...] = ()) -> Plan:
+              extra_findings: tuple[Finding, ...] = (), files: Mapping[str, FileDigest] | None = None,
+              reused_files: int = 0) -> Plan:
     """Wrap a diff result with its provenance into a Plan."""
     return Plan(source=source, commit=commit, dirty=dirty, created_at=created_at,
+                files=dict(files or {}), reused_files=reused_files,
                 changes=result.changes, authors=dict(authors), bookkeeping=result.bookkeeping,
                 unmanaged=result.unmanaged, findings=tuple(sorted(result.findings + extra_findings,
                                                                   key=lambda f: (f.address, f.message))),

@@ -4,6 +4,10 @@ A driver process plans N records against a test catalog and applies them; the te
 SIGKILLs it before, during or after the write. Separately, the apply's database
 backend is terminated from another session while it writes. Either way the catalog
 must hold all of the apply or none of it.
+
+N is 3,000 and the kill test runs its eight trials once. For a long run, set
+``RECONCILER_KILL_RECORDS`` (N, for both tests) and ``RECONCILER_KILL_ROUNDS`` (how
+many times the eight kill trials run), as in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +35,22 @@ from psycopg import conninfo, sql
 from reconciler.engine import ApplyOptions, apply_plan
 from reconciler.errors import ReconcilerError
 
-N = 3000
+
+def _positive(name: str, default: int) -> int:
+    """A positive whole number from the environment variable ``name``, else ``default``."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise pytest.UsageError(f"{name} must be a positive whole number, got {text!r}")
+    return int(text)
+
+
+DEFAULT_N = 3000
+N = _positive("RECONCILER_KILL_RECORDS", DEFAULT_N)
+ROUNDS = _positive("RECONCILER_KILL_ROUNDS", 1)
+# The waits measured in fixed time (below) grow with the apply, which grows with N.
+SCALE = N / DEFAULT_N
 
 DRIVER = '''
 """Plan N records against the catalog at argv[1] and apply them (test_apply_kill runs it, then kills it)."""
@@ -133,12 +154,13 @@ APPLIED = {"records": N, "create_audits": N, "record_audits": N, "managed": N, "
 
 
 def state_of(conn: psycopg.Connection[Any]) -> str:
+    """``untouched``, ``applied``, or ``partial`` (what must never happen)."""
     found = counts(conn)
     if found == UNTOUCHED:
         return "untouched"
     if found == APPLIED:
         return "applied"
-    pytest.fail(f"the catalog holds part of an apply: {found}")
+    return "partial"
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0, every: float = 0.001) -> None:
@@ -165,75 +187,92 @@ def rerun_converges(driver: dict[str, Any], url: str, conn: psycopg.Connection[A
 # --- SIGKILL of the applying process -----------------------------------------------------------
 
 # When each trial kills the driver: after it reported the apply done (this trial also times
-# the apply, from plan to commit); right after it starts; a random 0–1.5 s after it starts;
-# at a random moment between its plan and 1.2 times the apply's duration after it (so before,
-# during or after the write); once its backend is inside the apply's transaction; once that
-# transaction has written; and while it is blocked inside the write (all records written,
+# the driver's run and its apply, from plan to commit); right after it starts; a random
+# 0–1.5 s (times N/3000) after it starts; at a random moment between its plan and 1.2 times
+# the apply's duration after it (so before, during or after the write); within 20 ms (times
+# N/3000) of its backend opening the apply's transaction; within as long of that
+# transaction's first write; and while it is blocked inside the write (all records written,
 # its bookkeeping insert waiting on a lock).
 TRIALS = ("after-commit", "at-start", "random", "random-after-plan", "random-after-plan",
           "in-transaction", "written", "blocked-mid-write")
+# The trials that cannot race: killed after it said it had committed, killed before it
+# could connect, killed while blocked mid-write.
+CERTAIN = {"after-commit": "applied", "at-start": "untouched", "blocked-mid-write": "untouched"}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One kill: when it was aimed, where the apply was (``before`` its transaction,
+    ``during`` it or ``after`` its commit) and what the catalog held afterwards."""
+
+    when: str
+    state: str
+    phase: str
+    wrote: bool = False
+    found: str = ""
 
 
 def test_an_apply_killed_at_any_moment_leaves_all_or_nothing_and_a_rerun_converges(
         db_url: str, script: Path, driver: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
-    outcomes: list[tuple[str, str]] = []
-    timing = {"apply": 1.5}
-    for when in TRIALS:
-        with empty_catalog(db_url) as url, psycopg.connect(url, autocommit=True) as conn:
-            state = kill_trial(url, conn, script, when, rng, timing)
-            outcomes.append((when, state))
-            rerun_converges(driver, url, conn)
-    summary = {s: sum(1 for _, o in outcomes if o == s) for s in ("untouched", "applied")}
-    with capsys.disabled():
-        print(f"\nkill trials (seed {seed}, apply took {timing['apply']:.2f} s): {summary}; "
-              + ", ".join(f"{w}={s}" for w, s in outcomes))
-    # The trials that cannot race: killed after it said it had committed, killed before it
-    # could connect, killed while blocked mid-write.
-    certain = {w: s for w, s in outcomes if w in ("after-commit", "at-start", "blocked-mid-write")}
-    assert certain == {"after-commit": "applied", "at-start": "untouched", "blocked-mid-write": "untouched"}
+    trials: list[Trial] = []
+    timing = {"apply": 1.5, "run": 1.5}
+    started = time.monotonic()
+    try:
+        for _ in range(ROUNDS):
+            for when in TRIALS:
+                with empty_catalog(db_url) as url, psycopg.connect(url, autocommit=True) as conn:
+                    trial = kill_trial(url, conn, script, when, rng, timing)
+                    trials.append(trial)
+                    if trial.state == "partial":
+                        pytest.fail(f"the catalog holds part of an apply ({when}): {trial.found}")
+                    rerun_converges(driver, url, conn)
+    finally:
+        with capsys.disabled():
+            print("\n" + kill_summary(trials, seed, timing, time.monotonic() - started))
+    wrong = [(t.when, t.state) for t in trials if t.when in CERTAIN and t.state != CERTAIN[t.when]]
+    assert not wrong, f"expected {CERTAIN}, got {wrong}"
+
+
+def kill_summary(trials: list[Trial], seed: int, timing: dict[str, float], seconds: float) -> str:
+    """Trials and outcomes overall, where the kills landed, and the same per kind of trial."""
+    outcomes = Counter(t.state for t in trials)
+    phases = Counter(t.phase for t in trials)
+    wrote = sum(t.wrote for t in trials)
+    headline = (f"kill trials (seed {seed}, {N:,} records, {len(trials)} trials in {seconds:.0f} s; "
+                f"the apply took {timing['apply']:.2f} s, the driver {timing['run']:.2f} s): "
+                f"untouched {outcomes['untouched']}, applied {outcomes['applied']}, "
+                f"partial {outcomes['partial']}")
+    landed = (f"killed before the transaction {phases['before']}, during it {phases['during']} "
+              f"({wrote} of them after its first write), after its commit {phases['after']}")
+    lines = [headline, landed]
+    for when in dict.fromkeys(t.when for t in trials):
+        mine = [t for t in trials if t.when == when]
+        tally = Counter(f"{t.phase}/{t.state}" for t in mine)
+        lines.append(f"  {when}: {len(mine)}: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
+    return "\n".join(lines)
 
 
 def kill_trial(url: str, conn: psycopg.Connection[Any], script: Path, when: str, rng: random.Random,
-               timing: dict[str, float]) -> str:
+               timing: dict[str, float]) -> Trial:
     blocker: psycopg.Connection[Any] | None = None
     if when == "blocked-mid-write":
         blocker = psycopg.connect(url)
         blocker.execute("LOCK TABLE reconciler.managed_objects IN EXCLUSIVE MODE")  # held until rollback
+    launched = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(script), url, str(N)], cwd=script.parent,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        if when == "random":
-            time.sleep(rng.uniform(0.0, 1.5))
-        elif when == "random-after-plan":
-            assert proc.stdout is not None
-            planned = proc.stdout.readline()
-            assert planned.startswith("planned"), (planned, proc.stderr.read() if proc.stderr else "")
-            time.sleep(rng.uniform(0.0, 1.2 * timing["apply"]))
-        elif when == "in-transaction":
-            wait_for(lambda: proc.poll() is not None or any(b[1] for b in apply_backends(conn)),
-                     "the apply's transaction")
-            time.sleep(rng.uniform(0.0, 0.02))
-        elif when == "written":
-            wait_for(lambda: proc.poll() is not None or any(b[2] for b in apply_backends(conn)),
-                     "the apply's first write")
-            time.sleep(rng.uniform(0.0, 0.02))
-        elif when == "blocked-mid-write":
-            wait_for(lambda: proc.poll() is not None or any(b[3] == "Lock" for b in apply_backends(conn)),
-                     "the apply to block on the lock")
-        elif when == "after-commit":
-            assert proc.stdout is not None
-            planned = proc.stdout.readline()
-            started = time.monotonic()
-            applied = proc.stdout.readline()
-            timing["apply"] = time.monotonic() - started
-            assert planned.startswith("planned") and applied.startswith("applied"), (
-                planned, applied, proc.stderr.read() if proc.stderr else "")
+        aim(proc, conn, when, rng, timing, launched)
         if proc.poll() not in (None, 0):
             pytest.fail(f"the driver failed on its own: {proc.stderr.read() if proc.stderr else ''}")
+        # Where the apply was: its backend just before and just after the kill (a backend
+        # idle in its transaction may end at once when the client goes away).
+        seen = apply_backends(conn)
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
+        seen += apply_backends(conn)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
@@ -249,7 +288,44 @@ def kill_trial(url: str, conn: psycopg.Connection[Any], script: Path, when: str,
     # The server ends the orphaned backend (rolling back its transaction) once it notices
     # the client is gone; only then is the outcome final.
     wait_for(lambda: not apply_backends(conn), "the killed apply's backend to end", every=0.01)
-    return state_of(conn)
+    state = state_of(conn)
+    during = any(backend[1] for backend in seen)
+    phase = "during" if during else "after" if state == "applied" else "before"
+    found = "" if state != "partial" else str(counts(conn))
+    return Trial(when, state, phase, wrote=any(backend[2] for backend in seen), found=found)
+
+
+def aim(proc: subprocess.Popen[str], conn: psycopg.Connection[Any], when: str, rng: random.Random,
+        timing: dict[str, float], launched: float) -> None:
+    """Wait until the moment trial ``when`` kills the driver at (``after-commit`` also
+    measures the driver's run and its apply, for the random trials that follow)."""
+    if when == "random":
+        time.sleep(rng.uniform(0.0, 1.5 * SCALE))
+    elif when == "random-after-plan":
+        assert proc.stdout is not None
+        planned = proc.stdout.readline()
+        assert planned.startswith("planned"), (planned, proc.stderr.read() if proc.stderr else "")
+        time.sleep(rng.uniform(0.0, 1.2 * timing["apply"]))
+    elif when == "in-transaction":
+        wait_for(lambda: proc.poll() is not None or any(b[1] for b in apply_backends(conn)),
+                 "the apply's transaction", timeout=60.0 * SCALE)
+        time.sleep(rng.uniform(0.0, 0.02 * SCALE))
+    elif when == "written":
+        wait_for(lambda: proc.poll() is not None or any(b[2] for b in apply_backends(conn)),
+                 "the apply's first write", timeout=60.0 * SCALE)
+        time.sleep(rng.uniform(0.0, 0.02 * SCALE))
+    elif when == "blocked-mid-write":
+        wait_for(lambda: proc.poll() is not None or any(b[3] == "Lock" for b in apply_backends(conn)),
+                 "the apply to block on the lock", timeout=60.0 * SCALE)
+    elif when == "after-commit":
+        assert proc.stdout is not None
+        planned = proc.stdout.readline()
+        started = time.monotonic()
+        applied = proc.stdout.readline()
+        timing["apply"] = time.monotonic() - started
+        timing["run"] = time.monotonic() - launched
+        assert planned.startswith("planned") and applied.startswith("applied"), (
+            planned, applied, proc.stderr.read() if proc.stderr else "")
 
 
 # --- the apply's backend terminated from another session ------------------------------------------
@@ -274,7 +350,7 @@ def terminate_apply_backend(admin: psycopg.Connection[Any]) -> None:
 # Terminated between statements as the record writes start; inside a statement, once every
 # record is written (its bookkeeping insert blocked on a lock); and at the last step, once
 # everything but the audit log is written.
-@pytest.mark.parametrize("moment", ["writing 3000 record change(s)", "blocked inside a statement",
+@pytest.mark.parametrize("moment", [f"writing {N} record change(s)", "blocked inside a statement",
                                     "appending to the audit log"])
 def test_an_apply_whose_backend_is_terminated_fails_clearly_writes_nothing_and_a_rerun_converges(
         db_url: str, driver: dict[str, Any], moment: str) -> None:

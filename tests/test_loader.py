@@ -449,6 +449,81 @@ def test_keys_must_be_strings_and_numbers_finite() -> None:
     ]
 
 
+# --- inputs the fuzzer found (tests/fuzz/fuzz_loader.py), at their smallest ----------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("n: \ni", "m/a.yaml:2:2: YAML syntax error: could not find expected ':' (while scanning a simple key at "
+         + "line 2, column 1)"),
+        ("{p", "m/a.yaml:1:3: YAML syntax error: did not find expected ',' or '}' (while parsing a flow mapping at "
+         + "line 1, column 1)"),
+        ("{p,", "m/a.yaml:1:4: YAML syntax error: did not find expected node content (while parsing a flow node at "
+         + "line 1, column 4)"),
+        ("[i", "m/a.yaml:1:3: YAML syntax error: did not find expected ',' or ']' (while parsing a flow sequence at "
+         + "line 1, column 1)"),
+    ],
+)
+def test_a_syntax_error_at_the_end_of_a_file_without_a_final_line_break_is_placed_on_its_last_line(
+    text: str, expected: str
+) -> None:
+    assert problems(write({"a.yaml": text})) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"\r\xfc", "m/a.yaml:2:1: file is not valid UTF-8: byte 0xfc at offset 1"),
+        (b"a: 1\r\nb: \xe9\n", "m/a.yaml:2:4: file is not valid UTF-8: byte 0xe9 at offset 9"),
+        (b"\xef\xbb\xbfab\xfc", "m/a.yaml:1:3: file is not valid UTF-8: byte 0xfc at offset 5"),
+    ],
+)
+def test_a_bad_utf8_byte_is_placed_by_lines_and_columns_as_the_parser_counts_them(
+    data: bytes, expected: str
+) -> None:
+    assert problems(write({"a.yaml": data})) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{{a: 1}: x}\n", "m/a.yaml:1:2: keys must be strings, got a mapping"),
+        ("? [a]\n: x\n", "m/a.yaml:1:3: keys must be strings, got a list"),
+        ("a:\n  {b: 1}: x\n", "m/a.yaml:2:3: keys must be strings, got a mapping"),
+        ("a: &x {b: 1}\nc: {*x : 1}\n", "m/a.yaml:2:5: keys must be strings, got a mapping"),
+    ],
+)
+def test_keys_that_are_mappings_or_lists_are_refused_where_they_are(text: str, expected: str) -> None:
+    assert problems(write({"a.yaml": text})) == [expected]
+
+
+def test_a_document_the_fast_reader_cannot_build_is_left_to_the_precise_one() -> None:
+    # yaml-rs raised TypeError (a mapping key holding a mapping); libyaml reads it as an error.
+    text = "{" * 62 + ": {}" + "}" * 62
+    message = "did not find expected node content (while parsing a flow node at line 1, column 63)"
+    assert problems(write({"a.yaml": text})) == [f"m/a.yaml:1:63: YAML syntax error: {message}"]
+
+
+def test_whole_numbers_of_more_than_4300_digits_are_refused_and_never_written_out() -> None:
+    record = HEAD + "kind: Record\nnamespace: n\nkey: k\nmetadata: {{n: {}}}\n"
+    assert len(load_tree(write({"a.yaml": record.format("9" * 4300)}))) == 1
+    root = write(
+        {
+            "a.yaml": record.format("-" + "9" * 4301),
+            "b.yaml": DATASET.format(slug="abc") + "protect: " + "1" * 5000 + "\n",
+            "c.yaml": "? " + "9" * 5000 + "\n: x\n",
+            "d.yaml": "9" * 5000 + "\n",
+        }
+    )
+    assert problems(root) == [
+        "m/a.yaml:5:15: numbers must have at most 4,300 digits",
+        "m/b.yaml:5:10: numbers must have at most 4,300 digits",
+        "m/c.yaml:1:3: keys must be strings, got a whole number of more than 4,300 digits",
+        "m/d.yaml:1:1: a manifest document must be a mapping, got a whole number of more than 4,300 digits",
+    ]
+
+
 # --- the corpus of bad files --------------------------------------------------------------
 
 EXPECTED = json.loads((BAD / "expected.json").read_text(encoding="utf-8"))

@@ -109,7 +109,7 @@ def test_three_steps_by_three_authors(git_repo: Path, db_url: str, db: psycopg.C
     bob_sha = commit(git_repo, BOB, "step 2")
     planned = invoke(git_repo, db_url, "plan", "--format", "json")
     assert planned.exit_code == 0, planned.output
-    plan = json.loads(planned.output)
+    plan = json.loads(planned.stdout)
     jsonschema.validate(plan, SCHEMA)
     assert plan["summary"] == {"create": 0, "update": 1, "archive": 1, "restore": 0, "purge": 0}
     by_address = {c["address"]: c for c in plan["changes"]}
@@ -144,7 +144,7 @@ def test_three_steps_by_three_authors(git_repo: Path, db_url: str, db: psycopg.C
     again = invoke(git_repo, db_url, "plan", "--detailed-exitcode")
     assert again.exit_code == 0, again.output
     assert "No changes. The catalog matches the manifests." in again.output
-    settled = json.loads(invoke(git_repo, db_url, "plan", "--format", "json").output)
+    settled = json.loads(invoke(git_repo, db_url, "plan", "--format", "json").stdout)
     assert settled["changes"] == [] and settled["bookkeeping"] == []
     assert rows(db, "SELECT DISTINCT path FROM reconciler.managed_objects ORDER BY 1") == [
         ("manifests/datasets.yaml",), ("manifests/records/observatory.yaml",), ("manifests/storage.yaml",)]
@@ -156,7 +156,7 @@ def test_three_steps_by_three_authors(git_repo: Path, db_url: str, db: psycopg.C
 def test_detailed_exitcode_and_target(git_repo: Path, db_url: str, step1: str) -> None:
     assert invoke(git_repo, db_url, "plan", "--detailed-exitcode").exit_code == 2
     narrowed = invoke(git_repo, db_url, "plan", "--format", "json", "--target", "dataset:observatory-events")
-    assert [c["address"] for c in json.loads(narrowed.output)["changes"]] == ["dataset:observatory-events"]
+    assert [c["address"] for c in json.loads(narrowed.stdout)["changes"]] == ["dataset:observatory-events"]
     bad = invoke(git_repo, db_url, "plan", "--target", "observatory-events")
     assert bad.exit_code == 1 and "is not an address" in bad.output
 
@@ -173,7 +173,7 @@ def test_uncommitted_changes_are_planned_but_not_applied_without_flag(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any], step1: str) -> None:
     assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
     write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events", "name: Events (draft)"))
-    planned = json.loads(invoke(git_repo, db_url, "plan", "--format", "json").output)
+    planned = json.loads(invoke(git_repo, db_url, "plan", "--format", "json").stdout)
     assert planned["dirty"] is True
     assert planned["changes"][0]["author"]["uncommitted"] is True
     refused = invoke(git_repo, db_url, "apply", "--auto-approve")
@@ -262,7 +262,7 @@ def test_a_create_beside_a_catalog_lookalike_is_noted_and_kept_separate(
     db.execute("INSERT INTO metastore.metastore_records (namespace, record_key, owner) "
                "VALUES ('observatory', 'SENSOR-0001', 'ingest')")
     planned = invoke(git_repo, db_url, "plan", "--format", "json")
-    notes = [f for f in json.loads(planned.output)["findings"] if f["severity"] == "note"]
+    notes = [f for f in json.loads(planned.stdout)["findings"] if f["severity"] == "note"]
     assert notes == [{
         "address": "record:observatory/sensor-0001", "severity": "note",
         "message": "the catalog holds record:observatory/SENSOR-0001, which differs from it only by letter case "

@@ -31,7 +31,8 @@ GRANT INSERT, UPDATE, DELETE ON
     timestore.datasets,
     timestore.dataset_retention_policies,
     metastore.metastore_records,
-    reconciler.managed_objects
+    reconciler.managed_objects,
+    reconciler.applied_files
 TO reconciler_apply;
 
 -- ... and the audit rows written with them: appended, never changed.

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from ..diff import normalize_tags as normalize_tags  # the services' rule, one copy
 from ..errors import ConflictError, DatabaseError, NotFoundError, ReconcilerError
+from .connection import explain
 
 Connection = psycopg.Connection[Any]
 """Any psycopg connection; the repository sets its own row factory per cursor."""
@@ -61,20 +62,6 @@ def shown(moment: Timestamp) -> str:
     return moment if isinstance(moment, str) else moment.isoformat(timespec="milliseconds")
 
 
-def describe_error(error: psycopg.Error) -> str:
-    """One line about a driver error: the server's message and detail, never connection secrets.
-
-    Server messages carry no connection parameters; client-side messages are squeezed
-    onto one line. Passwords never reach a statement's error text.
-    """
-    diag = error.diag
-    primary = diag.message_primary or str(error)
-    text = " ".join(primary.split())
-    if diag.message_detail:
-        text = f"{text} ({' '.join(diag.message_detail.split())})"
-    return text
-
-
 @contextmanager
 def atomic(
     conn: Connection,
@@ -96,13 +83,13 @@ def atomic(
     except pg_errors.UniqueViolation as error:
         if unique is not None:
             raise unique(error.diag) from error
-        raise ConflictError(f"{doing}: {describe_error(error)}") from error
+        raise ConflictError(f"{doing}: {explain(error, conn)}") from error
     except pg_errors.ForeignKeyViolation as error:
         if foreign_key is not None:
             raise foreign_key(error.diag) from error
-        raise ConflictError(f"{doing}: {describe_error(error)}") from error
+        raise ConflictError(f"{doing}: {explain(error, conn)}") from error
     except psycopg.Error as error:
-        raise DatabaseError(f"{doing} failed: {describe_error(error)}") from error
+        raise DatabaseError(f"{doing} failed: {explain(error, conn)}") from error
 
 
 def lock_fresh(

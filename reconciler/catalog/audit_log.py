@@ -12,8 +12,8 @@ from psycopg import sql
 from psycopg.rows import args_row
 from psycopg.types.json import Jsonb
 
-from ..errors import DatabaseError, MigrationError
-from .connection import connection, strip_password
+from ..errors import MigrationError
+from .connection import connection, translated
 
 T = TypeVar("T")
 
@@ -134,17 +134,14 @@ def read_entries(url: str, make: Callable[..., T], filters: Filters | None = Non
     are not seen, and a long log is never held in memory.
     """
     query = _select(filters or Filters(), newest_first)
-    try:
-        with connection(url, application_name="reconciler audit") as conn:
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                _require_table(conn)
-                with conn.cursor("reconciler_audit", row_factory=args_row(make)) as cur:
-                    cur.itersize = FETCH_ROWS
-                    cur.execute(query[0], query[1])
-                    yield from cur
-    except psycopg.Error as error:
-        raise DatabaseError(f"reading the audit log failed: {_reason(error, url)}") from None
+    with (connection(url, application_name="reconciler audit") as conn,
+          translated("reading the audit log failed", conn, url), conn.transaction()):
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        _require_table(conn)
+        with conn.cursor("reconciler_audit", row_factory=args_row(make)) as cur:
+            cur.itersize = FETCH_ROWS
+            cur.execute(query[0], query[1])
+            yield from cur
 
 
 def _select(filters: Filters, newest_first: bool) -> tuple[sql.Composed, list[Any]]:
@@ -175,26 +172,18 @@ def write_ndjson(url: str, out: BinaryIO) -> int:
     PostgreSQL builds the lines and COPY streams them: no Python work per entry.
     Timestamps are written in UTC with their offset.
     """
-    try:
-        with connection(url, application_name="reconciler audit export") as conn:
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                conn.execute("SET LOCAL TIME ZONE 'UTC'")
-                _require_table(conn)
-                with conn.cursor() as cur:
-                    with cur.copy(_EXPORT) as copy:
-                        for chunk in copy:
-                            out.write(chunk)
-                    return max(cur.rowcount, 0)
-    except psycopg.Error as error:
-        raise DatabaseError(f"exporting the audit log failed: {_reason(error, url)}") from None
+    with (connection(url, application_name="reconciler audit export") as conn,
+          translated("exporting the audit log failed", conn, url), conn.transaction()):
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute("SET LOCAL TIME ZONE 'UTC'")
+        _require_table(conn)
+        with conn.cursor() as cur:
+            with cur.copy(_EXPORT) as copy:
+                out.writelines(copy)
+            return max(cur.rowcount, 0)
 
 
 def _require_table(conn: psycopg.Connection[Any]) -> None:
     row = conn.execute("SELECT to_regclass('reconciler.audit_log') IS NOT NULL").fetchone()
     if not row or not row[0]:
         raise MigrationError("the catalog has no audit log (reconciler.audit_log); run `reconciler migrate`")
-
-
-def _reason(error: psycopg.Error, url: str) -> str:
-    return " ".join(strip_password(str(error), url).split())

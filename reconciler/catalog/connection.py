@@ -11,10 +11,19 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
-from ..errors import DatabaseUnavailable
+from ..errors import DatabaseError, DatabaseUnavailable
 
 DATABASE_URL_ENV = "RECONCILER_DATABASE_URL"
 CONNECT_TIMEOUT_SECONDS = 10
+
+# Where a server setting in force came from (pg_settings.source), as an operator changes it.
+_SETTING_SOURCES = {
+    "client": "in the connection's options (the URL's options or PGOPTIONS)",
+    "user": "on the database user (ALTER ROLE ... SET)",
+    "database": "on the database (ALTER DATABASE ... SET)",
+    "database user": "on the database user for this database (ALTER ROLE ... IN DATABASE ... SET)",
+    "configuration file": "in the server's configuration file",
+}
 
 
 def describe(url: str) -> str:
@@ -46,6 +55,74 @@ def strip_password(text: str, url: str) -> str:
         return text
     if password:
         text = text.replace(str(password), "***")
+    return text
+
+
+def explain(error: psycopg.Error, conn: psycopg.Connection[Any] | None = None, url: str | None = None) -> str:
+    """Why a statement failed, as one line without the password: the server's message and detail.
+
+    A statement the server cancelled while a statement_timeout is in force is told as
+    that timeout, with its value and where it is set when ``conn`` can still read them,
+    so the operator knows which setting to raise.
+    """
+    if isinstance(error, psycopg.errors.QueryCanceled):
+        timeout = _statement_timeout(conn)
+        if timeout is None:
+            return ("a statement ran longer than the server's statement_timeout; raise statement_timeout "
+                    "where it is set (the database user, the database, the URL's options or PGOPTIONS)")
+        value, source = timeout
+        if value != "0":
+            where = _SETTING_SOURCES.get(source, f"by {source}")
+            return f"a statement ran longer than the server's statement_timeout of {value}, set {where}; raise it there"
+    diag = error.diag
+    text = " ".join((diag.message_primary or str(error) or type(error).__name__).split())
+    if diag.message_detail:
+        text += f" ({' '.join(diag.message_detail.split())})"
+    return _without_password(text, conn, url)
+
+
+def failure(doing: str, error: psycopg.Error, conn: psycopg.Connection[Any] | None = None,
+            url: str | None = None) -> DatabaseError:
+    """A driver error as one clear DatabaseError: ``<doing>: <why>`` (see ``explain``)."""
+    return DatabaseError(f"{doing}: {explain(error, conn, url)}")
+
+
+@contextmanager
+def translated(doing: str, conn: psycopg.Connection[Any] | None = None, url: str | None = None) -> Iterator[None]:
+    """Raise any driver error of the block as ``failure(doing, ...)``; other errors pass unchanged."""
+    try:
+        yield
+    except psycopg.Error as error:
+        raise failure(doing, error, conn, url) from None
+
+
+def _statement_timeout(conn: psycopg.Connection[Any] | None) -> tuple[str, str] | None:
+    """The statement_timeout in force on ``conn`` and where it was set; None when it cannot be read.
+
+    Read in a transaction of its own, after the failed one was rolled back; a timeout too
+    short even for this read leaves it unknown.
+    """
+    if conn is None or conn.closed or conn.broken:
+        return None
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT current_setting('statement_timeout'), source FROM pg_settings "
+                               "WHERE name = 'statement_timeout'").fetchone()
+    except psycopg.Error:
+        return None
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def _without_password(text: str, conn: psycopg.Connection[Any] | None, url: str | None) -> str:
+    if url is not None:
+        text = strip_password(text, url)
+    if conn is not None:
+        try:
+            password = conn.info.password
+        except psycopg.Error:
+            password = None
+        if password:
+            text = text.replace(password, "***")
     return text
 
 

@@ -14,13 +14,14 @@ import psycopg
 from psycopg import sql
 
 from ..errors import DatabaseError, MigrationError
-from .connection import connection, strip_password
+from .connection import connection, explain, translated
 
 # The lock the timestore service takes around its own migrations; we hold it while
 # a file of ours changes schema timestore so the two never interleave.
 TIMESTORE_LOCK_KEY = "timestore:migrations"
 # Serialises reconciler migration runs against each other.
 RECONCILER_LOCK_KEY = "reconciler:migrations"
+HISTORY_FAILED = "reading the migration history failed"
 
 _FILE_NAME = re.compile(r"^(?P<version>\d{4,})_(?P<name>[a-z0-9_]+)\.sql$")
 _TOUCHES_TIMESTORE = re.compile(r"\btimestore\s*\.", re.IGNORECASE)
@@ -197,14 +198,13 @@ def migrate(
                     _apply_one(conn, migration, applier)
                 except psycopg.Error as error:
                     raise MigrationError(
-                        f"migration {migration.filename} failed and was rolled back: "
-                        f"{strip_password(str(error).strip(), url)}"
+                        f"migration {migration.filename} failed and was rolled back: {explain(error, conn, url)}"
                     ) from error
                 applied_now.append(migration)
                 if on_applied:
                     on_applied(migration)
         except psycopg.Error as error:
-            raise DatabaseError(f"migrating the catalog failed: {strip_password(str(error).strip(), url)}") from error
+            raise DatabaseError(f"migrating the catalog failed: {explain(error, conn, url)}") from error
         finally:
             if not conn.closed and not conn.broken:
                 conn.execute("SELECT pg_advisory_unlock_all()")
@@ -214,18 +214,15 @@ def migrate(
 def pending_sql(url: str, *, directory: Path | None = None) -> str:
     """The SQL of the migrations not yet applied to the catalog at ``url``; changes nothing."""
     available = load_migrations(directory)
-    with connection(url, autocommit=True) as conn:
-        try:
-            applied = applied_migrations(conn)
-        except psycopg.Error as error:
-            raise DatabaseError(f"reading the migration history failed: {strip_password(str(error).strip(), url)}") from error
+    with connection(url, autocommit=True) as conn, translated(HISTORY_FAILED, conn, url):
+        applied = applied_migrations(conn)
     return render_pending_sql(pending_migrations(available, applied))
 
 
 def ensure_migrated(url: str) -> None:
     """Refuse to work on a catalog whose schema is behind this reconciler."""
     available = load_migrations()
-    with connection(url, autocommit=True) as conn:
+    with connection(url, autocommit=True) as conn, translated(HISTORY_FAILED, conn, url):
         pending = pending_migrations(available, applied_migrations(conn))
     if pending:
         names = ", ".join(m.filename for m in pending)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,13 +15,15 @@ from psycopg.types.json import Jsonb
 from ..diff import normalize_tags, same
 from ..errors import ConflictError, DatabaseError, ReconcilerError
 from ._common import new_id
+from .connection import explain
 from .state import dataset_live, record_live, storage_target_live
 
 APPLY_LOCK_PREFIX = "reconciler:apply:"
+MAX_LOCK_TIMEOUT_MS = 2_147_483_647  # the largest lock_timeout the server accepts
 
 
 class LockTimeout(ReconcilerError):
-    """Another apply of the same source held the lock for longer than the timeout."""
+    """A lock the apply needs (its source's, or a row it touches) stayed held for longer than the timeout."""
 
 
 @dataclass(frozen=True)
@@ -59,22 +61,35 @@ def lock_source(conn: psycopg.Connection[Any], source: str, timeout: float,
     """Take the source's apply lock for this transaction, waiting up to ``timeout`` seconds.
 
     On timeout, raises LockTimeout naming the holder (its application name carries the
-    run id and actor) and since when it has held it.
+    run id and actor) and since when it has held it. Once the lock is taken, what is left
+    of ``timeout`` bounds each later lock wait of the transaction (``lock_timeout``, at
+    least 1 ms): the re-check's row locks and the writes' (see ``lift_lock_bound``).
     """
     key = APPLY_LOCK_PREFIX + source
     deadline = time.monotonic() + timeout
     while True:
         row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (key,)).fetchone()
         if row and row[0]:
+            left = min(MAX_LOCK_TIMEOUT_MS, max(1, round((deadline - time.monotonic()) * 1000)))
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{left}ms",))
             return
         if time.monotonic() >= deadline:
-            raise LockTimeout(f"another apply of source {source!r} is running ({_holder(conn, key)}); "
+            raise LockTimeout(f"another apply of source {source!r} is running ({_advisory_holder(conn, key)}); "
                               f"gave up after {timeout:g} s (--lock-timeout)")
         sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
-def _holder(conn: psycopg.Connection[Any], key: str) -> str:
-    row = conn.execute(
+def lift_lock_bound(conn: psycopg.Connection[Any]) -> None:
+    """Let the rest of the transaction wait for locks as the session would without ``lock_source``.
+
+    For the audit log's append lock: another apply holds it only while it appends and
+    commits, and applies of other sources must not fail for waiting on it.
+    """
+    conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+
+
+def _advisory_holder(conn: psycopg.Connection[Any], key: str) -> str:
+    return _holder(conn.execute(
         """SELECT a.application_name, a.usename, a.client_addr::text,
                   to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -82,12 +97,75 @@ def _holder(conn: psycopg.Connection[Any], key: str) -> str:
              AND l.pid <> pg_backend_pid()
            LIMIT 1""",
         (key,),
-    ).fetchone()
+    ).fetchone())
+
+
+# Who holds what the plan touches, as the holder lookups name a session.
+_SESSION = sql.SQL(
+    """SELECT a.application_name, a.usename, a.client_addr::text,
+              to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+       FROM pg_stat_activity a WHERE a.pid = ANY(ARRAY({pids})) AND a.pid <> pg_backend_pid()
+       ORDER BY a.xact_start LIMIT 1""")
+
+# A session holding a catalog table in a mode that stops writes (a migration, LOCK TABLE).
+_TABLE_HOLDER = _SESSION.format(pids=sql.SQL(
+    """SELECT l.pid FROM pg_locks l
+       JOIN pg_class c ON c.oid = l.relation
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE l.locktype = 'relation' AND l.granted
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         AND n.nspname IN ('timestore', 'metastore', 'reconciler')
+         AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')"""))
+
+# The session whose open transaction locked or changed a row the plan touches: a row's
+# xmax is the transaction that last locked or updated it, and a running transaction holds
+# the lock on its own id. (Rows locked by several sessions at once carry a multixact id
+# instead, and are not traced.)
+_ROW_HOLDER = _SESSION.format(pids=sql.SQL(
+    """WITH touched AS (
+           SELECT r.xmax::text AS xid FROM metastore.metastore_records r
+           JOIN unnest(%(namespaces)s::text[], %(keys)s::text[]) AS k(namespace, record_key)
+             ON r.namespace = k.namespace AND r.record_key = k.record_key
+           UNION SELECT d.xmax::text FROM timestore.datasets d WHERE d.slug = ANY(%(slugs)s)
+           UNION SELECT p.xmax::text FROM timestore.dataset_retention_policies p
+                 JOIN timestore.datasets d ON d.id = p.dataset_id WHERE d.slug = ANY(%(slugs)s)
+           UNION SELECT s.xmax::text FROM timestore.storage_targets s WHERE s.name = ANY(%(names)s)
+           UNION SELECT m.xmax::text FROM reconciler.managed_objects m WHERE m.address = ANY(%(addresses)s))
+       SELECT l.pid FROM pg_locks l
+       WHERE l.locktype = 'transactionid' AND l.granted
+         AND l.transactionid::text IN (SELECT xid FROM touched WHERE xid <> '0')"""))
+
+
+def _row_holder(conn: psycopg.Connection[Any], addresses: Collection[str]) -> str:
+    """The session holding a table or a row the plan touches, named as ``_holder`` names it.
+
+    Best effort, after the apply's transaction was rolled back: the tables are looked at
+    first, since reading the rows would wait behind a session holding a whole table.
+    """
+    if conn.closed or conn.broken:
+        return _holder(None)
+    ids = {kind: [identity(a) for a in addresses if a.startswith(kind + ":")]
+           for kind in ("record", "dataset", "storage-target")}
+    params = {"namespaces": [i.split("/", 1)[0] for i in ids["record"]],
+              "keys": [i.split("/", 1)[1] for i in ids["record"]],
+              "slugs": ids["dataset"], "names": ids["storage-target"], "addresses": list(addresses)}
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', '1s', true)")
+            row = conn.execute(_TABLE_HOLDER).fetchone() or conn.execute(_ROW_HOLDER, params).fetchone()
+    except psycopg.Error:
+        row = None
+    return _holder(row)
+
+
+def _holder(row: Sequence[Any] | None) -> str:
+    """A lock's holder as messages name it, from its application name, user, address and
+    transaction start (columns another role's sessions may hide are left out)."""
     if not row:
         return "holder unknown"
     app, user, addr, since = row
     return f"held by {app or 'an unnamed session'} as database user {user}" + (
-        f" from {addr}" if addr else "") + f", since {since}"
+        f" from {addr}" if addr else "") + (f", since {since}" if since else "")
 
 
 _RECHECK = {
@@ -486,12 +564,19 @@ def _update_managed(cur: psycopg.Cursor[Any], rows: Sequence[Managed], source: s
     cur.execute("DROP TABLE reconciler_stage_managed")
 
 
-def translate(error: psycopg.Error) -> ReconcilerError:
-    """A database failure during apply, as one clear line."""
-    diag = error.diag
-    text = " ".join((diag.message_primary or str(error)).split())
-    if diag.message_detail:
-        text += f" ({' '.join(diag.message_detail.split())})"
+def translate(error: psycopg.Error, conn: psycopg.Connection[Any] | None = None, *,
+              touched: Collection[str] = (), lock_timeout: float | None = None) -> ReconcilerError:
+    """A database failure during apply, as one clear line, once the apply's transaction is rolled back.
+
+    ``conn`` (the apply's connection) is used to name what the failure was about: the
+    session holding a row of the ``touched`` objects when a lock wait ran out of the
+    ``lock_timeout`` budget, or the statement_timeout in force when a statement was cancelled.
+    """
+    if isinstance(error, psycopg.errors.LockNotAvailable) and lock_timeout is not None:
+        holder = _row_holder(conn, touched) if conn is not None else _holder(None)
+        return LockTimeout(f"an object the plan touches is locked by another session ({holder}); "
+                           f"gave up after {lock_timeout:g} s (--lock-timeout); nothing was applied")
+    text = explain(error, conn)
     if isinstance(error, psycopg.errors.UniqueViolation):
         return ConflictError(f"a concurrent writer created the same object: {text}; nothing was applied")
     return DatabaseError(f"apply failed and was rolled back; nothing was applied: {text}")

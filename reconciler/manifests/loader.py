@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ def load_tree(
     *,
     resolve_env: bool = False,
     environ: Mapping[str, str] | None = None,
+    skip: Collection[str] = (),
 ) -> ManifestTree:
     """Load and validate every manifest under ``root`` (a directory, or one file).
 
@@ -48,12 +49,16 @@ def load_tree(
     replaced by the variables' values from ``environ`` (default: the process
     environment), and an unset variable is a problem. Raises ManifestError listing
     every problem in the tree, or ConfigurationError when ``root`` does not exist.
+    Files named (as shown) in ``skip`` are listed but not read: a plan passes over files
+    it knows are unchanged (catalog/settled.py).
     """
     files, problems = discover(root)
     env = dict(os.environ if environ is None else environ) if resolve_env else None
     entries: list[_Entry] = []
     with _collector_paused():
         for file, display in files:
+            if display in skip:
+                continue
             result = load_file(file, display, env)
             problems.extend(result.problems)
             found: list[_Entry] = [(item.address, item.location, item) for item in result.declared]

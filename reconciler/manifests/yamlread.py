@@ -23,7 +23,7 @@ import yaml
 import yaml_rs
 
 from ..errors import Problem
-from ..model import MAX_JSON_DEPTH, describe
+from ..model import MAX_INT_DIGITS, MAX_JSON_DEPTH, TOO_MANY_DIGITS, describe
 from .layout import DocLayout, Span, scan_layout
 
 MAX_FILE_BYTES: Final = 64 * 1024 * 1024
@@ -114,9 +114,10 @@ def read_text(file: Path, display: str) -> tuple[str | None, Problem | None]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        line_start = data.rfind(b"\n", 0, error.start) + 1
-        column = len(data[line_start : error.start].decode("utf-8", "replace")) + 1
+        # Lines and columns as the parser counts them: after a BOM, CR and CRLF breaking lines.
+        head = data[: error.start].removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        line = head.count(b"\n") + 1
+        column = len(head[head.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
         return None, Problem(
             display,
             line,
@@ -141,7 +142,7 @@ def parse_text(text: str, path: str, *, precise: bool = False) -> ParsedFile:
         chunk = text if (first, last) == (0, len(lines)) else "\n".join(lines[first:last])
         try:
             value = yaml_rs.loads(chunk, parse_datetime=False)
-        except (yaml_rs.YAMLDecodeError, ValueError):
+        except (yaml_rs.YAMLDecodeError, ValueError, TypeError):  # TypeError: a key that is a collection
             return _parse_precise(text, lines, path)
         if value is None:
             continue
@@ -266,6 +267,8 @@ def value_problems(value: Any, check_keys: bool) -> Iterator[tuple[tuple[Any, ..
                 stack.append((child, depth + 1, (*path, key)))
             elif kind is float and not math.isfinite(child):
                 yield (*path, key), False, f"numbers must be finite, got {describe(child)}"
+            elif kind is int and abs(child) >= TOO_MANY_DIGITS:
+                yield (*path, key), False, f"numbers must have at most {MAX_INT_DIGITS:,} digits"
 
 
 # --- the precise path ---------------------------------------------------------------------
@@ -321,7 +324,7 @@ def compose(text: str, lines: list[str], path: str) -> tuple[list[Node], list[Pr
     except _Stop:
         pass
     except yaml.MarkedYAMLError as error:
-        composer.problems.append(_syntax_problem(error, path))
+        composer.problems.append(_syntax_problem(error, path, lines))
     except yaml.YAMLError as error:
         composer.problems.append(Problem(path, 1, 1, f"YAML error: {error}"))
     finally:
@@ -329,14 +332,23 @@ def compose(text: str, lines: list[str], path: str) -> tuple[list[Node], list[Pr
     return composer.documents, composer.problems
 
 
-def _syntax_problem(error: yaml.MarkedYAMLError, path: str) -> Problem:
+def _syntax_problem(error: yaml.MarkedYAMLError, path: str, lines: list[str]) -> Problem:
     mark = error.problem_mark or error.context_mark
-    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    line, column = _in_text(mark, lines) if mark else (1, 1)
     message = f"YAML syntax error: {error.problem or error.context}"
     context = error.context_mark
     if error.problem and error.context and context is not None:
-        message += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
+        context_line, context_column = _in_text(context, lines)
+        message += f" ({error.context} at line {context_line}, column {context_column})"
     return Problem(path, line, column, message)
+
+
+def _in_text(mark: Any, lines: list[str]) -> tuple[int, int]:
+    """A mark as 1-based line and column; libyaml's end of a file without a final line
+    break is a line past it, shown as the end of the last line."""
+    if mark.line >= len(lines):
+        return len(lines), len(lines[-1]) + 1
+    return mark.line + 1, mark.column + 1
 
 
 class _Composer:
@@ -437,7 +449,7 @@ class _Composer:
             )
         if len(self.stack) + target.height > MAX_DEPTH:
             self._fail(mark.line + 1, mark.column + 1, f"nesting deeper than {MAX_DEPTH} levels", stop=True)
-        self._attach(target)
+        self._attach(target, (mark.line + 1, mark.column + 1))
 
     def _check_tag(self, tag: str | None, kind: str, node: Node) -> None:
         if tag in _STANDARD_TAGS[kind]:
@@ -459,12 +471,16 @@ class _Composer:
     def _expects_value(self) -> bool:
         return bool(self.stack) and self.stack[-1].kind == MAP and len(self.stack[-1].children) % 2 == 1
 
-    def _attach(self, node: Node) -> None:
+    def _attach(self, node: Node, alias: tuple[int, int] | None = None) -> None:
+        """Add ``node`` to the collection being built (``alias``: where an alias of it is)."""
         if not self.stack:
             self.root = node
             return
         parent = self.stack[-1]
         is_key = parent.kind == MAP and len(parent.children) % 2 == 0
+        if is_key and node.kind != SCALAR:  # yaml-rs cannot build such a mapping
+            what = "a mapping" if node.kind == MAP else "a list"
+            self._fail(*(alias or (node.line, node.column)), f"keys must be strings, got {what}")
         parent.children.append(node)
         if is_key and node.kind == SCALAR and node.text is not None:
             seen = self.keys[-1]

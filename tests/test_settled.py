@@ -1,0 +1,205 @@
+"""Plans pass over manifest files unchanged since the last apply, and only when the full
+comparison would find nothing to do in them: every case gives the plan a full read gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from reconciler.cli import cli
+from tests.conftest import run_git
+
+ALICE = ("Alice Analyst", "alice@example.com")
+OPS = "ops@example.com"
+
+DATASETS = """\
+apiVersion: reconciler/v1
+kind: Dataset
+slug: readings
+name: Readings
+"""
+
+SENSORS = """\
+apiVersion: reconciler/v1
+kind: RecordSet
+namespace: obs
+defaults: {owner: team-obs, tags: [iot]}
+records:
+  - key: sensor-1
+    metadata: {datasetSlug: readings, unit: celsius}
+  - key: sensor-2
+    metadata: {unit: kelvin}
+"""
+
+PUMPS = """\
+apiVersion: reconciler/v1
+kind: Record
+namespace: plant
+key: pump-1
+owner: team-plant
+metadata: {datasetSlug: readings}
+"""
+
+REUSED = "manifest files are unchanged since the last apply"
+
+
+def write(repo: Path, name: str, text: str) -> None:
+    path = repo / "manifests" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def commit(repo: Path, message: str) -> None:
+    run_git(repo, "add", "-A")
+    run_git(repo, "commit", "-q", "-m", message, author=ALICE)
+
+
+def invoke(repo: Path, db_url: str, *args: str) -> Result:
+    return CliRunner().invoke(cli, [args[0], str(repo / "manifests"), "--database-url", db_url, *args[1:]],
+                              catch_exceptions=False)
+
+
+def plan_json(repo: Path, db_url: str) -> tuple[dict[str, Any], str]:
+    """The plan as JSON (without its creation time and the digest covering it) and what went to stderr."""
+    result = invoke(repo, db_url, "plan", "--format", "json")
+    assert result.exit_code in (0, 1), result.output
+    data = json.loads(result.stdout)
+    data.pop("created_at"), data.pop("digest")
+    return data, result.stderr
+
+
+def fast_and_full(repo: Path, db_url: str, db: psycopg.Connection[Any]) -> tuple[dict[str, Any], str]:
+    """The plan as it is, then as a full read gives it (the record of files forgotten): both must agree."""
+    fast, stderr = plan_json(repo, db_url)
+    with db.transaction():
+        saved = db.execute("SELECT * FROM reconciler.applied_files").fetchall()
+        db.execute("DELETE FROM reconciler.applied_files")
+    full, full_stderr = plan_json(repo, db_url)
+    assert REUSED not in full_stderr
+    with db.transaction():
+        for row in saved:
+            db.execute("INSERT INTO reconciler.applied_files VALUES (%s, %s, %s, %s, %s, %s, %s)", row)
+    assert fast == full
+    return fast, stderr
+
+
+@pytest.fixture
+def applied(git_repo: Path, db_url: str) -> Path:
+    write(git_repo, "datasets.yaml", DATASETS)
+    write(git_repo, "records/sensors.yaml", SENSORS)
+    write(git_repo, "records/pumps.yaml", PUMPS)
+    commit(git_repo, "catalog")
+    result = invoke(git_repo, db_url, "apply", "--auto-approve")
+    assert result.exit_code == 0, result.output
+    return git_repo
+
+
+def changes(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(c["address"], c["action"]) for c in plan["changes"]]
+
+
+def test_a_rerun_passes_over_the_unchanged_record_files_and_plans_nothing(
+        applied: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+    assert db.execute("SELECT path, objects FROM reconciler.applied_files ORDER BY path").fetchall() == [
+        ("manifests/datasets.yaml", 1), ("manifests/records/pumps.yaml", 1), ("manifests/records/sensors.yaml", 2)]
+    plan, stderr = fast_and_full(applied, db_url, db)
+    assert "2 of 3 " + REUSED in stderr  # the datasets file is always read
+    assert changes(plan) == [] and plan["bookkeeping"] == [] and plan["findings"] == []
+    result = invoke(applied, db_url, "plan", "--detailed-exitcode")
+    assert result.exit_code == 0 and "No changes" in result.stdout
+
+
+def test_keys_the_services_add_leave_a_file_settled(applied: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+    db.execute("UPDATE metastore.metastore_records SET metadata = metadata || '{\"lastSeen\": \"today\"}', "
+               "version = version + 1 WHERE record_key = 'sensor-2'")
+    plan, stderr = fast_and_full(applied, db_url, db)
+    assert "2 of 3 " + REUSED in stderr and changes(plan) == []
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    ("UPDATE metastore.metastore_records SET owner = 'someone', version = version + 1, updated_by = 'ops@example.com' "
+     "WHERE record_key = 'sensor-1'", ("record:obs/sensor-1", "update")),
+    ("UPDATE metastore.metastore_records SET metadata = metadata || '{\"unit\": \"fahrenheit\"}' "
+     "WHERE record_key = 'sensor-2'", ("record:obs/sensor-2", "update")),
+    ("UPDATE metastore.metastore_records SET tags = '{iot,extra}' WHERE record_key = 'sensor-2'",
+     ("record:obs/sensor-2", "update")),
+    ("UPDATE metastore.metastore_records SET deleted_at = now(), version = version + 1 WHERE record_key = 'sensor-1'",
+     ("record:obs/sensor-1", "restore")),
+    ("DELETE FROM metastore.metastore_records WHERE record_key = 'sensor-2'", ("record:obs/sensor-2", "create")),
+], ids=["owner", "metadata-value", "tags", "soft-deleted", "hard-deleted"])
+def test_any_out_of_band_edit_makes_its_file_read_again(
+        applied: Path, db_url: str, db: psycopg.Connection[Any], edit: str, expected: tuple[str, str]) -> None:
+    db.execute(edit)
+    plan, stderr = fast_and_full(applied, db_url, db)
+    assert "1 of 3 " + REUSED in stderr  # pumps.yaml only
+    assert changes(plan) == [expected]
+    assert invoke(applied, db_url, "apply", "--auto-approve").exit_code == 0
+    again, stderr = plan_json(applied, db_url)
+    assert "2 of 3 " + REUSED in stderr and changes(again) == []
+
+
+def test_a_link_to_a_dataset_gone_from_tree_and_catalog_is_still_reported(
+        applied: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+    write(applied, "datasets.yaml", "")
+    commit(applied, "drop the dataset")
+    db.execute("DELETE FROM timestore.dataset_retention_policies")
+    db.execute("DELETE FROM reconciler.managed_objects WHERE kind = 'dataset'")
+    db.execute("DELETE FROM timestore.datasets")
+    plan, stderr = fast_and_full(applied, db_url, db)
+    assert REUSED not in stderr
+    assert sorted(f["address"] for f in plan["findings"] if f["severity"] == "error") == [
+        "record:obs/sensor-1", "record:plant/pump-1"]
+
+
+def test_a_new_file_repeating_a_settled_address_names_both_places(
+        applied: Path, db_url: str) -> None:
+    write(applied, "records/more.yaml", PUMPS)
+    write(applied, "records/lookalike.yaml", SENSORS.replace("sensor-2", "SENSOR-2").replace("sensor-1", "sensor-9"))
+    commit(applied, "repeat")
+    result = invoke(applied, db_url, "plan")
+    assert result.exit_code == 1
+    records = applied / "manifests" / "records"
+    assert result.output.splitlines() == [
+        f"{records}/pumps.yaml:1:1: record:plant/pump-1 is declared twice; first at {records}/more.yaml:1",
+        f"{records}/sensors.yaml:8:5: record:obs/sensor-2 differs from record:obs/SENSOR-2 (at "
+        f"{records}/lookalike.yaml:8) only by letter case or Unicode normalisation; the catalog would keep them "
+        "as two objects, so rename one",
+        "error: 2 problems in the manifest tree"]
+
+
+def test_after_an_apply_of_a_saved_or_narrowed_plan_no_file_is_passed_over(
+        applied: Path, db_url: str, db: psycopg.Connection[Any], tmp_path: Path) -> None:
+    # A saved plan changes a record; reverting the file makes its bytes those the
+    # record of files names, but the catalog holds the saved plan's value.
+    write(applied, "records/pumps.yaml", PUMPS.replace("team-plant", "team-maintenance"))
+    commit(applied, "hand pump-1 over")
+    saved = tmp_path / "plan.json"
+    assert invoke(applied, db_url, "plan", "--out", str(saved)).exit_code == 0
+    assert invoke(applied, db_url, "apply", "--plan", str(saved), "--auto-approve").exit_code == 0
+    run_git(applied, "revert", "--no-edit", "HEAD", author=ALICE)
+    plan, stderr = fast_and_full(applied, db_url, db)
+    assert REUSED not in stderr
+    assert changes(plan) == [("record:plant/pump-1", "update")]
+    # The same after an apply narrowed by --target.
+    result = invoke(applied, db_url, "apply", "--auto-approve", "--target", "record:plant/pump-1")
+    assert result.exit_code == 0
+    plan, stderr = plan_json(applied, db_url)
+    assert REUSED not in stderr and changes(plan) == []
+    # A whole apply records the files again.
+    db.execute("UPDATE metastore.metastore_records SET owner = 'x', version = version + 1 WHERE record_key = 'sensor-1'")
+    assert invoke(applied, db_url, "apply", "--auto-approve").exit_code == 0
+    plan, stderr = plan_json(applied, db_url)
+    assert "2 of 3 " + REUSED in stderr and changes(plan) == []
+
+
+def test_an_edited_file_is_read_again(applied: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+    write(applied, "records/sensors.yaml", SENSORS.replace("kelvin", "rankine"))
+    commit(applied, "rankine")
+    plan, stderr = fast_and_full(applied, db_url, db)
+    assert "1 of 3 " + REUSED in stderr
+    assert changes(plan) == [("record:obs/sensor-2", "update")]
