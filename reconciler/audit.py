@@ -147,10 +147,8 @@ class Entry:
 
     def row(self) -> tuple[Any, ...]:
         """The values to COPY, in COLUMNS order (JSON columns as normalised JSON text)."""
-        return tuple(
-            (None if value is None else canonical(plain(value))) if name in ("before", "after")
-            else list(value) if name == "fields" else value
-            for name, value in ((name, getattr(self, name)) for name in audit_log.COLUMNS))
+        texts = tuple(None if value is None else canonical(plain(value)) for value in (self.before, self.after))
+        return _row(self, texts)
 
 
 _HASHED = tuple(name for name in audit_log.COLUMNS if name != "hash")
@@ -199,22 +197,54 @@ def chain_hash(prev_hash: str, body: str) -> str:
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
+def _row(entry: Entry, texts: tuple[str | None, ...]) -> tuple[Any, ...]:
+    """``entry.row()``, given ``before`` and ``after`` already as canonical JSON text."""
+    return tuple(
+        texts[0] if name == "before" else texts[1] if name == "after"
+        else list(value) if name == "fields" else value
+        for name, value in ((name, getattr(entry, name)) for name in audit_log.COLUMNS))
+
+
 def seal(drafts: Sequence[Draft], *, after_seq: int, after_hash: str, recorded_at: datetime) -> list[Entry]:
     """Give drafts their places after the current head: seq, time, prev_hash and hash."""
-    entries: list[Entry] = []
+    return [entry for entry, _ in _sealed(drafts, after_seq=after_seq, after_hash=after_hash,
+                                          recorded_at=recorded_at)]
+
+
+def _sealed(drafts: Sequence[Draft], *, after_seq: int, after_hash: str,
+            recorded_at: datetime) -> list[tuple[Entry, tuple[Any, ...]]]:
+    """``seal``, each entry with its row to COPY (its JSON serialised once)."""
+    entries: list[tuple[Entry, tuple[Any, ...]]] = []
     prev = after_hash
     recorded_text = utc_text(recorded_at)
     for seq, draft in enumerate(drafts, start=after_seq + 1):
         values = {name: getattr(draft, name) for name in _DRAFTED}
+        before, after = plain(draft.before), plain(draft.after)
         values.update(seq=seq, recorded_at=recorded_at, prev_hash=prev, fields=tuple(draft.fields),
-                      before=plain(draft.before), after=plain(draft.after))
-        body = {**values, "recorded_at": recorded_text, "fields": list(draft.fields)}  # as Entry.body()
-        prev = chain_hash(prev, canonical(body))
-        entries.append(Entry(**values, hash=prev))
+                      before=before, after=after)
+        texts = (None if before is None else canonical(before), None if after is None else canonical(after))
+        body = {**values, "recorded_at": recorded_text, "fields": list(draft.fields),  # as Entry.body()
+                "before": _MARK, "after": _MARK}
+        prev = chain_hash(prev, _spliced(canonical(body), texts))
+        entry = Entry(**values, hash=prev)
+        entries.append((entry, _row(entry, texts)))
     return entries
 
 
 _DRAFTED = tuple(f.name for f in dataclass_fields(Draft))
+
+# ``canonical(body)`` with the already serialised ``before`` and ``after`` put in place of
+# a marker, instead of serialising them a second time. The marker is a lone NUL, which
+# canonical JSON always writes escaped; "before" is put in first, while "after" (which
+# sorts ahead of it) is still the marker, so each pattern is found at its top-level key.
+_MARK = "\x00"
+_MARKED = {name: f'"{name}":{canonical(_MARK)}' for name in ("before", "after")}
+
+
+def _spliced(text: str, texts: tuple[str | None, str | None]) -> str:
+    for name, value in (("before", texts[0]), ("after", texts[1])):
+        text = text.replace(_MARKED[name], f'"{name}":{"null" if value is None else value}', 1)
+    return text
 
 
 # --- recording an apply ----------------------------------------------------------------------
@@ -232,7 +262,9 @@ def drafts_for(plan: Plan, *, run_id: str, applier: str) -> list[Draft]:
         author = plan.author_of(change.address)
         drafts.append(Draft(
             run_id=run_id, source=plan.source, address=change.address, kind=change.kind, action=change.action,
-            before=mask(change.before, secrets, MASK), after=mask(change.after, secrets, None),
+            # Drafts are only read (seal copies them), so fields without secrets are shared.
+            before=mask(change.before, secrets, MASK) if secrets else change.before,
+            after=mask(change.after, secrets, None) if secrets else change.after,
             fields=tuple(change.fields), commit_sha=author.commit, author_name=author.name,
             author_email=author.email, uncommitted=bool(author.uncommitted),
             manifest_path=change.location.path if change.location else None,
@@ -250,9 +282,9 @@ def append(conn: audit_log.Connection, drafts: Sequence[Draft]) -> list[Entry]:
     if not drafts:
         return []
     head = audit_log.lock_head(conn)
-    entries = seal(drafts, after_seq=head.seq, after_hash=head.hash or GENESIS, recorded_at=head.now)
-    audit_log.append(conn, (entry.row() for entry in entries))
-    return entries
+    sealed = _sealed(drafts, after_seq=head.seq, after_hash=head.hash or GENESIS, recorded_at=head.now)
+    audit_log.append(conn, (row for _, row in sealed))
+    return [entry for entry, _ in sealed]
 
 
 def scrub(text: str, secrets: Mapping[str, Mapping[str, str]], environ: Mapping[str, str]) -> str:

@@ -142,6 +142,24 @@ def test_entry_fields_match_the_table_and_the_export() -> None:
     assert tuple(audit.EXPORT_TYPES) == audit_log.COLUMNS
 
 
+def test_sealed_hashes_and_rows_match_a_fresh_serialisation_even_for_values_that_look_like_its_markers() -> None:
+    tricky = {"before": "\x00", '"before":"\\u0000"': 1.0, "after": ["\x00", 2.0], "k": None}
+    drafts = [
+        audit.Draft(run_id="run-1", source="default", address="record:a/b", kind="record", action="update",
+                    before=tricky, after={"after": "\x00", "before": tricky}, fields=("metadata",), commit_sha=None,
+                    author_name='"before":"\x00"', author_email='"after":"\x00"', uncommitted=False,
+                    manifest_path=None, manifest_line=None, applier="ci", plan_digest="d" * 64),
+        audit.Draft(run_id="run-1", source="default", address="record:a/c", kind="record", action="create",
+                    before=None, after=None, fields=(), commit_sha=None, author_name="n", author_email="e",
+                    uncommitted=True, manifest_path="m.yaml", manifest_line=3, applier="ci", plan_digest="d" * 64),
+    ]
+    sealed = audit._sealed(drafts, after_seq=0, after_hash=audit.GENESIS, recorded_at=datetime.now(UTC))
+    for entry, row in sealed:
+        assert entry.hash == entry.computed_hash()
+        assert row == entry.row()
+    assert json.loads(sealed[0][1][audit_log.COLUMNS.index("after")])["before"]["after"] == ["\x00", 2]
+
+
 def test_plain_normalises_numbers_as_postgresql_gives_them_back() -> None:
     assert audit.plain({"a": 1.0, "b": [2.0, 0.5], "c": -0.0}) == {"a": 1, "b": [2, 0.5], "c": 0}
     assert type(audit.plain(1.0)) is int and type(audit.plain(True)) is bool
