@@ -272,3 +272,36 @@ def test_a_create_beside_a_catalog_lookalike_is_noted_and_kept_separate(
     assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
     assert rows(db, "SELECT record_key, owner FROM metastore.metastore_records WHERE record_key ILIKE 'sensor-0001' "
                 "ORDER BY record_key") == [("SENSOR-0001", "ingest"), ("sensor-0001", "team-observatory")]
+
+
+SQL_TEXT = "x'); DROP TABLE metastore.metastore_records; --"
+
+
+def test_sql_in_names_and_values_is_stored_verbatim(git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+    write(git_repo, "hostile.yaml", f"""\
+apiVersion: reconciler/v1
+kind: Dataset
+slug: robert.tables
+name: "{SQL_TEXT}"
+description: "'; DELETE FROM timestore.datasets WHERE ''='"
+metadata: {{"{SQL_TEXT}": "$$; TRUNCATE reconciler.audit_log; $$", "%s": "%(x)s {{}}"}}
+---
+apiVersion: reconciler/v1
+kind: Record
+namespace: obs
+key: "{SQL_TEXT}"
+owner: "owner' OR '1'='1"
+tags: ["a'b", "%s", "\\\\"]
+metadata: {{datasetSlug: robert.tables, "k'); --": "E'\\\\x00'"}}
+""")
+    commit(git_repo, ALICE, "hostile values")
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    assert rows(db, "SELECT name, description, metadata FROM timestore.datasets") == [
+        (SQL_TEXT, "'; DELETE FROM timestore.datasets WHERE ''='",
+         {SQL_TEXT: "$$; TRUNCATE reconciler.audit_log; $$", "%s": "%(x)s {}"})]
+    assert rows(db, "SELECT record_key, owner, tags, metadata FROM metastore.metastore_records") == [
+        (SQL_TEXT, "owner' OR '1'='1", ["a'b", "%s", "\\"], {"datasetSlug": "robert.tables", "k'); --": "E'\\x00'"})]
+    assert rows(db, "SELECT count(*) FROM reconciler.audit_log") == [(2,)]
+    assert invoke(git_repo, db_url, "plan", "--detailed-exitcode").exit_code == 0
+    verified = CliRunner().invoke(cli, ["audit", "verify", "--database-url", db_url])
+    assert verified.exit_code == 0 and "2 entries" in verified.output, verified.output
