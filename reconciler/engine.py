@@ -401,12 +401,17 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
 def _record_unapplied(conn: psycopg.Connection[Any], run_id: str, ws: Workspace, plan: Plan,
                       error: ReconcilerError, environ: Mapping[str, str], progress: Callable[[str], None]) -> None:
     """The audit log (issue 5): a refused or failed apply leaves a runs row, written after the
-    rollback; if even that fails, the original error is still the one raised."""
+    rollback; if even that fails, the original error is still the one raised.
+
+    The error's message is scrubbed of secret values first, for the row and for the user
+    alike: the server's detail of a failed write can quote the row, secrets included.
+    """
+    error.message = audit.scrub(error.message, plan.secrets, environ)
+    error.args = (error.message,)
     outcome = "refused" if isinstance(error, Refusal | ConflictError) else "failed"
     problem = record_unapplied_run(
         conn, run_id=run_id, source=ws.source, applier=applier(), commit=plan.commit,
-        plan_digest=plan.digest(), outcome=outcome, message=audit.scrub(error.message, plan.secrets, environ),
-        counts=plan.summary)
+        plan_digest=plan.digest(), outcome=outcome, message=error.message, counts=plan.summary)
     if problem:
         progress(f"could not record the {outcome} run {run_id}: {problem}")
 

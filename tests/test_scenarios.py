@@ -305,3 +305,51 @@ metadata: {{datasetSlug: robert.tables, "k'); --": "E'\\\\x00'"}}
     assert invoke(git_repo, db_url, "plan", "--detailed-exitcode").exit_code == 0
     verified = CliRunner().invoke(cli, ["audit", "verify", "--database-url", db_url])
     assert verified.exit_code == 0 and "2 entries" in verified.output, verified.output
+
+
+def test_a_secret_is_resolved_only_to_write_it_masked_everywhere_and_a_rotation_is_a_change(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    write(git_repo, "storage.yaml", STORAGE.replace("config: {cluster: obs}",
+                                                    "config: {cluster: obs, password: '${env:CH_PW}'}"))
+    commit(git_repo, ALICE, "storage with a password")
+    monkeypatch.delenv("CH_PW", raising=False)
+    missing = invoke(git_repo, db_url, "plan")
+    assert missing.exit_code == 1 and "environment variable CH_PW is not set" in missing.output
+
+    seen: list[str] = []
+
+    def run(*args: str) -> Result:
+        result = invoke(git_repo, db_url, *args)
+        seen.extend([result.stdout, result.stderr])
+        return result
+
+    monkeypatch.setenv("CH_PW", "hunter2")
+    saved = tmp_path / "plan.json"
+    for output in ("text", "json", "markdown"):
+        assert run("plan", "--format", output, "--out", str(saved)).exit_code == 0
+        seen.append(saved.read_text())
+    assert "${env:CH_PW}" in saved.read_text()
+    assert run("apply", "--plan", str(saved), "--auto-approve").exit_code == 0
+    assert rows(db, "SELECT config FROM timestore.storage_targets") == [({"cluster": "obs", "password": "hunter2"},)]
+
+    monkeypatch.setenv("CH_PW", "rotated-2")  # the same tree, another value: a change to apply
+    rotated = run("plan", "--detailed-exitcode")
+    assert rotated.exit_code == 2 and 'config.password: "***" → "${env:CH_PW}"' in rotated.stdout
+    assert run("apply", "--auto-approve", "--format", "json").exit_code == 0
+    assert rows(db, "SELECT config->>'password' FROM timestore.storage_targets") == [("rotated-2",)]
+    assert run("plan", "--detailed-exitcode").exit_code == 0
+
+    monkeypatch.setenv("CH_PW", "third-value")  # a failing apply: its error and its run row
+    db.execute("ALTER TABLE timestore.storage_targets ADD CONSTRAINT no_third CHECK (config->>'password' <> "
+               "'third-value')")
+    failed = run("apply", "--auto-approve")
+    assert failed.exit_code == 1 and "apply failed and was rolled back" in failed.output
+    for table in ("reconciler.audit_log", "reconciler.runs", "reconciler.managed_objects"):
+        seen.extend(str(row) for row in rows(db, f"SELECT t::text FROM {table} t"))
+    seen.extend([CliRunner().invoke(cli, ["audit", "log", "--database-url", db_url]).output,
+                 CliRunner().invoke(cli, ["audit", "log", "--format", "json", "--database-url", db_url]).output])
+    text = "\n".join(seen)
+    assert "${env:CH_PW}" in text
+    for value in ("hunter2", "rotated-2", "third-value"):
+        assert value not in text
