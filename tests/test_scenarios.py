@@ -353,3 +353,23 @@ def test_a_secret_is_resolved_only_to_write_it_masked_everywhere_and_a_rotation_
     assert "${env:CH_PW}" in text
     for value in ("hunter2", "rotated-2", "third-value"):
         assert value not in text
+
+
+def test_the_database_password_never_appears_in_any_output(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any], step1: str) -> None:
+    url = f"{db_url} password=pw-s3cr3t-77"  # the test server trusts local connections: any password works
+    outputs = [invoke(git_repo, url, *args) for args in (("plan",), ("plan", "--format", "markdown"),
+                                                          ("plan", "--format", "json"), ("apply", "--auto-approve"))]
+    db.execute("ALTER TABLE metastore.metastore_records ADD CONSTRAINT no_kelvin CHECK (metadata->>'unit' <> 'x')")
+    write(git_repo, "records/observatory.yaml", RECORDS.replace("unit: kelvin", "unit: x"))
+    commit(git_repo, BOB, "unit x")
+    outputs.append(invoke(git_repo, url, "apply", "--auto-approve"))
+    assert outputs[-1].exit_code == 1 and "apply failed and was rolled back" in outputs[-1].output
+    for args in (["audit", "log"], ["audit", "verify"], ["migrate"], ["--debug", "audit", "verify"]):
+        outputs.append(CliRunner().invoke(cli, [*args, "--database-url", url]))
+    unreachable = "postgresql://u:pw-s3cr3t-77@127.0.0.1:9/nowhere?connect_timeout=2"
+    outputs.append(CliRunner().invoke(cli, ["plan", str(git_repo / "manifests"), "--database-url", unreachable]))
+    assert outputs[-1].exit_code == 1
+    assert [o.exit_code for o in outputs[:4]] == [0, 0, 0, 0]
+    for result in outputs:
+        assert "pw-s3cr3t-77" not in result.output
