@@ -24,7 +24,7 @@ from .catalog.connection import (
     resolve_database,
     translated,
 )
-from .catalog.settled import digest_of, record_files, settled_addresses, settled_files
+from .catalog.settled import digest_of, lookalikes_in, record_files, settled_files
 from .catalog.state import Skip, catalog_snapshot, read_snapshot
 from .catalog.writer import (
     Managed,
@@ -159,7 +159,8 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
         settled = settled_files(conn, ws.source, files.values())
         skip = {display for display, file in files.items() if file.path in settled}
         state = load(skip)
-        if skip and _collides(state.desired, settled_addresses(conn, ws.source, settled)):
+        if skip and _collides(state.desired, lookalikes_in(conn, ws.source, settled,
+                                                           {folded(address) for address in state.desired})):
             settled, skip = {}, set()  # let the full load name both places
             state = load(skip)
         catalog = read_snapshot(conn, Skip(ws.source, list(settled)))
@@ -197,12 +198,10 @@ def tree_files(ws: Workspace) -> dict[str, FileDigest]:
 
 
 def _collides(desired: Mapping[str, Desired], settled: Sequence[str]) -> bool:
-    """Whether the files read declare an address of a settled file, or one that differs
+    """Whether the files read declare one of the ``settled`` addresses, or one that differs
     from it only by letter case or Unicode normalisation."""
-    if any(address in desired for address in settled):
-        return True
-    seen = {folded(address) for address in settled}
-    return any(folded(address) in seen for address in desired)
+    seen = {folded(address) for address in desired}
+    return any(folded(address) in seen for address in settled)
 
 
 def check_address(address: str) -> None:

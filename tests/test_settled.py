@@ -203,3 +203,19 @@ def test_an_edited_file_is_read_again(applied: Path, db_url: str, db: psycopg.Co
     plan, stderr = fast_and_full(applied, db_url, db)
     assert "1 of 3 " + REUSED in stderr
     assert changes(plan) == [("record:obs/sensor-2", "update")]
+
+
+def test_a_new_file_with_a_unicode_lookalike_of_a_settled_address_is_refused(
+        applied: Path, db_url: str) -> None:
+    write(applied, "records/cafe.yaml", PUMPS.replace("pump-1", "CAF\u00c9"))
+    commit(applied, "café")
+    assert invoke(applied, db_url, "apply", "--auto-approve").exit_code == 0
+    assert "3 of 4 " + REUSED in invoke(applied, db_url, "plan").stderr
+    write(applied, "records/zzz.yaml", PUMPS.replace("pump-1", "Cafe\u0301"))
+    commit(applied, "Café, decomposed")
+    result = invoke(applied, db_url, "plan")
+    assert result.exit_code == 1
+    records = applied / "manifests" / "records"
+    assert result.output.splitlines()[0] == (
+        f"{records}/zzz.yaml:1:1: record:plant/Cafe\u0301 differs from record:plant/CAF\u00c9 (at {records}/cafe.yaml:1) "
+        "only by letter case or Unicode normalisation; the catalog would keep them as two objects, so rename one")

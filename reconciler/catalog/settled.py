@@ -87,12 +87,22 @@ def settled_files(conn: psycopg.Connection[Any], source: str, files: Iterable[Fi
             if found.get(path, (0, True)) == (objects, True)}
 
 
-def settled_addresses(conn: psycopg.Connection[Any], source: str, paths: Collection[str]) -> list[str]:
-    """The addresses the settled ``paths`` declare (to check the rest of the tree against)."""
+_ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def lookalikes_in(conn: psycopg.Connection[Any], source: str, paths: Collection[str],
+                  folded: Collection[str]) -> list[str]:
+    """Addresses the settled ``paths`` declare that may equal one of ``folded`` (addresses
+    with letter case and Unicode normalisation taken out) once folded themselves: every
+    ASCII address whose lower case is among them, and every address beyond ASCII (the
+    caller folds those exactly). Lower case is taken by hand, whatever the collation."""
     if not paths:
         return []
-    rows = conn.execute("SELECT address FROM reconciler.managed_objects WHERE source = %s AND path = ANY(%s)",
-                        (source, list(paths)))
+    rows = conn.execute(
+        """SELECT address FROM reconciler.managed_objects
+           WHERE source = %s AND path = ANY(%s)
+             AND (address ~ '[^\\x01-\\x7f]' OR translate(address, %s, %s) = ANY(%s))""",
+        (source, list(paths), _ASCII_UPPER, _ASCII_UPPER.lower(), list(folded)))
     return [address for (address,) in rows]
 
 
