@@ -34,7 +34,7 @@ _CALLER_REPOSITORY_VARIABLES = frozenset(
 )
 _NO_WORK_TREE = ("not a git repository", "must be run in a work tree")
 _SHA = re.compile(r"^[0-9a-f]{4,64}$")
-_BLAME_HEADER = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64}) \d+ (\d+)(?: \d+)?$")
+_BLAME_HEADER = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64}) \d+ (\d+)(?: (\d+))?$")
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 # Two NULs open each commit record; NUL never occurs in git's text output otherwise.
 _LOG_FORMAT = "%x00%x00%H%x00%P%x00%aN%x00%aE%x00%aI%x00"
@@ -212,12 +212,14 @@ def _is_uncommitted(sha: str) -> bool:
 
 
 def _parse_blame(path: str, text: str) -> _Blame:
-    """Parse ``git blame --porcelain`` (or ``--line-porcelain``) output.
+    """Parse ``git blame --incremental`` output (``--porcelain`` reads the same way).
 
-    Every blamed line has a header ``<sha> <orig> <final> [<count>]``; the commit's
-    ``key value`` lines follow only its first occurrence in ``--porcelain``; the line
-    itself comes last, after a tab. Splitting on ``\\n`` alone keeps a stray ``\\r``
-    or form feed inside a manifest line from being taken for a line break.
+    Each group of lines from one commit has a header ``<sha> <orig> <final> <count>``,
+    followed by the commit's ``key value`` lines (all of them at its first group, then
+    ``filename``); groups come in any order. ``--porcelain`` gives a header per line
+    (the count only on a group's first), then the line itself after a tab. Splitting
+    on ``\\n`` alone keeps a stray ``\\r`` or form feed inside a manifest line from
+    being taken for a line break.
     """
     by_line: dict[int, str] = {}
     fields: dict[str, dict[str, str]] = {}
@@ -227,7 +229,9 @@ def _parse_blame(path: str, text: str) -> _Blame:
             continue
         header = _BLAME_HEADER.match(line)
         if header:
-            by_line[int(header[2])] = header[1]
+            first = int(header[2])
+            for number in range(first, first + int(header[3] or 1)):
+                by_line[number] = header[1]
             current = fields.setdefault(header[1], {})
         elif current is not None:
             key, _, value = line.partition(" ")
@@ -535,7 +539,7 @@ class GitRepository:
 
     def _blame(self, path: str) -> _Blame:
         # No revision: blame the working tree, so uncommitted lines come out as all zeros.
-        return _parse_blame(path, self._git("blame", "--porcelain", "--", path).stdout)
+        return _parse_blame(path, self._git("blame", "--incremental", "--", path).stdout)
 
     def removal_author(
         self,
