@@ -32,6 +32,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
+from reconciler import audit
 from reconciler.engine import ApplyOptions, apply_plan
 from reconciler.errors import ReconcilerError
 
@@ -176,10 +177,14 @@ def apply_backends(conn: psycopg.Connection[Any]) -> list[tuple[int, bool, bool,
 
 
 def rerun_converges(driver: dict[str, Any], url: str, conn: psycopg.Connection[Any]) -> None:
-    """Running the apply again (in this process) completes it, and the next plan is empty."""
+    """The audit chain verifies as the failure left it; running the apply again (in this
+    process) completes it, the chain verifies with one entry per record, and the next
+    plan is empty."""
+    assert audit.verify(url).entries in (0, N)
     objects = driver["desired"](N)
     apply_plan(driver["workspace"](url), driver["plan"](url, objects), ApplyOptions())
     assert counts(conn) == APPLIED
+    assert audit.verify(url).entries == N
     again = driver["plan"](url, objects)
     assert again.changes == () and again.bookkeeping == ()
 

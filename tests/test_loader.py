@@ -395,9 +395,9 @@ def test_an_alias_bomb_fails_fast() -> None:
     lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
     lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
     root = write({"bomb.yaml": "\n".join(lines) + "\n"})
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU: other load on the machine does not count
     assert problems(root) == ["m/bomb.yaml:6:8: aliases expand to more than 100,000 nodes"]
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
 
 
 def test_anchors_within_the_limit_are_fine() -> None:
@@ -424,9 +424,9 @@ def test_anchors_within_the_limit_are_fine() -> None:
 )
 def test_absurd_nesting_fails_fast(name: str, text: str, expected: str) -> None:
     root = write({"a.yaml": text})
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU: other load on the machine does not count
     assert problems(root) == [expected]
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
 
 
 def test_64_levels_of_nesting_are_allowed() -> None:
@@ -457,6 +457,8 @@ def test_keys_must_be_strings_and_numbers_finite() -> None:
     [
         ("n: \ni", "m/a.yaml:2:2: YAML syntax error: could not find expected ':' (while scanning a simple key at "
          + "line 2, column 1)"),
+        ("{", "m/a.yaml:1:2: YAML syntax error: did not find expected node content (while parsing a flow node at "
+         + "line 1, column 2)"),
         ("{p", "m/a.yaml:1:3: YAML syntax error: did not find expected ',' or '}' (while parsing a flow mapping at "
          + "line 1, column 1)"),
         ("{p,", "m/a.yaml:1:4: YAML syntax error: did not find expected node content (while parsing a flow node at "
@@ -492,6 +494,7 @@ def test_a_bad_utf8_byte_is_placed_by_lines_and_columns_as_the_parser_counts_the
         ("? [a]\n: x\n", "m/a.yaml:1:3: keys must be strings, got a list"),
         ("a:\n  {b: 1}: x\n", "m/a.yaml:2:3: keys must be strings, got a mapping"),
         ("a: &x {b: 1}\nc: {*x : 1}\n", "m/a.yaml:2:5: keys must be strings, got a mapping"),
+        ("a: &x 1\nb: {{c: [1]}: 2}\n", "m/a.yaml:2:5: keys must be strings, got a mapping"),
     ],
 )
 def test_keys_that_are_mappings_or_lists_are_refused_where_they_are(text: str, expected: str) -> None:
