@@ -80,6 +80,26 @@ def test_the_schema_rejects_what_the_loader_rejects(change: dict[str, Any]) -> N
     assert not VALIDATOR.is_valid(document)
 
 
+@pytest.mark.parametrize("field", ["owner", "schemaHash", "tags", "metadata", "deleted", "protect", "purge"])
+@pytest.mark.parametrize("where", ["defaults", "record"])
+def test_schema_and_loader_agree_on_null_in_a_recordset(field: str, where: str, tmp_path: Path) -> None:
+    from reconciler.errors import ManifestError
+    from reconciler.manifests import load_tree
+    from reconciler.manifests.emit import dump_documents
+
+    document: dict[str, Any] = {"apiVersion": "reconciler/v1", "kind": "RecordSet", "namespace": "obs",
+                                "defaults": {"owner": "team"}, "records": [{"key": "s1"}]}
+    (document["defaults"] if where == "defaults" else document["records"][0])[field] = None
+    (tmp_path / "set.yaml").write_text(dump_documents([document]), encoding="utf-8")
+    try:
+        load_tree(tmp_path)
+        loads = True
+    except ManifestError:
+        loads = False
+    assert VALIDATOR.is_valid(document) is loads
+    assert loads is (field in ("owner", "schemaHash"))  # null clears an inherited default
+
+
 def test_a_document_must_state_api_version_and_kind() -> None:
     assert VALIDATOR.is_valid({"apiVersion": "reconciler/v1", "kind": "Dataset", "slug": "abc", "name": "A"})
     assert not VALIDATOR.is_valid({"kind": "Dataset", "slug": "abc", "name": "A"})

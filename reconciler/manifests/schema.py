@@ -15,7 +15,7 @@ from pydantic import Field, TypeAdapter
 
 import reconciler
 
-from ..model import API_VERSION, Dataset, Record, RecordSet, StorageTarget
+from ..model import API_VERSION, Dataset, Record, RecordDefaults, RecordSet, StorageTarget
 
 SCHEMA_FILE: Final = "manifest.schema.json"
 SCHEMA_ID: Final = "https://reconciler.invalid/schemas/manifest.schema.json"
@@ -35,6 +35,17 @@ def manifest_schema() -> dict[str, Any]:
         definition["required"] = ["apiVersion", "kind", *definition.get("required", [])]
         for key in ("apiVersion", "kind"):
             definition["properties"][key].pop("default", None)
+    for name in ("RecordDefaults", "RecordItem"):
+        # Optional in a RecordSet, but never null (the loader says "leave the field out").
+        properties = schema["$defs"][name]["properties"]
+        for field_name in RecordDefaults._NOT_NULL:
+            prop = properties[field_name]
+            options = [option for option in prop.pop("anyOf", []) if option != {"type": "null"}]
+            prop.pop("default", None)
+            if len(options) == 1:
+                prop.update(options[0])
+            elif options:
+                prop["anyOf"] = options
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
