@@ -143,10 +143,7 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     """
     for target in targets:
         check_address(target)
-    from .desired import (  # the manifest loader is only needed here
-        desired_state,
-        rebase,
-    )
+    from .desired import desired_state, rebase  # the manifest loader is only needed here
 
     env = os.environ if environ is None else environ
     files = tree_files(ws)
@@ -159,10 +156,11 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
         settled = settled_files(conn, ws.source, files.values())
         skip = {display for display, file in files.items() if file.path in settled}
         state = load(skip)
-        if skip and _collides(state.desired, lookalikes_in(conn, ws.source, settled,
-                                                           {folded(address) for address in state.desired})):
-            settled, skip = {}, set()  # let the full load name both places
-            state = load(skip)
+        if skip:
+            seen = {folded(address) for address in state.desired}
+            if any(folded(address) in seen for address in lookalikes_in(conn, ws.source, settled, seen)):
+                settled, skip = {}, set()  # a settled address is declared again: the full load names both places
+                state = load(skip)
         catalog = read_snapshot(conn, Skip(ws.source, list(settled)))
     declared = Counter(item.location.path for item in state.desired.values())
     read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
@@ -195,13 +193,6 @@ def tree_files(ws: Workspace) -> dict[str, FileDigest]:
             path = repo_relative(display, ws.repo.root) if ws.repo is not None else display
             out[display] = FileDigest(path, digest)
     return out
-
-
-def _collides(desired: Mapping[str, Desired], settled: Sequence[str]) -> bool:
-    """Whether the files read declare one of the ``settled`` addresses, or one that differs
-    from it only by letter case or Unicode normalisation."""
-    seen = {folded(address) for address in desired}
-    return any(folded(address) in seen for address in settled)
 
 
 def check_address(address: str) -> None:
