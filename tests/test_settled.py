@@ -122,10 +122,10 @@ def test_keys_the_services_add_leave_a_file_settled(applied: Path, db_url: str, 
 
 
 @pytest.mark.parametrize(("edit", "expected"), [
-    ("UPDATE metastore.metastore_records SET owner = 'someone', version = version + 1, updated_by = 'ops@example.com' "
-     "WHERE record_key = 'sensor-1'", ("record:obs/sensor-1", "update")),
-    ("UPDATE metastore.metastore_records SET metadata = metadata || '{\"unit\": \"fahrenheit\"}' "
-     "WHERE record_key = 'sensor-2'", ("record:obs/sensor-2", "update")),
+    (("UPDATE metastore.metastore_records SET owner = 'someone', version = version + 1, updated_by = 'ops@example.com' "
+      "WHERE record_key = 'sensor-1'"), ("record:obs/sensor-1", "update")),
+    (("UPDATE metastore.metastore_records SET metadata = metadata || '{\"unit\": \"fahrenheit\"}' "
+      "WHERE record_key = 'sensor-2'"), ("record:obs/sensor-2", "update")),
     ("UPDATE metastore.metastore_records SET tags = '{iot,extra}' WHERE record_key = 'sensor-2'",
      ("record:obs/sensor-2", "update")),
     ("UPDATE metastore.metastore_records SET deleted_at = now(), version = version + 1 WHERE record_key = 'sensor-1'",
@@ -166,9 +166,9 @@ def test_a_new_file_repeating_a_settled_address_names_both_places(
     records = applied / "manifests" / "records"
     assert result.output.splitlines() == [
         f"{records}/pumps.yaml:1:1: record:plant/pump-1 is declared twice; first at {records}/more.yaml:1",
-        f"{records}/sensors.yaml:8:5: record:obs/sensor-2 differs from record:obs/SENSOR-2 (at "
-        f"{records}/lookalike.yaml:8) only by letter case or Unicode normalisation; the catalog would keep them "
-        "as two objects, so rename one",
+        (f"{records}/sensors.yaml:8:5: record:obs/sensor-2 differs from record:obs/SENSOR-2 (at "
+         f"{records}/lookalike.yaml:8) only by letter case or Unicode normalisation; the catalog would keep them "
+         "as two objects, so rename one"),
         "error: 2 problems in the manifest tree"]
 
 
