@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from pydantic import ValidationError
 
+from ..diff import collector_paused
 from ..errors import ConfigurationError, ManifestError, Problem
 from ..model import (
     API_VERSION,
@@ -55,7 +54,7 @@ def load_tree(
     files, problems = discover(root)
     env = dict(os.environ if environ is None else environ) if resolve_env else None
     entries: list[_Entry] = []
-    with _collector_paused():
+    with collector_paused():  # the loaded tree stays alive: no cycle worth rescanning
         for file, display in files:
             if display in skip:
                 continue
@@ -68,20 +67,6 @@ def load_tree(
     if problems:
         raise ManifestError(problems)
     return tree
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: loading creates millions of objects that
-    all stay alive, and the collector would rescan them again and again (a 100,000
-    record tree loads in about 4 s instead of 7 s)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 # --- finding the files --------------------------------------------------------------------
