@@ -374,11 +374,11 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
             if plan.files and not plan.targets:  # what a later plan may pass over (catalog/settled.py)
                 record_files(conn, ws.source, run_id, plan.files)
     except psycopg.Error as error:
-        failure = translate(error, conn, touched=expected, lock_timeout=options.lock_timeout)
-        _record_unapplied(conn, run_id, ws, plan, failure, env, progress)  # the audit log (issue 5)
+        failure = _scrubbed(translate(error, conn, touched=expected, lock_timeout=options.lock_timeout), plan, env)
+        _record_unapplied(conn, run_id, ws, plan, failure, progress)  # the audit log (issue 5)
         raise failure from None
     except ReconcilerError as error:
-        _record_unapplied(conn, run_id, ws, plan, error, env, progress)  # the audit log (issue 5)
+        _record_unapplied(conn, run_id, ws, plan, _scrubbed(error, plan, env), progress)  # the audit log (issue 5)
         raise
     finally:
         conn.close()
@@ -388,16 +388,18 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
                                            for c in plan.changes])
 
 
-def _record_unapplied(conn: psycopg.Connection[Any], run_id: str, ws: Workspace, plan: Plan,
-                      error: ReconcilerError, environ: Mapping[str, str], progress: Callable[[str], None]) -> None:
-    """The audit log (issue 5): a refused or failed apply leaves a runs row, written after the
-    rollback; if even that fails, the original error is still the one raised.
-
-    The error's message is scrubbed of secret values first, for the row and for the user
-    alike: the server's detail of a failed write can quote the row, secrets included.
-    """
+def _scrubbed(error: ReconcilerError, plan: Plan, environ: Mapping[str, str]) -> ReconcilerError:
+    """``error`` with the value of every secret the plan resolves taken out of its message:
+    the server's detail of a failed write can quote the row, secrets included."""
     error.message = audit.scrub(error.message, plan.secrets, environ)
     error.args = (error.message,)
+    return error
+
+
+def _record_unapplied(conn: psycopg.Connection[Any], run_id: str, ws: Workspace, plan: Plan,
+                      error: ReconcilerError, progress: Callable[[str], None]) -> None:
+    """The audit log (issue 5): a refused or failed apply leaves a runs row, written after the
+    rollback; if even that fails, the original error is still the one raised."""
     outcome = "refused" if isinstance(error, Refusal | ConflictError) else "failed"
     problem = record_unapplied_run(
         conn, run_id=run_id, source=ws.source, applier=applier(), commit=plan.commit,
