@@ -4,6 +4,7 @@ comparison would find nothing to do in them: every case gives the plan a full re
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,14 @@ def test_a_new_file_with_a_unicode_lookalike_of_a_settled_address_is_refused(
     assert result.output.splitlines()[0] == (
         f"{records}/zzz.yaml:1:1: record:plant/Cafe\u0301 differs from record:plant/CAF\u00c9 (at {records}/cafe.yaml:1) "
         "only by letter case or Unicode normalisation; the catalog would keep them as two objects, so rename one")
+
+
+def test_a_file_over_the_size_limit_is_refused_without_being_read(applied: Path, db_url: str) -> None:
+    huge = applied / "manifests" / "records" / "huge.yaml"
+    with huge.open("wb") as stream:
+        stream.truncate(2 * 1024**3)  # 2 GiB, sparse: reading it all would take seconds and memory
+    started = time.process_time()
+    result = invoke(applied, db_url, "plan")
+    assert time.process_time() - started < 1.5
+    assert result.exit_code == 1
+    assert f"{huge}:1:1: file is 2,147,483,648 bytes; the limit is 64 MiB" in result.output

@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from .. import __version__
+from ..manifests.yamlread import MAX_FILE_BYTES
 from ..plan import FileDigest
 from .state import RECORD_IN_SYNC
 
@@ -38,9 +39,13 @@ READING_RULES: Final = f"reconciler {__version__}; rules 1"
 
 
 def digest_of(file: Path) -> str | None:
-    """sha256 of the file's bytes, hex; None when it cannot be read (the loader reports why)."""
+    """sha256 of the file's bytes, hex, read in chunks; None when it cannot be read or is over
+    the loader's size limit (the loader reports why, without reading it)."""
     try:
-        return hashlib.sha256(file.read_bytes()).hexdigest()
+        if file.stat().st_size > MAX_FILE_BYTES:
+            return None
+        with file.open("rb") as stream:
+            return hashlib.file_digest(stream, "sha256").hexdigest()
     except OSError:
         return None
 
