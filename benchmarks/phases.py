@@ -39,7 +39,7 @@ def one_plan(tree: Path, url: str, results: dict[str, list[float]]) -> dict[str,
     from reconciler.diff import diff, unchanged
     from reconciler.engine import attribute, link_findings
     from reconciler.plan import from_diff
-    from reconciler.provenance import GitRepository
+    from reconciler.git.repository import GitRepository
     from reconciler.render import render_json, render_text
 
     repo = GitRepository.discover(tree)

@@ -44,8 +44,8 @@ from typing import Any
 from .catalog import audit_log
 from .catalog.audit_log import Filters as Filters  # re-exported for the CLI
 from .errors import ConfigurationError, ReconcilerError
-from .plan import MASK, Plan, mask
-from .provenance import GitRepository
+from .plan import MASK, Author, Plan, mask
+from .git.repository import GitRepository
 
 GENESIS = "0" * 64
 EXPORT_FORMATS = ("parquet", "csv")
@@ -87,6 +87,8 @@ class Draft:
     manifest_line: int | None
     applier: str
     plan_digest: str
+    reason: str | None = None
+    commit_date: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class Entry:
     plan_digest: str
     prev_hash: str
     hash: str
+    reason: str | None = None
+    commit_date: datetime | None = None
 
     @classmethod
     def from_row(cls, *values: Any) -> Entry:
@@ -131,6 +135,7 @@ class Entry:
     def body(self) -> dict[str, Any]:
         """Every column but ``hash``, normalised: the object the hash covers."""
         out = {name: getattr(self, name) for name in _HASHED}
+        _later(out)
         out["recorded_at"] = utc_text(self.recorded_at)
         out["fields"] = list(self.fields)
         out["before"] = plain(self.before)
@@ -143,7 +148,7 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         """The entry as ``audit log --format json`` shows it."""
-        return {**self.body(), "hash": self.hash}
+        return {**dict.fromkeys(audit_log.LATER_COLUMNS), **self.body(), "hash": self.hash}
 
     def row(self) -> tuple[Any, ...]:
         """The values to COPY, in COLUMNS order (JSON columns as normalised JSON text)."""
@@ -152,6 +157,17 @@ class Entry:
 
 
 _HASHED = tuple(name for name in audit_log.COLUMNS if name != "hash")
+
+
+def _later(body: dict[str, Any]) -> None:
+    """Columns added after the first version are hashed only when set (entries written before
+    they existed hold null there, and must still verify); timestamps as ``utc_text``."""
+    for name in audit_log.LATER_COLUMNS:
+        value = body.get(name)
+        if value is None:
+            body.pop(name, None)
+        elif isinstance(value, datetime):
+            body[name] = utc_text(value)
 
 
 def plain(value: Any) -> Any:
@@ -225,6 +241,7 @@ def _sealed(drafts: Sequence[Draft], *, after_seq: int, after_hash: str,
         texts = (None if before is None else canonical(before), None if after is None else canonical(after))
         body = {**values, "recorded_at": recorded_text, "fields": list(draft.fields),  # as Entry.body()
                 "before": _MARK, "after": _MARK}
+        _later(body)
         prev = chain_hash(prev, _spliced(canonical(body), texts))
         entry = Entry(**values, hash=prev)
         entries.append((entry, _row(entry, texts)))
@@ -250,26 +267,30 @@ def _spliced(text: str, texts: tuple[str | None, str | None]) -> str:
 # --- recording an apply ----------------------------------------------------------------------
 
 
-def drafts_for(plan: Plan, *, run_id: str, applier: str) -> list[Draft]:
+def drafts_for(plan: Plan, *, run_id: str, applier: str, applying: Author | None = None) -> list[Draft]:
     """One draft per change of the plan, secrets masked exactly as the plan JSON masks them.
 
-    Manifest paths are the plan's: relative to the repository root when there is one.
+    Manifest paths are the plan's: relative to the repository root when there is one. A
+    change no commit asked for (or an uncommitted one) names ``applying``, whoever applies
+    now, whoever computed the plan.
     """
     digest = plan.digest()
     drafts = []
     for change in plan.changes:
         secrets = plan.secrets.get(change.address, {})
         author = plan.author_of(change.address)
+        name, email = (applying.name, applying.email) if author.applier and applying else (author.name, author.email)
         drafts.append(Draft(
             run_id=run_id, source=plan.source, address=change.address, kind=change.kind, action=change.action,
             # Drafts are only read (seal copies them), so fields without secrets are shared.
             before=mask(change.before, secrets, MASK) if secrets else change.before,
             after=mask(change.after, secrets, None) if secrets else change.after,
-            fields=tuple(change.fields), commit_sha=author.commit, author_name=author.name,
-            author_email=author.email, uncommitted=bool(author.uncommitted),
+            fields=tuple(change.fields), commit_sha=author.commit, author_name=name,
+            author_email=email, uncommitted=bool(author.uncommitted),
             manifest_path=change.location.path if change.location else None,
             manifest_line=change.location.line if change.location else None,
-            applier=applier, plan_digest=digest))
+            applier=applier, plan_digest=digest, reason=change.reason,
+            commit_date=datetime.fromisoformat(author.date) if author.date else None))
     return drafts
 
 
@@ -421,8 +442,14 @@ def _block(entry: Entry) -> str:
     commit = entry.commit_sha[:12] if entry.commit_sha else "no commit"
     if entry.uncommitted:
         commit += " (uncommitted)"
-    lines = [f"entry {entry.seq}  {when}  {entry.action} {_clean(entry.address)}",
-             f"  author    {_clean(entry.author_name)} <{_clean(entry.author_email)}>, {commit}",
+    elif entry.reason not in (None, "manifest") and entry.commit_sha:
+        commit = f"value declared in {commit}"
+    if entry.commit_date is not None and entry.reason in (None, "manifest"):
+        commit += f" of {entry.commit_date.astimezone(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
+    who = "author" if entry.reason in (None, "manifest") and not entry.uncommitted else "by"
+    reason = f" ({entry.reason})" if entry.reason and entry.reason != "manifest" else ""
+    lines = [f"entry {entry.seq}  {when}  {entry.action} {_clean(entry.address)}{reason}",
+             f"  {who:<9} {_clean(entry.author_name)} <{_clean(entry.author_email)}>, {commit}",
              f"  applier   {_clean(entry.applier)}, {_clean(entry.run_id)}, source {_clean(entry.source)}"]
     if entry.manifest_path:
         line = f":{entry.manifest_line}" if entry.manifest_line else ""
@@ -459,7 +486,8 @@ EXPORT_TYPES = {
     "address": "VARCHAR", "kind": "VARCHAR", "action": "VARCHAR", "before": "JSON", "after": "JSON",
     "fields": "VARCHAR[]", "commit_sha": "VARCHAR", "author_name": "VARCHAR", "author_email": "VARCHAR",
     "uncommitted": "BOOLEAN", "manifest_path": "VARCHAR", "manifest_line": "INTEGER", "applier": "VARCHAR",
-    "plan_digest": "VARCHAR", "prev_hash": "VARCHAR", "hash": "VARCHAR",
+    "plan_digest": "VARCHAR", "prev_hash": "VARCHAR", "hash": "VARCHAR", "reason": "VARCHAR",
+    "commit_date": "TIMESTAMPTZ",
 }
 
 

@@ -458,7 +458,7 @@ def audit_verify(database_url: str | None, expect_head: str | None, git_path: Pa
     """
     from .audit import catalog_url, verify
     from .errors import ConfigurationError
-    from .provenance import GitRepository
+    from .git.repository import GitRepository
 
     repo = None
     if git_path is not None:

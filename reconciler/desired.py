@@ -70,6 +70,11 @@ def _location(declared: Declared[Any]) -> Location:
     return Location(loc.path, loc.line, loc.end_line, tuple(loc.also))
 
 
+def desired_of(declared: Declared[Any]) -> Desired:
+    """One declared object as the diff sees it, ``${env:...}`` left unresolved."""
+    return _desired(declared, {}, False)[0]
+
+
 def _desired(declared: Declared[Any], environ: Mapping[str, str],
              resolve_env: bool) -> tuple[Desired, dict[str, str], list[tuple[str, str]]]:
     model = declared.model

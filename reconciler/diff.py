@@ -13,6 +13,9 @@ from typing import Any
 # Kinds and actions as the plan JSON names them (SPEC section 4).
 KINDS = ("storage-target", "dataset", "record")
 ACTIONS = ("create", "update", "archive", "restore", "purge")
+# Why a change is made: a commit asked for it; it reverts a change made outside git; a value
+# resolved from ${env:...} changed; or an object the catalog already had is taken over.
+REASONS = ("manifest", "drift", "secret", "adoption")
 
 # The catalog fields each kind manages, in manifest (camelCase) terms. The field that
 # carries the archived state is listed in ARCHIVE_FIELD.
@@ -119,6 +122,8 @@ class Change:
     protect: bool = False
     drift: tuple[str, ...] = ()  # fields changed outside git since the last apply
     paths: tuple[str, ...] = ()  # field-level paths that differ (metadata.unit), from the real values
+    reason: str = "manifest"  # manifest | drift | secret | adoption: why the change is made (REASONS)
+    asked: tuple[str, ...] = ()  # declared fields the manifest changed since the last apply
 
 
 @dataclass(frozen=True)
@@ -428,9 +433,11 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
     if changed or protect_moves:
         fields = changed + (("protect",) if protect_moves else ())
         drift = _drifted(kind, live, applied, tuple(c for c in changed if not _has_secret(desired, c)))
+        asked = _asked(desired, applied, fields)
         out.changes.append(Change(desired.address, kind, action, dict(live.fields), after, fields,
                                   dict(desired.record), desired.location, live.token, desired.protect,
-                                  drift, tuple(changed_paths(live.fields, after, changed))))
+                                  drift, tuple(changed_paths(live.fields, after, changed)),
+                                  _reason(desired, live, applied, asked, changed), asked))
         if drift:
             who = live.updated_by or "someone outside git"
             when = f" at {live.updated_at}" if live.updated_at else ""
@@ -442,6 +449,70 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
     elif not _same_record(applied.fields, desired.record) or _moved(applied, desired.location):
         out.bookkeeping.append(Bookkeeping(desired.address, kind, "refresh", dict(desired.record),
                                            desired.location, desired.protect, live.token))
+
+
+_ABSENT: Any = object()
+
+
+def _asked(desired: Desired, applied: Applied | None, fields: tuple[str, ...]) -> tuple[str, ...]:
+    """The changed fields the manifest itself changed since the last apply (all of them for an
+    object never applied: its declaration is what asks)."""
+    if applied is None:
+        return fields
+    out = []
+    for name in fields:
+        if name == "protect":
+            out.append(name)  # protect moves only when the manifest moved it
+            continue
+        mine, before = desired.record.get(name, _ABSENT), applied.fields.get(name, _ABSENT)
+        if (mine is _ABSENT) != (before is _ABSENT) or (mine is not _ABSENT and not same(name, mine, before)):
+            out.append(name)
+    return tuple(out)
+
+
+def _reason(desired: Desired, live: Live, applied: Applied | None, asked: tuple[str, ...],
+            changed: tuple[str, ...]) -> str:
+    """Why an existing object changes: the manifest asked, it is being adopted, or nothing in
+    git moved and the catalog did (drift) or only a secret's resolved value did."""
+    if applied is None:
+        return "adoption"
+    if asked:
+        return "manifest"
+    secret_fields = {path.split(".", 1)[0] for path in desired.secret_paths}
+    if changed and all(name in secret_fields for name in changed):
+        return "secret" if all(_only_secrets_moved(desired, live, applied, name) for name in changed) else "drift"
+    return "drift"
+
+
+def _only_secrets_moved(desired: Desired, live: Live, applied: Applied, name: str) -> bool:
+    """Whether the live field equals what was applied once its secret values are put back as
+    their ``${env:...}`` texts: then only a resolved secret differs, not what the catalog holds."""
+    value = json.loads(json.dumps(live.fields.get(name)))
+    prefix = name + "."
+    for path in desired.secret_paths:
+        if path.startswith(prefix):
+            _put(value, path[len(prefix):].split("."), _at(desired.record.get(name), path[len(prefix):].split(".")))
+    return same(name, value, applied.fields.get(name))
+
+
+def _at(node: Any, parts: list[str]) -> Any:
+    for part in parts:
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _put(node: Any, parts: list[str], value: Any) -> None:
+    parent = _at(node, parts[:-1])
+    last = parts[-1]
+    if isinstance(parent, dict):
+        parent[last] = value
+    elif isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
+        parent[int(last)] = value
 
 
 def _same_record(applied: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:

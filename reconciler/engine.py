@@ -24,7 +24,7 @@ from .catalog.connection import (
     resolve_database,
     translated,
 )
-from .catalog.settled import digest_of, lookalikes_in, record_files, settled_files
+from .catalog.settled import digest_of, last_applied_commit, lookalikes_in, record_files, settled_files
 from .catalog.state import Skip, catalog_snapshot, read_snapshot
 from .catalog.writer import (
     Managed,
@@ -43,9 +43,10 @@ from .diff import Change, Desired, Finding, Live, diff
 from .errors import ConfigurationError, ConflictError, ReconcilerError
 from .manifests.config import load_config
 from .model import folded
+from .app.attribution import attribute
+from .git.repository import GitRepository
 from .plan import Author, FileDigest, Plan, from_diff, mask, walk_path
 from .policy import Policy, check
-from .provenance import GitRepository, Removal, Span
 
 if TYPE_CHECKING:
     from .desired import DesiredState
@@ -127,10 +128,36 @@ def applier() -> str:
     for variable in CI_ACTOR_VARIABLES:
         if os.environ.get(variable):
             return os.environ[variable]
+    return os_user()
+
+
+def os_user() -> str:
+    """The operating-system user running this process (``unknown`` where there is none)."""
     try:
         return getpass.getuser()
     except Exception:  # no user name in some containers
         return "unknown"
+
+
+def applier_identity(repo: GitRepository | None) -> Author:
+    """Whoever applies, as changes no commit asked for name them: the CI actor where there is
+    one, else the local git identity (else the OS user); the email is git's ``user.email``
+    outside CI, empty in CI."""
+    for variable in CI_ACTOR_VARIABLES:
+        if os.environ.get(variable):
+            return Author(os.environ[variable], "", None, applier=True)
+    name, email = repo.user_identity() if repo is not None else ("unknown", "unknown")
+    if name == "unknown":
+        name = os_user()
+    return Author(name, "" if email == "unknown" else email, None, applier=True)
+
+
+def actor_of(author: Author, applying: Author) -> str:
+    """The actor the services' audit rows and ``created_by``/``updated_by`` name for a change:
+    the commit author's email, or for a change whoever applies made, their email (else name)."""
+    if author.applier:
+        return applying.email or applying.name
+    return author.email
 
 
 def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[str, str] | None = None,
@@ -152,8 +179,9 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
         state = desired_state(ws.tree, environ=env, resolve_env=resolve_secrets, skip=skip)
         return rebase(state, ws.repo.root) if ws.repo is not None else state
 
+    changed = _changed_files(ws) or set()
     with catalog_snapshot(ws.database_url, embedded=ws.embedded) as conn:
-        settled = settled_files(conn, ws.source, files.values())
+        settled = settled_files(conn, ws.source, [f for f in files.values() if f.path not in changed])
         skip = {display for display, file in files.items() if file.path in settled}
         state = load(skip)
         if skip:
@@ -162,21 +190,33 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
                 settled, skip = {}, set()  # a settled address is declared again: the full load names both places
                 state = load(skip)
         catalog = read_snapshot(conn, Skip(ws.source, list(settled)))
+        base = last_applied_commit(conn, ws.source)
     declared = Counter(item.location.path for item in state.desired.values())
     read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
     findings = link_findings(state.links, state.desired, catalog.live)
     findings += lookalike_findings(state.desired, catalog.live)
     result = diff(state.desired, catalog.live, catalog.applied, source=ws.source)
-    authors = attribute(ws.repo, result.changes, result.bookkeeping, catalog.applied)
+    attribution = attribute(ws.repo, ws.tree, result.changes, state.desired, base, applier_identity(ws.repo),
+                            changed=changed)
+    authors = attribution.authors
     findings += policy_findings(ws.policy, result.changes, authors)
+    findings += identity_findings(result.changes, authors)
     if require_signed:
         findings += signature_findings(ws.repo, result.changes, authors)
     commit = ws.repo.head() if ws.repo else None
-    dirty = ws.repo.is_dirty([ws.tree]) if ws.repo else True
-    plan = from_diff(result, source=ws.source, commit=commit, dirty=dirty,
+    plan = from_diff(result, source=ws.source, commit=commit, dirty=attribution.dirty,
                      created_at=datetime.now(UTC).isoformat(timespec="seconds"), authors=authors,
-                     secrets=state.secrets, extra_findings=tuple(findings), files=read, reused_files=len(skip))
+                     secrets=state.secrets, extra_findings=tuple(findings), files=read, reused_files=len(skip),
+                     removals=attribution.removals, attribution_problem=attribution.problem)
     return plan.narrowed(tuple(targets))
+
+
+def _changed_files(ws: Workspace) -> set[str] | None:
+    """Files of the tree whose working-tree content differs from HEAD (repository-relative);
+    None outside git."""
+    if ws.repo is None:
+        return None
+    return ws.repo.changed_paths(ws.repo.relative(ws.tree))
 
 
 def tree_files(ws: Workspace) -> dict[str, FileDigest]:
@@ -237,42 +277,18 @@ def lookalike_findings(desired: Mapping[str, Desired], live: Mapping[str, Live])
     return out
 
 
-def attribute(repo: GitRepository | None, changes: Sequence[Change], bookkeeping: Sequence[Any],
-              applied: Mapping[str, Any]) -> dict[str, Author]:
-    """The author of every change: one blame per file, one log per file of removed objects.
-
-    An object defined by several line ranges (a RecordSet record and the set's
-    defaults) is attributed to the latest commit among them.
-    """
-    if repo is None:
-        return {}
-    spans: dict[str, list[Span]] = {}
-    for item in [*changes, *bookkeeping]:
-        if getattr(item, "desired", None) is not None and item.location is not None:
-            path = repo.root / item.location.path  # locations are repository-relative (desired.rebase)
-            ranges = [(item.location.line, item.location.end_line), *item.location.also]
-            spans[item.address] = [Span(path, first, last) for first, last in ranges]
-    blamed = repo.attribute(span for group in spans.values() for span in group)
-    authors: dict[str, Author] = {}
-    for address, group in spans.items():
-        found = [blamed[s] for s in group if s in blamed]
-        if found:
-            authors[address] = _author(repo.latest(found) if len(found) > 1 else found[0])
-    removals: dict[str, Removal] = {}
+def identity_findings(changes: Sequence[Change], authors: Mapping[str, Author]) -> list[Finding]:
+    """A blocking finding for every change whose commit has no author email: the services'
+    audit rows and ``created_by``/``updated_by`` would name nobody."""
+    out = []
     for change in changes:
-        done = applied.get(change.address)
-        if change.address not in authors and change.desired is None and done is not None and done.path:
-            removals[change.address] = Removal(repo.root / done.path, done.commit, done.line, done.end_line)
-    removed = repo.removal_authors(removals.values())
-    for address, removal in removals.items():
-        author = removed.get(removal)
-        if author is not None:
-            authors[address] = _author(author)
-    return authors
-
-
-def _author(found: Any) -> Author:
-    return Author(found.name, found.email, found.commit, found.uncommitted)
+        author = authors.get(change.address)
+        if author is not None and not author.applier and author.commit and not author.email.strip():
+            out.append(Finding(change.address, "error", f"commit {author.commit[:12]} by {author.name!r} has no "
+                               "author email, and the catalog's audit rows must name who asked; amend the "
+                               "commit's author (git commit --amend --author 'Name <email>') or rebase it",
+                               change.location))
+    return out
 
 
 def policy_findings(policy: Policy | None, changes: Sequence[Change],
@@ -317,6 +333,8 @@ def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int
     purges = [c.address for c in plan.changes if c.action == "purge"]
     if purges and not options.allow_purge:
         reasons.append("purge needs --allow-purge: " + ", ".join(purges))
+    if plan.attribution_problem and plan.changes:
+        reasons.append(f"attribution is impossible: {plan.attribution_problem}")
     uncommitted = plan.uncommitted
     if uncommitted and not options.allow_uncommitted:
         reasons.append("uncommitted changes (commit them, or pass --allow-uncommitted): "
@@ -350,8 +368,9 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
         _check_refusals(ws, plan, options)
         return ApplyResult(run_id, "no-op")
     env = os.environ if environ is None else environ
-    writes = [_write(c, plan, env) for c in plan.changes]
-    drafts = audit.drafts_for(plan, run_id=run_id, applier=applier())  # the audit log (issue 5)
+    applying = applier_identity(ws.repo)
+    writes = [_write(c, plan, env, applying) for c in plan.changes]
+    drafts = audit.drafts_for(plan, run_id=run_id, applier=applier(), applying=applying)
     expected = {c.address: (c.kind, c.against) for c in plan.changes}
     expected.update({b.address: (b.kind, b.against) for b in plan.bookkeeping})
     conn = connect(ws.database_url, application_name=f"reconciler apply {run_id[4:12]} {applier()}"[:63])
@@ -365,7 +384,8 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
             _execute(conn, writes, progress, advance)
             progress("recording what was applied")
             write_managed(conn, _managed(plan, ws), [c.address for c in plan.changes if c.action == "purge"],
-                          ws.source, run_id)
+                          ws.source, run_id, commit=plan.commit,
+                          removed=[(c.address, c.kind) for c in plan.changes if c.desired is None])
             _record_run(conn, run_id, ws, plan)
             # The audit log (issue 5): one chained entry per change, committed with them.
             progress("appending to the audit log")
@@ -441,12 +461,12 @@ def _check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions,
         raise Refusal("apply refused; nothing was written:\n  " + "\n  ".join(reasons))
 
 
-def _write(change: Change, plan: Plan, environ: Mapping[str, str]) -> Write:
+def _write(change: Change, plan: Plan, environ: Mapping[str, str], applying: Author) -> Write:
     after = change.after
     secrets = plan.secrets.get(change.address, {})
     if after is not None and secrets:
         after = resolve_secrets(after, secrets, environ)
-    actor = plan.author_of(change.address).email
+    actor = actor_of(plan.author_of(change.address), applying)
     return Write(change.address, change.kind, change.action, change.before, after, change.fields, actor)
 
 
@@ -504,13 +524,15 @@ def _managed_row(plan: Plan, ws: Workspace, address: str, kind: str, desired: Ma
                  protect: bool, location: Any) -> Managed:
     """The bookkeeping row; its path is kept relative to the repository root, so a later
     removal is traced from wherever the next command runs."""
-    author = plan.author_of(address)
     secrets = plan.secrets.get(address)
     # Only a storage target's config holds secrets; other fields are recorded as they are
     # (a deep copy of every record's fields cost 340 MB at 100,000 records).
     applied = (mask(desired, secrets, None) or {}) if secrets else desired
     path = str(location.path)  # already repository-relative (desired.rebase)
-    return Managed(address, kind, applied, protect, author.commit, path, location.line, location.end_line)
+    # The commit whose tree was applied (none when what was applied is not committed).
+    author = plan.authors.get(address)
+    commit = None if author is not None and author.uncommitted else plan.commit
+    return Managed(address, kind, applied, protect, commit, path, location.line, location.end_line)
 
 
 def _record_run(conn: psycopg.Connection[Any], run_id: str, ws: Workspace, plan: Plan) -> None:

@@ -12,18 +12,36 @@ from typing import Any
 from .diff import ACTIONS, Bookkeeping, Change, DiffResult, Finding, Location
 from .errors import ConfigurationError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MASK = "***"
 
 
 @dataclass(frozen=True)
 class Author:
-    """Who asked for a change: the author of the commit that last changed its lines."""
+    """Who a change is attributed to.
+
+    For a change a commit asked for: that commit's author, its sha and its author date.
+    Otherwise (``applier``): whoever applies — for an uncommitted change, or one no
+    commit asked for (drift, a rotated secret, an adoption), with ``commit`` the commit
+    that declares the value, if any.
+    """
 
     name: str
     email: str
     commit: str | None
     uncommitted: bool = False
+    date: str | None = None
+    applier: bool = False
+
+
+@dataclass(frozen=True)
+class Removal:
+    """How an object stopped being declared: removed from ``path`` by ``commit``; ``file_removed``
+    when that file is gone as a whole."""
+
+    path: str
+    commit: str
+    file_removed: bool
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,8 @@ class Plan:
     findings: tuple[Finding, ...] = ()
     targets: tuple[str, ...] = ()
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # address → path → ${env:..}
+    removals: Mapping[str, Removal] = field(default_factory=dict)
+    attribution_problem: str | None = None  # why no commit could be named (a shallow clone)
     # Not part of the plan's JSON: the manifest files this plan read (path → digest and
     # object count, for an apply of the whole plan to record; empty for a saved plan) and
     # how many of them it passed over as unchanged since the last apply.
@@ -116,23 +136,29 @@ class Plan:
             "unmanaged": list(self.unmanaged),
             "findings": [_finding_json(f) for f in self.findings],
             "targets": list(self.targets),
+            "attribution_problem": self.attribution_problem,
         }
         return out
 
     def _change_json(self, change: Change) -> dict[str, Any]:
         secrets = self.secrets.get(change.address, {})
         author = self.author_of(change.address)
+        removal = self.removals.get(change.address)
         return {
             "address": change.address,
             "kind": change.kind,
             "action": change.action,
+            "reason": change.reason,
+            "asked": list(change.asked),
             "before": _masked(change.before, secrets, MASK),
             "after": _masked(change.after, secrets, None),
             "fields": list(change.fields),
             "paths": list(change.paths),
             "source": _location_json(change.location),
             "author": {"name": author.name, "email": author.email, "commit": author.commit,
-                       "uncommitted": author.uncommitted},
+                       "uncommitted": author.uncommitted, "date": author.date, "applier": author.applier},
+            "removal": None if removal is None else {"path": removal.path, "commit": removal.commit,
+                                                     "file_removed": removal.file_removed},
             "against": change.against,
             "protect": change.protect,
             "drift": list(change.drift),
@@ -152,6 +178,8 @@ class Plan:
                 created_at=data["created_at"],
                 changes=tuple(_change_from(c) for c in data["changes"]),
                 authors={c["address"]: Author(**c["author"]) for c in data["changes"]},
+                removals={c["address"]: Removal(**c["removal"]) for c in data["changes"] if c.get("removal")},
+                attribution_problem=data.get("attribution_problem"),
                 bookkeeping=tuple(_bookkeeping_from(b) for b in data["bookkeeping"]),
                 unmanaged=tuple(data["unmanaged"]),
                 findings=tuple(_finding_from(f) for f in data["findings"]),
@@ -183,10 +211,12 @@ class Plan:
 def from_diff(result: DiffResult, *, source: str, commit: str | None, dirty: bool, created_at: str,
               authors: Mapping[str, Author], secrets: Mapping[str, Mapping[str, str]],
               extra_findings: tuple[Finding, ...] = (), files: Mapping[str, FileDigest] | None = None,
-              reused_files: int = 0) -> Plan:
+              reused_files: int = 0, removals: Mapping[str, Removal] | None = None,
+              attribution_problem: str | None = None) -> Plan:
     """Wrap a diff result with its provenance into a Plan."""
     return Plan(source=source, commit=commit, dirty=dirty, created_at=created_at,
-                files=dict(files or {}), reused_files=reused_files,
+                files=dict(files or {}), reused_files=reused_files, removals=dict(removals or {}),
+                attribution_problem=attribution_problem,
                 changes=result.changes, authors=dict(authors), bookkeeping=result.bookkeeping,
                 unmanaged=result.unmanaged, findings=tuple(sorted(result.findings + extra_findings,
                                                                   key=lambda f: (f.address, f.message))),
@@ -274,6 +304,7 @@ def _change_from(data: Mapping[str, Any]) -> Change:
         after=data["after"], fields=tuple(data["fields"]), desired=data["desired"],
         location=_location_from(data["source"]), against=data["against"], protect=data["protect"],
         drift=tuple(data.get("drift", [])), paths=tuple(data.get("paths", [])),
+        reason=data.get("reason", "manifest"), asked=tuple(data.get("asked", [])),
     )
 
 

@@ -82,13 +82,23 @@ def _where(source: Mapping[str, Any] | None) -> str | None:
     return f"{_clean(source['path'])}:{source['line']}" if source else None
 
 
-def _author(author: Mapping[str, Any]) -> str:
-    """``Name <email>, commit abc1234``; ``uncommitted`` when the lines are not in a commit."""
+_REASON_WORDS: Final = {"drift": "reverts a change made outside git", "secret": "a secret's value changed",
+                         "adoption": "adopts an object the catalog already had"}
+
+
+def _author(change: Mapping[str, Any]) -> str:
+    """Who the change is attributed to: ``Name <email>, commit abc1234`` for a change a commit
+    asked for; otherwise whoever applies, why, and the commit that declares the value."""
+    author = change.get("author") or {}
     name, email = author.get("name"), author.get("email")
-    who = _clean(f"{name} <{email}>") if name and name != "unknown" else ""
+    who = _clean(f"{name} <{email}>" if email else name) if name and name != "unknown" else ""
+    commit = author.get("commit")
     if author.get("uncommitted"):
         return f"{who} (uncommitted)" if who else "uncommitted"
-    commit = author.get("commit")
+    if author.get("applier"):
+        why = _REASON_WORDS.get(str(change.get("reason")), "no commit asked for it")
+        declared = f"; value declared in commit {_clean(commit)[:7]}" if commit else ""
+        return f"whoever applies ({why}{declared})"
     return f"{who or 'unknown'}, commit {_clean(commit)[:7]}" if commit else (who or "unknown")
 
 
@@ -162,11 +172,20 @@ def _rows(change: Mapping[str, Any]) -> list[_Row]:
 
 
 def _source_text(change: Mapping[str, Any]) -> tuple[str, str]:
-    """Where the change comes from, and a remark (the manifest was removed, or there is none)."""
+    """Where the change comes from, and a remark: how a declaration went away (its file
+    deleted, or the object removed from a file that is still there), or that there is none."""
     where = _where(change.get("source"))
+    removal = change.get("removal")
     if where is None:
         return "", "no manifest"
-    return where, "manifest removed" if change.get("desired") is None else ""
+    if change.get("desired") is not None:
+        return where, ""
+    if removal is None:
+        return where, "no longer declared"
+    commit = _clean(removal["commit"])[:7]
+    if removal.get("file_removed"):
+        return where, f"manifest removed in {commit}"
+    return where, f"removed from {_clean(removal['path'])} in {commit}"
 
 
 def _closing(data: Mapping[str, Any]) -> str:
@@ -256,6 +275,8 @@ def _text_header(data: Mapping[str, Any]) -> str:
         f"at commit {_clean(commit)[:7]}" if commit else "(no commit)")
     if data.get("dirty"):
         line += " (the working tree has uncommitted changes)"
+    if data.get("attribution_problem"):
+        line += f"\nAttribution impossible: {_clean(data['attribution_problem'])}; apply refuses this plan"
     targets = data.get("targets") or []
     if targets:
         shown = ", ".join(_clean(t) for t in targets[:UNMANAGED_SHOWN])
@@ -270,7 +291,7 @@ def _text_change(change: Mapping[str, Any], drift: Mapping[str, list[str]], pain
     where, remark = _source_text(change)
     lines = [paint(f"  {look.symbol} {_clean(change['address'])} ({flags})", look.ansi),
              f"{_PAD}source: " + " ".join(filter(None, (where, f"({remark})" if remark else ""))),
-             f"{_PAD}author: {_author(change['author'])}"]
+             f"{_PAD}author: {_author(change)}"]
     if change["action"] == "purge":
         lines.append(paint(f"{_PAD}deleted permanently from the catalog; this cannot be undone", _BOLD_RED))
     lines += [f"{_PAD}{row.label}: " + (row.new if row.old is None else f"{row.old} → {row.new}")
@@ -415,6 +436,8 @@ def _md_head(data: Mapping[str, Any]) -> str:
         facts.append("⚠️ computed from a working tree with uncommitted changes")
     if data.get("targets"):
         facts.append(f"limited to {_plural(len(data['targets']), 'target', 'targets')} (`--target`)")
+    if data.get("attribution_problem"):
+        facts.append(f"⚠️ attribution impossible: {_md(data['attribution_problem'])}; apply refuses this plan")
     table = ["| action | count |", "| --- | ---: |"]
     table += [f"| {action} | {data['summary'].get(action, 0)} |" for action in ACTIONS]
     return "## Reconciler plan\n\n" + " · ".join(facts) + "\n\n" + "\n".join(table)
@@ -441,7 +464,7 @@ def _md_change(change: Mapping[str, Any], drift: Mapping[str, list[str]], base: 
     where, remark = _source_text(change)
     flags = f"**{_md(change['action'])}**" + (" (protected)" if change.get("protect") else "")
     place = " ".join(filter(None, (_code(where) if where else "", f"({remark})" if remark else "")))
-    lines = [f"- {_code(change['address'])} {flags} · {place} · {_md(_author(change['author']))}"]
+    lines = [f"- {_code(change['address'])} {flags} · {place} · {_md(_author(change))}"]
     rows = _rows(change)
     for row in rows[:MARKDOWN_ROWS]:
         shown = _md_value(row.new) if row.old is None else f"{_md_value(row.old)} → {_md_value(row.new)}"

@@ -24,7 +24,7 @@ from reconciler.engine import ApplyOptions, Workspace, apply_plan
 from reconciler.errors import ConflictError
 from reconciler.catalog.writer import LockTimeout
 from reconciler.plan import Author, Plan, from_diff
-from reconciler.provenance import GitRepository
+from reconciler.git.repository import GitRepository
 from tests.conftest import run_git
 
 ALICE = ("Alice Analyst", "alice@example.com")

@@ -18,7 +18,7 @@ from reconciler.diff import (
     Location,
     diff,
 )
-from reconciler.plan import Author, Plan, from_diff
+from reconciler.plan import Author, Plan, Removal, from_diff
 from reconciler.render import (
     NO_CHANGES,
     PURGE_TITLE,
@@ -62,10 +62,12 @@ def change(address: str, action: str, before: Mapping[str, Any] | None = None,
 
 def plan_of(*changes: Change, findings: tuple[Finding, ...] = (), unmanaged: tuple[str, ...] = (),
             authors: Mapping[str, Author] | None = None, bookkeeping: tuple[Bookkeeping, ...] = (),
-            secrets: Mapping[str, Mapping[str, str]] | None = None) -> Plan:
+            secrets: Mapping[str, Mapping[str, str]] | None = None,
+            removals: Mapping[str, Removal] | None = None) -> Plan:
     return Plan(source="default", commit=SHA, dirty=False, created_at="2026-11-21T12:00:00Z",
                 changes=changes, authors=dict(authors) if authors is not None else {c.address: ADA for c in changes},
-                bookkeeping=bookkeeping, unmanaged=unmanaged, findings=findings, secrets=secrets or {})
+                bookkeeping=bookkeeping, unmanaged=unmanaged, findings=findings, secrets=secrets or {},
+                removals=dict(removals or {}))
 
 
 def block(text: str, address: str) -> str:
@@ -121,13 +123,21 @@ def test_archive_of_a_removed_manifest_and_restore() -> None:
     archive = change("record:obs/s-1", "archive", RECORD, {**RECORD, "deleted": True},
                      location=Location("manifests/old.yaml", 3, 8))
     restore = change("dataset:back", "restore", {**DATASET, "status": "inactive"}, DATASET)
-    text = render_text(plan_of(archive, restore))
+    gone = {"record:obs/s-1": Removal("manifests/old.yaml", "9f8e7d6c5b4a" * 3 + "9f8e", True)}
+    text = render_text(plan_of(archive, restore, removals=gone))
     assert block(text, "record:obs/s-1").splitlines() == [
         "  - record:obs/s-1 (archive)",
-        "      source: manifests/old.yaml:3 (manifest removed)",
+        "      source: manifests/old.yaml:3 (manifest removed in 9f8e7d6)",
         "      author: Ada Lovelace <ada@example.com>, commit 1a2b3c4",
         "      deleted: false → true",
     ]
+    # The file is still there: the plan says the object was removed from it, not that it is gone.
+    edited = {"record:obs/s-1": Removal("manifests/old.yaml", "9f8e7d6c5b4a" * 3 + "9f8e", False)}
+    text = render_text(plan_of(archive, restore, removals=edited))
+    assert "      source: manifests/old.yaml:3 (removed from manifests/old.yaml in 9f8e7d6)" in text
+    assert "manifest removed" not in text
+    # Nothing known about how it went (no git): no claim either way.
+    assert "(no longer declared)" in render_text(plan_of(archive, restore))
     assert block(text, "dataset:back").splitlines()[0] == "  ↺ dataset:back (restore)"
     assert '      status: "inactive" → "active"' in text
 

@@ -116,8 +116,13 @@ def test_three_steps_by_three_authors(git_repo: Path, db_url: str, db: psycopg.C
     assert by_address["dataset:observatory-events"]["author"]["email"] == "bob@example.com"
     assert by_address["dataset:observatory-events"]["fields"] == ["description"]
     assert by_address["record:observatory/sensor-0003"]["action"] == "archive"
-    assert by_address["record:observatory/sensor-0003"]["author"] == {
-        "name": "Bob Builder", "email": "bob@example.com", "commit": bob_sha, "uncommitted": False}
+    removal = by_address["record:observatory/sensor-0003"]
+    assert {k: removal["author"][k] for k in ("name", "email", "commit", "uncommitted", "applier")} == {
+        "name": "Bob Builder", "email": "bob@example.com", "commit": bob_sha, "uncommitted": False,
+        "applier": False}
+    assert removal["reason"] == "manifest"
+    assert removal["removal"] == {"path": "manifests/records/observatory.yaml", "commit": bob_sha,
+                                  "file_removed": False}
     assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
     assert rows(db, "SELECT action, actor_id, metadata->'fieldsChanged' FROM timestore.dataset_access_audit "
                     "WHERE dataset_slug = 'observatory-events' ORDER BY created_at DESC LIMIT 1") == [

@@ -31,7 +31,10 @@ COLUMNS = (
     "seq", "recorded_at", "run_id", "source", "address", "kind", "action", "before", "after", "fields",
     "commit_sha", "author_name", "author_email", "uncommitted", "manifest_path", "manifest_line",
     "applier", "plan_digest", "prev_hash", "hash",
+    # Added after the first version: hashed only when not null (see reconciler/audit.py).
+    "reason", "commit_date",
 )
+LATER_COLUMNS = ("reason", "commit_date")
 # JSON columns are read as their text, so that the caller parses them the one way
 # the hash was computed (and never through a json loader someone configured).
 _SELECT_LIST = sql.SQL(", ").join(

@@ -53,6 +53,15 @@ def digest_of(file: Path) -> str | None:
 _LATEST_RUN = """SELECT run_id FROM reconciler.runs WHERE source = %s AND outcome = 'applied'
                  ORDER BY finished_at DESC NULLS LAST, started_at DESC LIMIT 1"""
 
+def last_applied_commit(conn: psycopg.Connection[Any], source: str) -> str | None:
+    """The commit the source's latest applied run applied (None: never applied, or not from git)."""
+    row = conn.execute(_LATEST_COMMIT, (source,)).fetchone()
+    return row[0] if row else None
+
+
+_LATEST_COMMIT = """SELECT commit_sha FROM reconciler.runs WHERE source = %s AND outcome = 'applied'
+                    ORDER BY finished_at DESC NULLS LAST, started_at DESC LIMIT 1"""
+
 _RECORDED = """SELECT path, digest, objects FROM reconciler.applied_files
                WHERE source = %s AND loader = %s AND run_id = %s"""
 

@@ -516,9 +516,18 @@ def text_array(values: Sequence[str] | None) -> str:
 # --- the reconciler's own bookkeeping ----------------------------------------------------------
 
 
+# What an object archived because it is no longer declared was last applied as: its archived state.
+_ARCHIVED_STATE = {"dataset": {"status": "inactive"}, "record": {"deleted": True}}
+
+
 def write_managed(conn: psycopg.Connection[Any], rows: Sequence[Managed], forget: Sequence[str],
-                  source: str, run_id: str) -> None:
+                  source: str, run_id: str, *, removed: Sequence[tuple[str, str]] = (),
+                  commit: str | None = None) -> None:
     """Record what was applied (the next plan's "last applied"); forget purged objects.
+
+    ``removed`` (address, kind) were archived because no manifest declares them any more:
+    their last applied state becomes the archived one, so that declaring them again is a
+    change the manifest asks for (a restore), as it is.
 
     Objects recorded for the first time go straight in with COPY; a row some source
     created meanwhile fails the apply as a concurrent writer. The others are staged
@@ -540,6 +549,14 @@ def write_managed(conn: psycopg.Connection[Any], rows: Sequence[Managed], forget
         if forget:
             cur.execute("DELETE FROM reconciler.managed_objects WHERE address = ANY(%s) AND source = %s",
                         (list(forget), source))
+        for kind, state in _ARCHIVED_STATE.items():
+            addresses = [address for address, of in removed if of == kind]
+            if addresses:
+                cur.execute(
+                    """UPDATE reconciler.managed_objects SET applied = applied || %s, commit_sha = %s,
+                           run_id = %s, applied_at = now()
+                       WHERE address = ANY(%s) AND source = %s""",
+                    (Jsonb(state), commit, run_id, addresses, source))
 
 
 def _update_managed(cur: psycopg.Cursor[Any], rows: Sequence[Managed], source: str, run_id: str) -> None:

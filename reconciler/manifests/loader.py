@@ -30,7 +30,7 @@ from ..model import (
 )
 from .messages import RawProblem, at, translate
 from .tree import Declared, Location, ManifestTree, Reference
-from .yamlread import ParsedDocument, ParsedFile, locate, parse_text, read_text
+from .yamlread import MAX_FILE_BYTES, ParsedDocument, ParsedFile, decode_text, locate, parse_text, read_text
 
 SUFFIXES: Final = (".yaml", ".yml")
 
@@ -176,6 +176,22 @@ def load_file(file: Path, display: str, environ: Mapping[str, str] | None = None
     if text is None:
         assert problem is not None
         return FileResult([], [problem])
+    return load_text(text, display, environ)
+
+
+def load_bytes(data: bytes, display: str) -> FileResult:
+    """``load_file`` for the content of a file read from elsewhere (a version in git's history)."""
+    if len(data) > MAX_FILE_BYTES:
+        return FileResult([], [Problem(display, 1, 1, "file is over the size limit")])
+    text, problem = decode_text(data, display)
+    if text is None:
+        assert problem is not None
+        return FileResult([], [problem])
+    return load_text(text, display)
+
+
+def load_text(text: str, display: str, environ: Mapping[str, str] | None = None) -> FileResult:
+    """``load_file`` for text already read."""
     parsed = parse_text(text, display)
     if parsed.problems:
         return FileResult([], parsed.problems)

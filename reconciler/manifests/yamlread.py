@@ -111,6 +111,11 @@ def read_text(file: Path, display: str) -> tuple[str | None, Problem | None]:
             return None, Problem(display, 1, 1, f"file is {size:,} bytes; the limit is {limit}")
     except OSError as error:
         return None, Problem(display, 1, 1, f"cannot read file: {error.strerror or error}")
+    return decode_text(data, display)
+
+
+def decode_text(data: bytes, display: str) -> tuple[str | None, Problem | None]:
+    """The bytes of a manifest file as text, or the problem that prevents it (encoding)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:

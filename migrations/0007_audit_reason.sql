@@ -1,0 +1,13 @@
+-- Schema reconciler: why each applied change was made. `reason` is one of
+--   manifest  a commit asked for it (author_* name that commit's author)
+--   drift     it reverts a change made outside git (author_* name whoever applied)
+--   secret    a value resolved from ${env:...} changed (author_* name whoever applied)
+--   adoption  it takes over an object the catalog already had (author_* name whoever applied)
+-- and `commit_date` is the author date of the commit named by commit_sha.
+--
+-- Entries written before this migration have both columns null. The hash chain
+-- covers a column added after the first version only when it is not null, so those
+-- entries still verify (reconciler/audit.py).
+ALTER TABLE reconciler.audit_log ADD COLUMN IF NOT EXISTS reason text
+    CHECK (reason IN ('manifest', 'drift', 'secret', 'adoption'));
+ALTER TABLE reconciler.audit_log ADD COLUMN IF NOT EXISTS commit_date timestamptz;

@@ -1,0 +1,1 @@
+"""Use cases: planning, applying, importing, auditing — the I/O around the pure core."""

@@ -1,0 +1,267 @@
+"""Who asked for each planned change: uncommitted edits by content, then a walk of history by meaning.
+
+The rule (docs/semantics.md, "Attribution"):
+
+1. A change whose written fields differ between the working tree and HEAD (added,
+   edited, deleted or untracked files alike, compared as parsed objects) is
+   *uncommitted*: it names the applier, never a commit.
+2. A change a commit asked for (reason ``manifest``) names the newest commit that
+   changed what the object declares in the fields the change writes, walking from
+   HEAD back to the commit this source last applied (the whole history on a first
+   apply). Merges are transparent unless they made the value themselves.
+3. A change no commit asked for (``drift``, ``secret``, ``adoption``) names the
+   applier, with the commit that declares the value.
+
+A shallow clone whose history stops before the walk ends cannot attribute: the
+result says so, and apply refuses.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..diff import Change, Desired, same
+from ..git.attribution import Outcome, Target, Value, walk
+from ..git.history import Commit, History, manifest_filter
+from ..git.repository import GitRepository
+from ..plan import Author, Removal
+
+# Parsed versions of files kept while walking (a file is usually read once or twice).
+CACHED_BLOBS = 256
+SUFFIXES = (".yaml", ".yml")
+
+
+def declared_value(item: Desired) -> dict[str, Any]:
+    """What an object declares, as attribution compares it: its fields as the manifest
+    wrote them (``${env:…}`` unresolved), with ``protect`` and ``purge``."""
+    return {**item.record, "protect": item.protect, "purge": item.purge}
+
+
+def same_declared(fields: frozenset[str] | None, left: Value, right: Value) -> bool:
+    """Whether two declared values agree on ``fields`` (None: on everything)."""
+    if left is None or right is None:
+        return left is None and right is None
+    names = fields if fields is not None else set(left) | set(right)
+    for name in names:
+        if (name in left) != (name in right):
+            return False
+        if name in left and not same(name, left[name], right[name]):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Every change's author, and what stood in the way of attributing any of them."""
+
+    authors: dict[str, Author] = field(default_factory=dict)
+    removals: dict[str, Removal] = field(default_factory=dict)
+    dirty: bool = False  # some declared object differs between the working tree and HEAD
+    problem: str | None = None  # why attribution is impossible (a shallow clone), for the plan to say
+    commits: dict[str, Commit] = field(default_factory=dict)  # every commit named, by sha
+
+
+class _Parsed:
+    """Objects declared by file versions read from git, parsed once each (a small LRU)."""
+
+    def __init__(self, repo: GitRepository) -> None:
+        self.reader = repo.blobs()
+        self.cache: OrderedDict[str, Mapping[str, Mapping[str, Any]]] = OrderedDict()
+
+    def __call__(self, blob: str, path: str) -> Mapping[str, Mapping[str, Any]]:
+        found = self.cache.get(blob)
+        if found is not None:
+            self.cache.move_to_end(blob)
+            return found
+        data = self.reader.read(blob)
+        found = _declarations(data, path) if data is not None else {}
+        self.cache[blob] = found
+        if len(self.cache) > CACHED_BLOBS:
+            self.cache.popitem(last=False)
+        return found
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _declarations(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
+    """Every object one version of a file declares (valid documents only), by address."""
+    from ..desired import desired_of
+    from ..manifests.loader import load_bytes
+
+    result = load_bytes(data, path)
+    out: dict[str, Mapping[str, Any]] = {}
+    for declared in result.declared:
+        item = desired_of(declared)
+        out.setdefault(item.address, declared_value(item))
+    return out
+
+
+def attribute(repo: GitRepository | None, tree: Path, changes: Sequence[Change], desired: Mapping[str, Desired],
+              base: str | None, applier: Author, *, changed: Collection[str] | None = None) -> Attribution:
+    """The author of every change (see the module docstring); ``applier`` stands for whoever
+    applies, for changes no commit asked for and uncommitted ones. ``desired`` is what the
+    working tree declares (every file that differs from HEAD must have been read); ``changed``,
+    the paths ``GitRepository.changed_paths`` gives for the tree, when the caller has them."""
+    if repo is None or repo.head() is None:
+        return Attribution({c.address: _uncommitted(applier) for c in changes}, dirty=True)
+    return _Attributor(repo, tree, desired, applier, changed).run(changes, base)
+
+
+def _uncommitted(applier: Author) -> Author:
+    return Author(applier.name, applier.email, None, True, applier=True)
+
+
+def _walk_fields(change: Change) -> frozenset[str] | None:
+    """The declared fields whose history decides who asked for the change (None: all of them)."""
+    if change.action == "create" or change.desired is None:
+        return None  # a new object, or a removed one: being declared at all is what counts
+    if change.action == "purge":
+        return frozenset({"purge"})
+    names = change.asked if change.reason == "manifest" else change.fields
+    return frozenset(names)
+
+
+def _written_fields(change: Change) -> frozenset[str] | None:
+    """The declared fields whose uncommitted edit would change what the change writes."""
+    if change.action == "create" or change.desired is None:
+        return None
+    if change.action == "purge":
+        return frozenset({"purge"})
+    return frozenset(change.fields)
+
+
+class _Attributor:
+    """One plan's attribution against one repository."""
+
+    def __init__(self, repo: GitRepository, tree: Path, desired: Mapping[str, Desired], applier: Author,
+                 changed: Collection[str] | None) -> None:
+        self.repo, self.desired, self.applier = repo, desired, applier
+        self.head = repo.head() or ""
+        self.pathspec = repo.relative(tree)
+        self.keep = manifest_filter(self.pathspec, SUFFIXES)
+        if changed is None:
+            changed = repo.changed_paths(self.pathspec)
+        self.changed = {path for path in changed if self.keep(path)}
+        self.head_files = repo.tree_files(self.head, self.pathspec, self.keep)
+        self.parsed = _Parsed(repo)
+
+    def run(self, changes: Sequence[Change], base: str | None) -> Attribution:
+        try:
+            return self._run(changes, base)
+        finally:
+            self.parsed.close()
+
+    def _at_head(self) -> dict[str, tuple[Mapping[str, Any], str]]:
+        """What HEAD declares in the files the working tree changed: address → (value, path)."""
+        out: dict[str, tuple[Mapping[str, Any], str]] = {}
+        for path in sorted(self.changed):
+            blob = self.head_files.get(path)
+            if blob is not None:
+                for address, value in self.parsed(blob, path).items():
+                    out.setdefault(address, (value, path))
+        return out
+
+    def _head_value(self, address: str, at_head: Mapping[str, tuple[Mapping[str, Any], str]]
+                    ) -> tuple[Value, str | None]:
+        hit = at_head.get(address)
+        if hit is not None:
+            return hit
+        item = self.desired.get(address)
+        if item is not None and item.location.path not in self.changed:
+            return declared_value(item), item.location.path
+        return None, None
+
+    def _run(self, changes: Sequence[Change], base: str | None) -> Attribution:
+        at_head = self._at_head()
+        dirty = self._dirty(at_head)
+        authors: dict[str, Author] = {}
+        targets: list[tuple[Change, Target]] = []
+        for change in changes:
+            item = self.desired.get(change.address)
+            working = declared_value(item) if item is not None else None
+            value, path = self._head_value(change.address, at_head)
+            if not same_declared(_written_fields(change), working, value):
+                authors[change.address] = _uncommitted(self.applier)
+            else:
+                targets.append((change, Target(change.address, _walk_fields(change), value, path)))
+        asked = [(c, t) for c, t in targets if c.reason == "manifest"]
+        shallow = self.repo.shallow_commits()
+        known_base = base if base is not None and self.repo.commit_exists(base) else None
+        problem = _shallow_problem(shallow, base, known_base) if asked else None
+        found = self._walk([t for _, t in asked], [known_base] if known_base else [])
+        # Changes no commit asked for are walked for the commit that declares their value; a change
+        # asked for before the last applied commit (by a commit a narrowed apply left out) is
+        # looked for in the whole history too.
+        again = [t for c, t in targets if c.reason != "manifest"
+                 or (known_base is not None and found.get(c.address, _NONE).kind == "unchanged")]
+        if again:
+            found.update(self._walk(again, []))
+        commits: dict[str, Commit] = {}
+        removals: dict[str, Removal] = {}
+        for change, _ in targets:
+            outcome = found.get(change.address, _NONE)
+            if outcome.kind == "cut" and change.reason == "manifest":
+                problem = problem or _SHALLOW
+            authors[change.address] = self._author(change, outcome)
+            if outcome.commit is not None:
+                commits[outcome.commit.sha] = outcome.commit
+            if change.desired is None and outcome.removed_from is not None and outcome.commit is not None:
+                exists = outcome.removed_from in self.head_files or outcome.removed_from in self.changed
+                removals[change.address] = Removal(outcome.removed_from, outcome.commit.sha, not exists)
+        return Attribution(authors, removals, dirty, problem, commits)
+
+    def _walk(self, targets: Sequence[Target], exclude: Collection[str]) -> dict[str, Outcome]:
+        if not targets:
+            return {}
+        history: History = self.repo.history(self.head, list(exclude), self.pathspec, self.keep)
+        outcomes = walk(history, targets, self.parsed, same_declared)
+        if not exclude:  # with nothing excluded, "not changed by any commit" means never declared
+            outcomes = {a: (o if o.kind != "unchanged" else _NONE) for a, o in outcomes.items()}
+        return outcomes
+
+    def _author(self, change: Change, outcome: Outcome) -> Author:
+        commit = outcome.commit
+        if change.reason == "manifest" and commit is not None:
+            return Author(commit.author_name, commit.author_email, commit.sha, False, date=commit.authored_at)
+        if change.reason == "manifest" and outcome.kind == "cut":
+            return Author("unknown", "unknown", None, False)  # the plan says why; apply refuses
+        # No commit asked (drift, a rotated secret, an adoption), or none ever declared the value
+        # (it was applied from uncommitted lines): whoever applies, with the commit that declares it.
+        return Author(self.applier.name, self.applier.email, commit.sha if commit is not None else None, False,
+                      applier=True)
+
+    def _dirty(self, at_head: Mapping[str, tuple[Mapping[str, Any], str]]) -> bool:
+        """Whether any declared object differs between the working tree and HEAD."""
+        if not self.changed:
+            return False
+        in_changed = {address for address, item in self.desired.items() if item.location.path in self.changed}
+        for address in in_changed | set(at_head):
+            item = self.desired.get(address)
+            working = declared_value(item) if item is not None else None
+            if not same_declared(None, working, self._head_value(address, at_head)[0]):
+                return True
+        return False
+
+
+_NONE = Outcome("never")
+_SHALLOW = ("this is a shallow clone and its history stops before the commits that asked for these changes; "
+            "fetch the whole history (`git fetch --unshallow`, or fetch-depth: 0 in actions/checkout) and plan again")
+
+
+def _shallow_problem(shallow: frozenset[str], base: str | None, known_base: str | None) -> str | None:
+    """Why a shallow clone cannot attribute before walking: the last applied commit is not in it,
+    or (on a first apply) the whole history is needed."""
+    if not shallow:
+        return None
+    if base is None:
+        return ("this is a shallow clone and a first apply needs the whole history to attribute every "
+                "change; fetch it (`git fetch --unshallow`, or fetch-depth: 0 in actions/checkout) and plan again")
+    if known_base is None:
+        return (f"this is a shallow clone without commit {base[:12]}, which this source last applied; fetch "
+                "the whole history (`git fetch --unshallow`, or fetch-depth: 0 in actions/checkout) and plan again")
+    return None

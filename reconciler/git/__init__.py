@@ -1,0 +1,1 @@
+"""Read-only git facts: the repository, its history, blobs from its object store, and attribution."""
