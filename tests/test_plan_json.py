@@ -144,7 +144,7 @@ def test_an_empty_plan_validates(schema: dict[str, Any]) -> None:
     lambda d: d["changes"][0].update(kind="record"),  # disagrees with the address
     lambda d: d["findings"][0].update(severity="warning"),
     lambda d: d["summary"].pop("purge"),
-    lambda d: d.update(format_version=2),
+    lambda d: d.update(format_version=1),
     lambda d: d.update(digest="not-a-digest"),
     lambda d: d["unmanaged"].append("table:x"),
 ])
