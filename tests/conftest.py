@@ -97,9 +97,11 @@ def db(db_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
-def run_git(repo: Path, *args: str, author: tuple[str, str] | None = None) -> str:
-    """Run git in ``repo`` (optionally as a given author) and return its stdout."""
+def run_git(repo: Path, *args: str, author: tuple[str, str] | None = None,
+            extra_env: dict[str, str] | None = None) -> str:
+    """Run git in ``repo`` (optionally as a given author, with more environment) and return its stdout."""
     env = dict(os.environ)
+    env.update(extra_env or {})
     name, email = author or ("Test Author", "author@example.com")
     env.update(
         GIT_AUTHOR_NAME=name,

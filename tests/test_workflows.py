@@ -874,7 +874,8 @@ def test_pre_commit_files_validate_with_pre_commits_own_schema(tmp_path: Path) -
 # The modules whose refusals and errors docs/operators.md explains, one by one.
 DOCUMENTED_MODULES = (
     "reconciler/cli.py", "reconciler/engine.py", "reconciler/plan.py", "reconciler/diff.py",
-    "reconciler/provenance.py", "reconciler/manifests/config.py", "reconciler/catalog/writer.py",
+    "reconciler/git/command.py", "reconciler/git/repository.py", "reconciler/git/objects.py",
+    "reconciler/app/attribution.py", "reconciler/manifests/config.py", "reconciler/catalog/writer.py",
     "reconciler/catalog/migrations.py", "reconciler/catalog/connection.py", "reconciler/catalog/embedded.py",
 )
 _ERROR_CALLS = {"ReconcilerError", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "MigrationError",

@@ -131,7 +131,7 @@ class GitRepository:
     def changed_paths(self, pathspec: str) -> set[str]:
         """Paths under ``pathspec`` whose working-tree content differs from HEAD: modified (staged
         or not), deleted, untracked and ignored files, each by its path from the root."""
-        output = self._git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching",
+        output = self._git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=traditional",
                            "--no-renames", "--", pathspec)
         paths: set[str] = set()
         for entry in output.stdout.split("\x00"):
