@@ -100,11 +100,17 @@ def _desired(declared: Declared[Any], environ: Mapping[str, str],
 _RECORD_FIELDS = tuple(_FIELDS[Record].items())
 
 
+def record_fields(model: Record) -> dict[str, Any]:
+    """A record's fields as the diff names them, only those the manifest set (tags as a list)."""
+    values = model.__dict__
+    given = model.model_fields_set
+    return {out: (list(values[name]) if name == "tags" else values[name])
+            for name, out in _RECORD_FIELDS if name in given}
+
+
 def _record(declared: Declared[Any]) -> Desired:
     values = declared.model.__dict__
-    given = declared.model.model_fields_set
-    fields = {out: (list(values[name]) if name == "tags" else values[name])
-              for name, out in _RECORD_FIELDS if name in given}
+    fields = record_fields(declared.model)
     loc = declared.location
     location = Location(loc.path, loc.line, loc.end_line, tuple(loc.also))
     return Desired(f"record:{values['namespace']}/{values['key']}", "record", fields, location,

@@ -104,6 +104,7 @@ class Applied:
     line: int | None = None
     end_line: int | None = None
     text: str | None = None
+    declared: bool = True  # false once archived because no manifest declares it any more
 
 
 @dataclass(frozen=True)
@@ -233,12 +234,12 @@ def same(field_name: str, left: Any, right: Any) -> bool:
     without serialising anything; only the rest (tags in another order, ``1.0``
     against ``1``, ``true`` against ``1``) go through the canonical form.
     """
-    if left == right and _same_types(left, right):
+    if left == right and same_types(left, right):
         return True
     return canonical(field_name, left) == canonical(field_name, right)
 
 
-def _same_types(left: Any, right: Any) -> bool:
+def same_types(left: Any, right: Any) -> bool:
     """Whether two values that compare equal also have the same JSON types throughout.
 
     Python's ``==`` says ``True == 1``; the contract says ``true`` never equals ``1``.
@@ -248,9 +249,9 @@ def _same_types(left: Any, right: Any) -> bool:
     if kind is not type(right):
         return False
     if kind is dict:
-        return all(_same_types(value, right[key]) for key, value in left.items())
+        return all(same_types(value, right[key]) for key, value in left.items())
     if kind is list or kind is tuple:
-        return all(_same_types(a, b) for a, b in zip(left, right))
+        return all(same_types(a, b) for a, b in zip(left, right))
     return True
 
 

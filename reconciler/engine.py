@@ -190,14 +190,15 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
                 settled, skip = {}, set()  # a settled address is declared again: the full load names both places
                 state = load(skip)
         catalog = read_snapshot(conn, Skip(ws.source, list(settled)))
-        base = last_applied_commit(conn, ws.source)
+        base, complete = last_applied_commit(conn, ws.source)
     declared = Counter(item.location.path for item in state.desired.values())
     read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
     findings = link_findings(state.links, state.desired, catalog.live)
     findings += lookalike_findings(state.desired, catalog.live)
     result = diff(state.desired, catalog.live, catalog.applied, source=ws.source)
+    known = _values_at(base, catalog.applied, result.changes) if complete else None
     attribution = attribute(ws.repo, ws.tree, result.changes, state.desired, base, applier_identity(ws.repo),
-                            changed=changed)
+                            changed=changed, known=known)
     authors = attribution.authors
     findings += policy_findings(ws.policy, result.changes, authors)
     findings += identity_findings(result.changes, authors)
@@ -209,6 +210,21 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
                      secrets=state.secrets, extra_findings=tuple(findings), files=read, reused_files=len(skip),
                      removals=attribution.removals, attribution_problem=attribution.problem)
     return plan.narrowed(tuple(targets))
+
+
+def _values_at(base: str | None, applied: Mapping[str, Any], changes: Sequence[Change]) -> dict[str, Any] | None:
+    """What the changed objects declared at ``base``, the commit of a complete apply: what
+    that apply recorded (nothing for an object it did not manage, or had archived for
+    being no longer declared)."""
+    if base is None:
+        return None
+    from .app.attribution import declared_value_of
+
+    out: dict[str, Any] = {}
+    for change in changes:
+        done = applied.get(change.address)
+        out[change.address] = declared_value_of(done) if done is not None and done.declared else None
+    return out
 
 
 def _changed_files(ws: Workspace) -> set[str] | None:
@@ -538,8 +554,8 @@ def _managed_row(plan: Plan, ws: Workspace, address: str, kind: str, desired: Ma
 def _record_run(conn: psycopg.Connection[Any], run_id: str, ws: Workspace, plan: Plan) -> None:
     conn.execute(
         """INSERT INTO reconciler.runs (run_id, source, applier, commit_sha, plan_digest, finished_at,
-               outcome, counts)
-           VALUES (%s, %s, %s, %s, %s, clock_timestamp(), 'applied', %s)""",
+               outcome, counts, complete)
+           VALUES (%s, %s, %s, %s, %s, clock_timestamp(), 'applied', %s, %s)""",
         (run_id, ws.source, applier(), plan.commit, plan.digest(),
-         psycopg.types.json.Jsonb(plan.summary)),
+         psycopg.types.json.Jsonb(plan.summary), plan.commit is not None and not plan.targets and not plan.dirty),
     )

@@ -19,12 +19,13 @@ result says so, and apply refuses.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..diff import Change, Desired, same
+from ..diff import Applied, Change, Desired, same, same_types
+from ..model import Record
 from ..git.attribution import Outcome, Target, Value, walk
 from ..git.history import Commit, History, manifest_filter
 from ..git.repository import GitRepository
@@ -41,10 +42,17 @@ def declared_value(item: Desired) -> dict[str, Any]:
     return {**item.record, "protect": item.protect, "purge": item.purge}
 
 
+def declared_value_of(applied: Applied) -> dict[str, Any]:
+    """What an object declared when it was last applied, from the reconciler's record of it."""
+    return {**dict(applied.fields), "protect": applied.protect, "purge": False}
+
+
 def same_declared(fields: frozenset[str] | None, left: Value, right: Value) -> bool:
     """Whether two declared values agree on ``fields`` (None: on everything)."""
     if left is None or right is None:
         return left is None and right is None
+    if fields is None and left == right and same_types(left, right):
+        return True  # the common case, decided in one pass
     names = fields if fields is not None else set(left) | set(right)
     for name in names:
         if (name in left) != (name in right):
@@ -90,26 +98,37 @@ class _Parsed:
 
 def _declarations(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
     """Every object one version of a file declares (valid documents only), by address."""
-    from ..desired import desired_of
+    from ..desired import desired_of, record_fields
     from ..manifests.loader import load_bytes
 
     result = load_bytes(data, path)
     out: dict[str, Mapping[str, Any]] = {}
     for declared in result.declared:
-        item = desired_of(declared)
-        out.setdefault(item.address, declared_value(item))
+        model = declared.model
+        if type(model) is Record:  # most objects: straight from the model, without a Desired value
+            values = model.__dict__
+            value = record_fields(model)
+            value["protect"], value["purge"] = bool(values["protect"]), bool(values["purge"])
+            out.setdefault(f"record:{values['namespace']}/{values['key']}", value)
+        else:
+            item = desired_of(declared)
+            out.setdefault(item.address, declared_value(item))
     return out
 
 
+
 def attribute(repo: GitRepository | None, tree: Path, changes: Sequence[Change], desired: Mapping[str, Desired],
-              base: str | None, applier: Author, *, changed: Collection[str] | None = None) -> Attribution:
+              base: str | None, applier: Author, *, changed: Collection[str] | None = None,
+              known: Mapping[str, Value] | None = None) -> Attribution:
     """The author of every change (see the module docstring); ``applier`` stands for whoever
     applies, for changes no commit asked for and uncommitted ones. ``desired`` is what the
     working tree declares (every file that differs from HEAD must have been read); ``changed``,
-    the paths ``GitRepository.changed_paths`` gives for the tree, when the caller has them."""
+    the paths ``GitRepository.changed_paths`` gives for the tree, when the caller has them;
+    ``known``, what each changed object declared at ``base`` when the caller knows it (a
+    complete apply recorded it), so that the walk need not read ``base``'s files."""
     if repo is None or repo.head() is None:
         return Attribution({c.address: _uncommitted(applier) for c in changes}, dirty=True)
-    return _Attributor(repo, tree, desired, applier, changed).run(changes, base)
+    return _Attributor(repo, tree, desired, applier, changed, known).run(changes, base)
 
 
 def _uncommitted(applier: Author) -> Author:
@@ -139,8 +158,9 @@ class _Attributor:
     """One plan's attribution against one repository."""
 
     def __init__(self, repo: GitRepository, tree: Path, desired: Mapping[str, Desired], applier: Author,
-                 changed: Collection[str] | None) -> None:
-        self.repo, self.desired, self.applier = repo, desired, applier
+                 changed: Collection[str] | None, known: Mapping[str, Value] | None = None) -> None:
+        self.repo, self.desired, self.applier, self.known = repo, desired, applier, known
+        self._trees: dict[str, str | None] = {}
         self.head = repo.head() or ""
         self.pathspec = repo.relative(tree)
         self.keep = manifest_filter(self.pathspec, SUFFIXES)
@@ -183,6 +203,11 @@ class _Attributor:
         targets: list[tuple[Change, Target]] = []
         for change in changes:
             item = self.desired.get(change.address)
+            if item is not None and item.location.path not in self.changed and change.address not in at_head:
+                # Declared in a file HEAD has as it is: HEAD declares exactly this.
+                targets.append((change, Target(change.address, _walk_fields(change), declared_value(item),
+                                               item.location.path)))
+                continue
             working = declared_value(item) if item is not None else None
             value, path = self._head_value(change.address, at_head)
             if not same_declared(_written_fields(change), working, value):
@@ -210,19 +235,39 @@ class _Attributor:
             authors[change.address] = self._author(change, outcome)
             if outcome.commit is not None:
                 commits[outcome.commit.sha] = outcome.commit
-            if change.desired is None and outcome.removed_from is not None and outcome.commit is not None:
-                exists = outcome.removed_from in self.head_files or outcome.removed_from in self.changed
-                removals[change.address] = Removal(outcome.removed_from, outcome.commit.sha, not exists)
+            # Decided against the last apply's record, the file is the one it was applied from.
+            removed_from = outcome.removed_from or (change.location.path if change.location else None)
+            if change.desired is None and removed_from is not None and outcome.commit is not None:
+                exists = removed_from in self.head_files or removed_from in self.changed
+                removals[change.address] = Removal(removed_from, outcome.commit.sha, not exists)
         return Attribution(authors, removals, dirty, problem, commits)
 
-    def _walk(self, targets: Sequence[Target], exclude: Collection[str]) -> dict[str, Outcome]:
+    def _walk(self, targets: Sequence[Target], exclude: Sequence[str]) -> dict[str, Outcome]:
         if not targets:
             return {}
         history: History = self.repo.history(self.head, list(exclude), self.pathspec, self.keep)
-        outcomes = walk(history, targets, self.parsed, same_declared)
+        boundary = self._boundary(exclude[0]) if self.known is not None and len(exclude) == 1 else None
+        outcomes = walk(history, targets, self.parsed, same_declared, boundary)
         if not exclude:  # with nothing excluded, "not changed by any commit" means never declared
             outcomes = {a: (o if o.kind != "unchanged" else _NONE) for a, o in outcomes.items()}
         return outcomes
+
+    def _boundary(self, base: str) -> Callable[[str], Mapping[str, Value] | None]:
+        """The known values at ``base``, for ``base`` and for any excluded commit whose tree
+        (under the manifests' path) is the same as ``base``'s."""
+        known = self.known or {}
+
+        def values(sha: str) -> Mapping[str, Value] | None:
+            if sha == base or (self._tree_of(sha) is not None and self._tree_of(sha) == self._tree_of(base)):
+                return known
+            return None
+
+        return values
+
+    def _tree_of(self, sha: str) -> str | None:
+        if sha not in self._trees:
+            self._trees[sha] = self.repo.tree_id(sha, self.pathspec)
+        return self._trees[sha]
 
     def _author(self, change: Change, outcome: Outcome) -> Author:
         commit = outcome.commit

@@ -53,13 +53,14 @@ def digest_of(file: Path) -> str | None:
 _LATEST_RUN = """SELECT run_id FROM reconciler.runs WHERE source = %s AND outcome = 'applied'
                  ORDER BY finished_at DESC NULLS LAST, started_at DESC LIMIT 1"""
 
-def last_applied_commit(conn: psycopg.Connection[Any], source: str) -> str | None:
-    """The commit the source's latest applied run applied (None: never applied, or not from git)."""
+def last_applied_commit(conn: psycopg.Connection[Any], source: str) -> tuple[str | None, bool]:
+    """The commit the source's latest applied run applied (None: never applied, or not from git),
+    and whether that run applied the whole tree with nothing uncommitted (``runs.complete``)."""
     row = conn.execute(_LATEST_COMMIT, (source,)).fetchone()
-    return row[0] if row else None
+    return (row[0], bool(row[1])) if row else (None, False)
 
 
-_LATEST_COMMIT = """SELECT commit_sha FROM reconciler.runs WHERE source = %s AND outcome = 'applied'
+_LATEST_COMMIT = """SELECT commit_sha, complete FROM reconciler.runs WHERE source = %s AND outcome = 'applied'
                     ORDER BY finished_at DESC NULLS LAST, started_at DESC LIMIT 1"""
 
 _RECORDED = """SELECT path, digest, objects FROM reconciler.applied_files

@@ -70,7 +70,7 @@ _RECORDS = sql.SQL(
 # The applied fields come as jsonb's text: compared as text with the tree's, decoded
 # only for objects the diff has to look into.
 _APPLIED = sql.SQL(
-    """SELECT address, kind, source, applied::text, protect, commit_sha, path, line, end_line
+    """SELECT address, kind, source, applied::text, protect, commit_sha, path, line, end_line, declared
        FROM reconciler.managed_objects
        WHERE NOT coalesce(source = %(source)s AND path = ANY(%(settled)s), false)"""
 )
@@ -230,9 +230,9 @@ def read_applied(conn: psycopg.Connection[Any], addresses: Collection[str] | Non
         query = sql.SQL("{} AND address = ANY(%(addresses)s)").format(_APPLIED)
         params["addresses"] = list(addresses)
     out: dict[str, Applied] = {}
-    for address, kind, source, text, protect, commit, path, line, end_line in _rows(conn, query, params):
+    for address, kind, source, text, protect, commit, path, line, end_line, declared in _rows(conn, query, params):
         out[address] = Applied(address, kind, source, JsonObject(text), protect, commit, path, line, end_line,
-                               text)
+                               text, declared)
     return out
 
 

@@ -554,7 +554,7 @@ def write_managed(conn: psycopg.Connection[Any], rows: Sequence[Managed], forget
             if addresses:
                 cur.execute(
                     """UPDATE reconciler.managed_objects SET applied = applied || %s, commit_sha = %s,
-                           run_id = %s, applied_at = now()
+                           run_id = %s, applied_at = now(), declared = false
                        WHERE address = ANY(%s) AND source = %s""",
                     (Jsonb(state), commit, run_id, addresses, source))
 
@@ -573,6 +573,7 @@ def _update_managed(cur: psycopg.Cursor[Any], rows: Sequence[Managed], source: s
            SELECT address, kind, %s, applied, protect, commit_sha, path, line, end_line, %s, now()
            FROM reconciler_stage_managed
            ON CONFLICT (address) DO UPDATE SET applied = EXCLUDED.applied, protect = EXCLUDED.protect,
+               declared = true,
                commit_sha = EXCLUDED.commit_sha, path = EXCLUDED.path, line = EXCLUDED.line,
                end_line = EXCLUDED.end_line, run_id = EXCLUDED.run_id, applied_at = now()
            WHERE m.source = EXCLUDED.source""",

@@ -97,11 +97,19 @@ class _ParentView:
         return self._all
 
 
-def walk(history: History, targets: Sequence[Target], declarations: Declarations, same: Same) -> dict[str, Outcome]:
+Boundary = Callable[[str], Mapping[str, Value] | None]
+"""For an excluded commit: what each target declares there, when the caller knows it without
+reading the commit's files (None: not known)."""
+
+
+def walk(history: History, targets: Sequence[Target], declarations: Declarations, same: Same,
+         boundary: Boundary | None = None) -> dict[str, Outcome]:
     """Attribute each target, starting from the newest commit of ``history``.
 
     The history is limited to the tree's path, so HEAD itself is left out when it did
     not touch the tree; its newest listed ancestor then declares what HEAD declares.
+    ``boundary`` tells, for an excluded parent, what the targets declare there; a
+    commit whose parent is such a commit is then decided without reading that parent.
     """
     out: dict[str, Outcome] = {}
     if not history.order:  # no walked commit touched the tree
@@ -113,7 +121,7 @@ def walk(history: History, targets: Sequence[Target], declarations: Declarations
     for sha in history.order:
         groups = pending.pop(sha, None)
         if groups:
-            _visit(history, history.commits[sha], groups, declarations, same, pending, out)
+            _visit(history, history.commits[sha], groups, declarations, same, pending, out, boundary)
     for groups in pending.values():  # only reachable if the graph were inconsistent
         for states in groups.values():
             for state in states:
@@ -122,7 +130,8 @@ def walk(history: History, targets: Sequence[Target], declarations: Declarations
 
 
 def _visit(history: History, commit: Commit, groups: dict[str | None, list[_State]], declarations: Declarations,
-           same: Same, pending: dict[str, dict[str | None, list[_State]]], out: dict[str, Outcome]) -> None:
+           same: Same, pending: dict[str, dict[str | None, list[_State]]], out: dict[str, Outcome],
+           boundary: Boundary | None = None) -> None:
     if commit.sha in history.shallow:
         for states in groups.values():
             for state in states:
@@ -136,8 +145,12 @@ def _visit(history: History, commit: Commit, groups: dict[str | None, list[_Stat
         return
     remaining = groups
     for parent in commit.parents:
-        view = _ParentView(history.changes(commit.sha, parent), declarations)
-        remaining = _pass_to(parent, remaining, view, history, same, pending, out)
+        known = boundary(parent) if boundary is not None and not history.inside(parent) else None
+        if known is not None:
+            remaining = _settle(remaining, known, same, out)
+        else:
+            view = _ParentView(history.changes(commit.sha, parent), declarations)
+            remaining = _pass_to(parent, remaining, view, history, same, pending, out)
         if not remaining:
             return
     for states in remaining.values():
@@ -166,6 +179,21 @@ def _pass_to(parent: str, groups: dict[str | None, list[_State]], view: _ParentV
                 left.setdefault(path, []).append(state)
     if into is not None and not into:
         del pending[parent]
+    return left
+
+
+def _settle(groups: dict[str | None, list[_State]], known: Mapping[str, Value], same: Same,
+            out: dict[str, Outcome]) -> dict[str | None, list[_State]]:
+    """Compare with an excluded parent whose values are known: the same value there means no
+    walked commit changed it; return the states the parent does not explain."""
+    left: dict[str | None, list[_State]] = {}
+    for path, states in groups.items():
+        for state in states:
+            value = known.get(state.target.address)
+            if same(state.target.fields, state.value, value):
+                out[state.target.address] = Outcome("unchanged")
+            else:
+                left.setdefault(path, []).append(state)
     return left
 
 

@@ -150,6 +150,17 @@ class GitRepository:
                 files[path] = parts[2]
         return files
 
+    def tree_id(self, commit: str, pathspec: str) -> str | None:
+        """The object name of what ``commit`` holds at ``pathspec`` (a tree, or a blob for one
+        file); None when it holds nothing there. Equal names mean identical contents."""
+        if not _FULL_SHA.match(commit):
+            return None
+        spec = commit if pathspec in ("", ".") else f"{commit}:{pathspec}"
+        if pathspec in ("", "."):
+            spec = f"{commit}^{{tree}}"
+        output = self._git("rev-parse", "--verify", "--quiet", spec, ok=(0, 1, 128))
+        return output.stdout.strip() or None if output.returncode == 0 else None
+
     def history(self, head: str, exclude: Sequence[str], pathspec: str, keep: Callable[[str], bool]) -> History:
         """Commits reachable from ``head`` and from none of ``exclude`` that touch ``pathspec``.
 

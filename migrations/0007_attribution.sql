@@ -11,3 +11,12 @@
 ALTER TABLE reconciler.audit_log ADD COLUMN IF NOT EXISTS reason text
     CHECK (reason IN ('manifest', 'drift', 'secret', 'adoption'));
 ALTER TABLE reconciler.audit_log ADD COLUMN IF NOT EXISTS commit_date timestamptz;
+
+-- Whether an apply applied the whole tree at its commit, with nothing uncommitted (no
+-- --target, a clean working tree): then every object this source manages was left
+-- exactly as that commit declares it, and a later plan's history walk can take the
+-- values at that commit from here instead of reading old file versions from git.
+ALTER TABLE reconciler.runs ADD COLUMN IF NOT EXISTS complete boolean NOT NULL DEFAULT false;
+-- Whether the object is still declared as of its last apply (false once it was archived
+-- because its manifest was removed).
+ALTER TABLE reconciler.managed_objects ADD COLUMN IF NOT EXISTS declared boolean NOT NULL DEFAULT true;
