@@ -172,7 +172,9 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     if require_signed:
         findings += signature_findings(ws.repo, result.changes, authors)
     commit = ws.repo.head() if ws.repo else None
-    dirty = ws.repo.is_dirty([ws.tree]) if ws.repo else True
+    # git reads a relative pathspec from the repository's root, not from here: hand it the
+    # tree's real location (``../../manifests`` from a subdirectory is inside the repository).
+    dirty = ws.repo.is_dirty([ws.tree.resolve()]) if ws.repo else True
     plan = from_diff(result, source=ws.source, commit=commit, dirty=dirty,
                      created_at=datetime.now(UTC).isoformat(timespec="seconds"), authors=authors,
                      secrets=state.secrets, extra_findings=tuple(findings), files=read, reused_files=len(skip))
