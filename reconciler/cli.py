@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .errors import ManifestError, ReconcilerError
+from .text import clean, clean_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,9 +39,11 @@ class _UserFacingError(click.ClickException):
             # annotations parse them), then the count as the error line.
             for problem in self.error.problems:
                 click.echo(str(problem), err=True)
-            click.echo(f"error: {self.error.message}", err=True)
+            click.echo(f"error: {clean_lines(self.error.message)}", err=True)
             return
-        click.echo(f"error: {self.message}", err=True)
+        # Values an error quotes are cleaned where it is composed; this keeps any that
+        # were not from driving the terminal (the message's own line breaks stay).
+        click.echo(f"error: {clean_lines(self.message)}", err=True)
 
 
 class _Group(click.Group):
@@ -571,7 +574,7 @@ def import_command(
     declared, catalog = _import_inputs(workspace)
     result = plan_import(catalog.live, catalog.applied, declared, targets)
     for address, reason in result.skipped:
-        click.echo(f"warning: skipped {address}: {reason}", err=True)
+        click.echo(f"warning: skipped {clean(address)}: {clean(reason)}", err=True)
     if not result.candidates:
         click.echo("Nothing to import: every catalog object is managed.")
         return
@@ -580,17 +583,17 @@ def import_command(
                               "can be written as a manifest (see the warnings above)")
     directory = out_dir if out_dir is not None else path / "imported"
     catalog_name = "the embedded catalog (.reconciler/)" if workspace.embedded else workspace.database
-    header = (f"Imported by reconciler import from {catalog_name} on "
+    header = (f"Imported by reconciler import from {clean(catalog_name)} on "
               f"{datetime.now(UTC).date().isoformat()}; review before committing.")
     texts = {directory / file.path: dump_documents(file.documents, header=header) for file in result.files}
     _check_overwrites(texts, declared, force)
     for file, text in texts.items():
         _write_new_file(file, text)
-        click.echo(f"wrote {file}")
+        click.echo(f"wrote {clean(file)}")
     for secret in result.secrets:
-        click.echo(f"warning: {secret.address}: {secret.path} is written as ${{env:{secret.variable}}}; "
-                   f"set {secret.variable} to its value before plan or apply", err=True)
-    click.echo(result.summary(str(directory)))
+        click.echo(f"warning: {clean(secret.address)}: {clean(secret.path)} is written as "
+                   f"${{env:{secret.variable}}}; set {secret.variable} to its value before plan or apply", err=True)
+    click.echo(result.summary(clean(directory)))
 
 
 def _import_inputs(workspace: Any) -> tuple[Any, Any]:

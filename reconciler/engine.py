@@ -46,6 +46,7 @@ from .model import folded
 from .plan import Author, FileDigest, Plan, from_diff, mask, walk_path
 from .policy import Policy, check
 from .provenance import GitRepository, Removal, Span
+from .text import clean
 
 if TYPE_CHECKING:
     from .desired import DesiredState
@@ -440,7 +441,7 @@ def _check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions,
         counts = {kind: n for kind, n in rows}
     reasons = refusals(plan, options, counts, ws.policy)
     if reasons:
-        raise Refusal("apply refused; nothing was written:\n  " + "\n  ".join(reasons))
+        raise Refusal("apply refused; nothing was written:\n  " + "\n  ".join(clean(r) for r in reasons))
 
 
 def _write(change: Change, plan: Plan, environ: Mapping[str, str]) -> Write:

@@ -18,6 +18,7 @@ from .manifests.messages import translate
 from .manifests.tree import Declared, Location
 from .manifests.yamlread import value_problems
 from .model import API_VERSION, Dataset, Declaration, RecordItem, RecordSet, StorageTarget, format_path
+from .text import clean
 
 # Dataset metadata keys the platform's services write for themselves. They are left
 # out of imported manifests, so they stay the services' (the three-way merge keeps
@@ -120,7 +121,7 @@ def select(live: Mapping[str, Live], applied: Mapping[str, Applied], declared: M
             problems.append(f"{address} is already declared in the tree ({where.path}:{where.line}); "
                             "the next apply adopts it")
     if problems:
-        raise ConfigurationError("cannot import:\n  " + "\n  ".join(problems))
+        raise ConfigurationError("cannot import:\n  " + "\n  ".join(clean(p) for p in problems))
     return tuple(sorted(dict.fromkeys(targets)))
 
 
