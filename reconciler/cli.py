@@ -585,7 +585,9 @@ def import_command(
     catalog_name = "the embedded catalog (.reconciler/)" if workspace.embedded else workspace.database
     header = (f"Imported by reconciler import from {clean(catalog_name)} on "
               f"{datetime.now(UTC).date().isoformat()}; review before committing.")
-    texts = {directory / file.path: dump_documents(file.documents, header=header) for file in result.files}
+    texts = {directory / file.path: dump_documents(file.documents,
+                                                   header="\n\n".join(filter(None, (header, file.comment()))))
+             for file in result.files}
     _check_overwrites(texts, declared, force)
     for file, text in texts.items():
         _write_new_file(file, text)
