@@ -26,6 +26,7 @@ from .model import (
     RecordSet,
     StorageTarget,
     env_references,
+    folded,
     format_path,
     iter_strings,
 )
@@ -168,6 +169,8 @@ def plan_import(live: Mapping[str, Live], applied: Mapping[str, Applied], declar
     _expand(drafts)
     kept, refused = _check(drafts, live)
     skipped += refused
+    kept, alike = _lookalikes(kept, declared)
+    skipped += alike
     return ImportResult(candidates, _files(kept), tuple(sorted(skipped)),
                         tuple(secret for draft in kept for secret, _ in draft.secrets))
 
@@ -372,6 +375,47 @@ def _check(drafts: Sequence[_Draft], live: Mapping[str, Live]) -> tuple[list[_Dr
     refused.update({f.address: f.message for f in result.findings if f.severity == "error"})
     skipped += refused.items()
     return [d for d in kept if d.address not in refused], skipped
+
+
+def _lookalikes(drafts: Sequence[_Draft], declared: Mapping[str, Desired]) -> tuple[list[_Draft],
+                                                                                   list[tuple[str, str]]]:
+    """Skip every draft whose address differs from another's — a draft's, or an object the tree
+    declares — only by letter case or Unicode normalisation: the loader refuses such a pair in
+    one tree, so writing both would block every plan of the source."""
+    in_tree: dict[str, str] = {}
+    for address in declared:
+        in_tree.setdefault(folded(address), address)
+    alike: dict[str, list[str]] = {}
+    for draft in drafts:
+        alike.setdefault(folded(draft.address), []).append(draft.address)
+    kept, skipped = [], []
+    for draft in drafts:
+        key = folded(draft.address)
+        twin = in_tree.get(key)
+        others = [address for address in alike[key] if address != draft.address]
+        it = "it" + _spelling(draft.address)
+        if twin is not None:
+            where = declared[twin].location
+            skipped.append((draft.address, f"{it} differs from {twin}{_spelling(twin)}, which the tree declares "
+                            f"({where.path}:{where.line}), only by letter case or Unicode normalisation, and the "
+                            "loader refuses such a pair in one tree; rename it in the catalog, or delete it there "
+                            "if it is a stray copy"))
+        elif others:
+            named = ", ".join(address + _spelling(address) for address in others)
+            skipped.append((draft.address, f"{it} differs from {named} only by letter case "
+                            "or Unicode normalisation, and the loader refuses such a pair in one tree; rename one "
+                            "of them in the catalog (or delete the stray copy) and import again"))
+        else:
+            kept.append(draft)
+    return kept, skipped
+
+
+def _spelling(address: str) -> str:
+    """`` (spelled dataset:cafe\\u0301)`` for an address with non-ASCII characters, else nothing:
+    look-alikes that differ only by Unicode normalisation print the same."""
+    if address.isascii():
+        return ""
+    return f" (spelled {address.encode('ascii', 'backslashreplace').decode('ascii')})"
 
 
 def _yaml_problem(draft: _Draft) -> str | None:

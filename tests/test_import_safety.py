@@ -174,6 +174,47 @@ def test_credentials_where_no_reference_can_stand_skip_the_object(
     assert "leak-" not in result.output
 
 
+# --- 3. look-alikes ---------------------------------------------------------------------------------
+
+
+def test_look_alikes_are_skipped_naming_both_and_the_tree_still_validates(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+    (git_repo / "manifests" / "mine.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Dataset\nslug: obs-one\nname: One\n")
+    commit(git_repo, "one dataset of our own")
+    composed, decomposed = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    db.execute("""INSERT INTO timestore.datasets (id, slug, name) VALUES ('ds-1', 'Readings', 'R'),
+        ('ds-2', 'readings', 'r'), ('ds-3', 'OBS-one', 'Shouting'), ('ds-4', 'distinct', 'Fine')""")
+    db.execute("INSERT INTO metastore.metastore_records (namespace, record_key) VALUES ('obs', 'Sensor-1'), "
+               "('obs', 'sensor-1'), ('obs', %s), ('obs', %s), ('obs', 'sensor-2')", (composed, decomposed))
+    result = invoke(git_repo, db_url, "import")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: skipped")]
+    suffix = ("only by letter case or Unicode normalisation, and the loader refuses such a pair in one tree; "
+              "rename one of them in the catalog (or delete the stray copy) and import again")
+    assert warnings == [
+        "warning: skipped dataset:OBS-one: it differs from dataset:obs-one, which the tree declares "
+        f"({git_repo / 'manifests' / 'mine.yaml'}:1), only by letter case or Unicode normalisation, and the loader refuses such a "
+        "pair in one tree; rename it in the catalog, or delete it there if it is a stray copy",
+        f"warning: skipped dataset:Readings: it differs from dataset:readings {suffix}",
+        f"warning: skipped dataset:readings: it differs from dataset:Readings {suffix}",
+        f"warning: skipped record:obs/Sensor-1: it differs from record:obs/sensor-1 {suffix}",
+        f"warning: skipped record:obs/{decomposed}: it (spelled record:obs/cafe\\u0301) differs from "
+        f"record:obs/{composed} (spelled record:obs/caf\\xe9) {suffix}",
+        f"warning: skipped record:obs/{composed}: it (spelled record:obs/caf\\xe9) differs from "
+        f"record:obs/{decomposed} (spelled record:obs/cafe\\u0301) {suffix}",
+        f"warning: skipped record:obs/sensor-1: it differs from record:obs/Sensor-1 {suffix}",
+    ]
+    out = git_repo / "manifests" / "imported"
+    assert files_under(out) == ["datasets/distinct.yaml", "records/obs.yaml"]
+    validated = validate(git_repo / "manifests")
+    assert validated.exit_code == 0, validated.output
+    commit(git_repo, "import")
+    plan = plan_json(git_repo, db_url)
+    assert sorted(b["address"] for b in plan["bookkeeping"]) == ["dataset:distinct", "record:obs/sensor-2"]
+    assert [f for f in plan["findings"] if f["severity"] == "error"] == []
+
+
 # --- 4. catalog text that would drive the terminal ------------------------------------------------
 
 
