@@ -566,6 +566,7 @@ def import_command(
 
     from .engine import check_address, open_workspace
     from .importer import plan_import
+    from .manifests import output
     from .manifests.emit import dump_documents
 
     for target in targets:
@@ -585,12 +586,12 @@ def import_command(
     catalog_name = "the embedded catalog (.reconciler/)" if workspace.embedded else workspace.database
     header = (f"Imported by reconciler import from {clean(catalog_name)} on "
               f"{datetime.now(UTC).date().isoformat()}; review before committing.")
-    texts = {directory / file.path: dump_documents(file.documents,
-                                                   header="\n\n".join(filter(None, (header, file.comment()))))
+    texts = {file.path: dump_documents(file.documents, header="\n\n".join(filter(None, (header, file.comment()))))
              for file in result.files}
-    _check_overwrites(texts, declared, force)
-    for file, text in texts.items():
-        _write_new_file(file, text)
+    boundary = workspace.repo.root if workspace.repo is not None else path
+    checked = output.check(directory, texts, boundary=boundary)
+    _check_overwrites(checked, declared, force)
+    for file in output.write(checked, replace=force):
         click.echo(f"wrote {clean(file)}")
     for secret in result.secrets:
         click.echo(f"warning: {clean(secret.address)}: {clean(secret.path)} is written as "
@@ -609,34 +610,24 @@ def _import_inputs(workspace: Any) -> tuple[Any, Any]:
     return declared, read_catalog(workspace.database_url, embedded=workspace.embedded)
 
 
-def _check_overwrites(texts: dict[Path, str], declared: Any, force: bool) -> None:
+def _check_overwrites(checked: Any, declared: Any, force: bool) -> None:
     """Refuse existing files unless --force; refuse even then a file the tree declares objects in,
     since replacing it would drop those objects from the tree (and archive them on the next apply)."""
     from collections import Counter
 
     from .errors import ConfigurationError
 
-    existing = [file for file in texts if file.exists()]
+    existing = checked.existing
     if existing and not force:
         raise ConfigurationError("refusing to overwrite existing files (pass --force to overwrite them): "
-                                 + ", ".join(str(file) for file in existing))
+                                 + ", ".join(clean(target.shown) for target in existing))
     holding = Counter(Path(item.location.path).resolve() for item in declared.values())
-    in_tree = [f"{file} ({holding[file.resolve()]} declared objects)" for file in existing
-               if holding[file.resolve()]]
+    counts = {target: holding[checked.real(target)] for target in existing}
+    in_tree = [f"{clean(target.shown)} ({count} declared objects)" for target, count in counts.items() if count]
     if in_tree:
         raise ConfigurationError("refusing to overwrite files in which the tree declares objects, even with "
                                  "--force (the objects would be dropped from the tree): " + ", ".join(in_tree)
                                  + "; import into another --out directory")
-
-
-def _write_new_file(path: Path, text: str) -> None:
-    from .errors import ConfigurationError
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise ConfigurationError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def main() -> None:

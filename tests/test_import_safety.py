@@ -174,6 +174,150 @@ def test_credentials_where_no_reference_can_stand_skip_the_object(
     assert "leak-" not in result.output
 
 
+# --- 2. symbolic links and atomic files ------------------------------------------------------------
+
+
+@pytest.fixture
+def catalog(db: psycopg.Connection[Any]) -> None:
+    """One object of each kind, unmanaged."""
+    add_target(db, "cold", {"root": "/data"})
+    db.execute("INSERT INTO timestore.datasets (id, slug, name) VALUES ('ds-1', 'readings', 'Readings')")
+    db.execute("INSERT INTO metastore.metastore_records (namespace, record_key, owner) VALUES ('obs', 's1', 'me')")
+
+
+def test_a_dangling_symlink_in_the_output_directory_is_refused_and_nothing_is_written(
+        git_repo: Path, db_url: str, tmp_path: Path, catalog: None) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "storage-targets.yaml").symlink_to(elsewhere / "evil.yaml")
+    for force in ((), ("--force",)):
+        result = invoke(git_repo, db_url, "import", "--out", str(out), *force)
+        assert result.exit_code == 1
+        assert "refusing to write through symbolic links or over directories, even with --force" in result.stderr
+        assert (f"{out / 'storage-targets.yaml'} (a symbolic link to {elsewhere / 'evil.yaml'}, outside {out})"
+                in result.stderr)
+        assert "wrote" not in result.stdout
+        assert files_under(out) == ["storage-targets.yaml"] and files_under(elsewhere) == []
+
+
+def test_a_directory_symlink_in_the_output_directory_is_refused_and_nothing_is_written(
+        git_repo: Path, db_url: str, tmp_path: Path, catalog: None) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "datasets").symlink_to(elsewhere, target_is_directory=True)
+    result = invoke(git_repo, db_url, "import", "--out", str(out))
+    assert result.exit_code == 1
+    assert f"{out / 'datasets'} (a symbolic link to {elsewhere}, outside {out})" in result.stderr
+    assert files_under(out) == ["datasets"] and files_under(elsewhere) == []
+
+
+def test_force_never_overwrites_a_file_outside_through_a_symlink(
+        git_repo: Path, db_url: str, tmp_path: Path, catalog: None) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    (out / "records").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "precious.yaml").write_text("precious: true\n")
+    (out / "records" / "obs.yaml").symlink_to(elsewhere / "precious.yaml")
+    result = invoke(git_repo, db_url, "import", "--out", str(out), "--force")
+    assert result.exit_code == 1
+    assert f"{out / 'records' / 'obs.yaml'} (a symbolic link to {elsewhere / 'precious.yaml'}" in result.stderr
+    assert (elsewhere / "precious.yaml").read_text() == "precious: true\n"
+    assert files_under(out) == ["records/obs.yaml"]
+
+
+def test_a_symlink_that_stays_inside_the_output_directory_is_refused_too(
+        git_repo: Path, db_url: str, tmp_path: Path, catalog: None) -> None:
+    out = tmp_path / "out"
+    (out / "real").mkdir(parents=True)
+    (out / "datasets").symlink_to(out / "real", target_is_directory=True)
+    result = invoke(git_repo, db_url, "import", "--out", str(out))
+    assert result.exit_code == 1
+    assert f"{out / 'datasets'} (a symbolic link to {out / 'real'}, inside {out})" in result.stderr
+    assert files_under(out) == ["datasets"]
+
+
+def test_an_output_directory_that_leads_out_of_the_repository_is_refused(
+        git_repo: Path, db_url: str, tmp_path: Path, catalog: None) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (git_repo / "vendor").symlink_to(elsewhere, target_is_directory=True)  # beside the tree, in the repository
+    result = invoke(git_repo, db_url, "import", "--out", str(git_repo / "vendor" / "imported"))
+    assert result.exit_code == 1
+    assert (f"refusing to import into {git_repo / 'vendor' / 'imported'}: {git_repo / 'vendor'} is a symbolic "
+            f"link leading outside the repository (to {elsewhere}); nothing was written") in result.stderr
+    assert files_under(elsewhere) == []
+    # Inside the tree, the loader refuses such a link first, for every command.
+    (git_repo / "manifests" / "imported").symlink_to(elsewhere, target_is_directory=True)
+    result = invoke(git_repo, db_url, "import")
+    assert result.exit_code == 1 and "symbolic link leads outside the manifest tree" in result.stderr
+    assert files_under(elsewhere) == []
+
+
+def test_a_link_inside_the_repository_above_the_output_directory_is_followed_once(
+        git_repo: Path, db_url: str, catalog: None) -> None:
+    (git_repo / "manifests" / "staging").mkdir()
+    (git_repo / "manifests" / "imported").symlink_to(git_repo / "manifests" / "staging", target_is_directory=True)
+    result = invoke(git_repo, db_url, "import")
+    assert result.exit_code == 0, result.output
+    assert files_under(git_repo / "manifests" / "staging") == ["datasets/readings.yaml", "records/obs.yaml",
+                                                               "storage-targets.yaml"]
+    assert validate(git_repo / "manifests").stdout == (
+        "Valid: 1 storage target, 1 dataset, 1 record in 3 files.\n")
+
+
+def test_files_are_written_whole_and_no_temporary_file_is_left(
+        git_repo: Path, db_url: str, tmp_path: Path, catalog: None) -> None:
+    out = tmp_path / "out"
+    assert invoke(git_repo, db_url, "import", "--out", str(out)).exit_code == 0
+    first = {name: (out / name).read_bytes() for name in files_under(out)}
+    forced = invoke(git_repo, db_url, "import", "--out", str(out), "--force")
+    assert forced.exit_code == 0, forced.output
+    assert sorted(first) == ["datasets/readings.yaml", "records/obs.yaml", "storage-targets.yaml"]
+    assert {name: (out / name).read_bytes() for name in files_under(out)} == first  # no hidden leftovers
+
+
+KILLER = """\
+import os, signal, sys
+from pathlib import Path
+
+real_write = os.write
+
+
+def write(fd, data):
+    # Half of the first manifest's bytes reach the disk, then the process dies at once.
+    if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+        real_write(fd, bytes(data[: len(data) // 2]))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(fd, data)
+
+
+os.write = write
+from reconciler.cli import main
+
+sys.argv = ["reconciler", *sys.argv[1:]]
+main()
+"""
+
+
+def test_an_import_killed_while_writing_leaves_no_half_written_manifest(
+        git_repo: Path, db_url: str, tmp_path: Path, catalog: None) -> None:
+    script = tmp_path / "killed_import.py"
+    script.write_text(KILLER)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(script), "import", str(git_repo / "manifests"), "--database-url",
+                           db_url, "--out", str(out)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == -9, done.stderr
+    # Whatever is there is hidden from the loader (a temporary file), never a visible half manifest.
+    assert [name for name in files_under(out) if not Path(name).name.startswith(".")] == []
+    assert validate(out).exit_code == 0
+    again = invoke(git_repo, db_url, "import", "--out", str(out))
+    assert again.exit_code == 0, again.output
+    assert len([n for n in files_under(out) if not Path(n).name.startswith(".")]) == 3
+
+
 # --- 3. look-alikes ---------------------------------------------------------------------------------
 
 
@@ -241,3 +385,12 @@ def test_import_prints_catalog_text_with_control_characters_escaped(
     assert "#   RECONCILER_COLD_PASS_WORD: storage-target:cold config.pass\\u202eword (its key names a secret)" \
         in written.splitlines()
     assert validate(git_repo / "manifests").exit_code == 0
+
+
+def test_no_file_written_by_import_is_executable_or_hidden(
+        git_repo: Path, db_url: str, tmp_path: Path, catalog: None) -> None:
+    out = tmp_path / "out"
+    assert invoke(git_repo, db_url, "import", "--out", str(out)).exit_code == 0
+    for name in files_under(out):
+        mode = os.stat(out / name).st_mode
+        assert not mode & 0o111 and not Path(name).name.startswith("."), name
