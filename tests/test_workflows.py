@@ -876,6 +876,7 @@ DOCUMENTED_MODULES = (
     "reconciler/cli.py", "reconciler/engine.py", "reconciler/plan.py", "reconciler/diff.py",
     "reconciler/provenance.py", "reconciler/manifests/config.py", "reconciler/catalog/writer.py",
     "reconciler/catalog/migrations.py", "reconciler/catalog/connection.py", "reconciler/catalog/embedded.py",
+    "reconciler/importer.py", "reconciler/manifests/output.py",
 )
 _ERROR_CALLS = {"ReconcilerError", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "MigrationError",
                 "ConflictError", "Refusal", "LockTimeout", "UsageError", "AuditVerificationError"}
