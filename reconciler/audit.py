@@ -126,7 +126,7 @@ class Entry:
     @property
     def label(self) -> str:
         """How messages name the entry: ``entry 17 (record:obs/x, run run-…)``."""
-        return f"entry {self.seq} ({self.address}, run {self.run_id})"
+        return f"entry {self.seq} ({clean(self.address)}, run {clean(self.run_id)})"
 
     def body(self) -> dict[str, Any]:
         """Every column but ``hash``, normalised: the object the hash covers."""

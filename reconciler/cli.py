@@ -559,8 +559,10 @@ def import_command(
     tree at PATH (default: manifests) does not declare. Writes storage-targets.yaml,
     datasets/<slug>.yaml and records/<namespace>.yaml under DIR. Once committed, the
     plan shows no change for them and the next apply records them as managed.
-    Secret-looking config values are written as ${env:...} references, with a
-    warning naming each variable. Existing files are never overwritten without --force.
+    Config values that look like credentials are written as ${env:...} references,
+    with a warning naming each variable. Look-alike names the loader would refuse
+    together are skipped. Existing files are never overwritten without --force, and
+    nothing is ever written through a symbolic link or outside DIR.
     """
     from datetime import UTC, datetime
 
