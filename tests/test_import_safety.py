@@ -143,6 +143,23 @@ def _values_by_variable(text: str) -> dict[str, str]:
     return found
 
 
+def test_what_counts_as_a_credential_and_what_does_not() -> None:
+    from reconciler.credentials import credential_in, looks_secret
+
+    for key in ("pass", "pwd", "db_pwd", "userPw", "DBPass", "apiKey", "secretAccessKey", "sasToken", "Cookie"):
+        assert looks_secret(key), key
+    for key in ("bypass", "passthrough", "compass", "host", "user", "region", "bucket", "path"):
+        assert not looks_secret(key), key
+    for text in ("https://u:p@h/x", "redis://:p@cache:6379", "jdbc:mysql://u:p@db/x", "host=db password=p",
+                 "jdbc:postgresql://db/x?user=u&password=p", "Server=db;Uid=u;Pwd=p;", "https://x/y?sig=abc",
+                 "Bearer abcdefgh1234", "Authorization: Basic Zm9vOmJhcg==", "-----BEGIN RSA PRIVATE KEY-----",
+                 "token ghp_" + "a" * 36, "AKIAABCDEFGHIJKLMNOP"):
+        assert credential_in(text), text
+    for text in ("https://example.com/path?page=2", "host=db port=5432 dbname=x", "user@example.com",
+                 "s3://bucket/key:with@sign", "Bearer", "a: b", "key=value", "http://host:8080/x@y"):
+        assert credential_in(text) is None, text
+
+
 def test_variable_names_never_reuse_one_the_tree_refers_to(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
     (git_repo / "manifests" / "mine.yaml").write_text(
