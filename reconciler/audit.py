@@ -46,6 +46,7 @@ from .catalog.audit_log import Filters as Filters  # re-exported for the CLI
 from .errors import ConfigurationError, ReconcilerError
 from .plan import MASK, Author, Plan, mask
 from .git.repository import GitRepository
+from .text import clean
 
 GENESIS = "0" * 64
 EXPORT_FORMATS = ("parquet", "csv")
@@ -53,7 +54,6 @@ EXPORT_FORMATS = ("parquet", "csv")
 VALUE_LIMIT = 200
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class AuditVerificationError(ReconcilerError):
@@ -130,7 +130,7 @@ class Entry:
     @property
     def label(self) -> str:
         """How messages name the entry: ``entry 17 (record:obs/x, run run-…)``."""
-        return f"entry {self.seq} ({self.address}, run {self.run_id})"
+        return f"entry {self.seq} ({clean(self.address)}, run {clean(self.run_id)})"
 
     def body(self) -> dict[str, Any]:
         """Every column but ``hash``, normalised: the object the hash covers."""
@@ -448,12 +448,12 @@ def _block(entry: Entry) -> str:
         commit += f" of {entry.commit_date.astimezone(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
     who = "author" if entry.reason in (None, "manifest") and not entry.uncommitted else "by"
     reason = f" ({entry.reason})" if entry.reason and entry.reason != "manifest" else ""
-    lines = [f"entry {entry.seq}  {when}  {entry.action} {_clean(entry.address)}{reason}",
-             f"  {who:<9} {_clean(entry.author_name)} <{_clean(entry.author_email)}>, {commit}",
-             f"  applier   {_clean(entry.applier)}, {_clean(entry.run_id)}, source {_clean(entry.source)}"]
+    lines = [f"entry {entry.seq}  {when}  {entry.action} {clean(entry.address)}{reason}",
+             f"  {who:<9} {clean(entry.author_name)} <{clean(entry.author_email)}>, {commit}",
+             f"  applier   {clean(entry.applier)}, {clean(entry.run_id)}, source {clean(entry.source)}"]
     if entry.manifest_path:
         line = f":{entry.manifest_line}" if entry.manifest_line else ""
-        lines.append(f"  manifest  {_clean(entry.manifest_path)}{line}")
+        lines.append(f"  manifest  {clean(entry.manifest_path)}{line}")
     before, after = entry.before or {}, entry.after or {}
     names = entry.fields or tuple(sorted(set(before) | set(after)))
     label = "  changed   "
@@ -461,21 +461,16 @@ def _block(entry: Entry) -> str:
         if name in before or name in after:
             old = _value(before[name]) if entry.before is not None and name in before else "(none)"
             new = _value(after[name]) if entry.after is not None and name in after else "(none)"
-            lines.append(f"{label}{_clean(name)}: {old} → {new}")
+            lines.append(f"{label}{clean(name)}: {old} → {new}")
         else:
-            lines.append(f"{label}{_clean(name)}")
+            lines.append(f"{label}{clean(name)}")
         label = " " * len(label)
     return "\n".join(lines) + "\n"
 
 
 def _value(value: Any) -> str:
-    text = _clean(canonical(plain(value)))
+    text = clean(canonical(plain(value)))
     return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 1] + "…"
-
-
-def _clean(text: str) -> str:
-    """Control characters escaped: recorded text cannot drive the terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 # --- exporting -------------------------------------------------------------------------------

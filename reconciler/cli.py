@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .errors import ManifestError, ReconcilerError
+from .text import clean, clean_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,9 +39,11 @@ class _UserFacingError(click.ClickException):
             # annotations parse them), then the count as the error line.
             for problem in self.error.problems:
                 click.echo(str(problem), err=True)
-            click.echo(f"error: {self.error.message}", err=True)
+            click.echo(f"error: {clean_lines(self.error.message)}", err=True)
             return
-        click.echo(f"error: {self.message}", err=True)
+        # Values an error quotes are cleaned where it is composed; this keeps any that
+        # were not from driving the terminal (the message's own line breaks stay).
+        click.echo(f"error: {clean_lines(self.message)}", err=True)
 
 
 class _Group(click.Group):
@@ -556,13 +559,16 @@ def import_command(
     tree at PATH (default: manifests) does not declare. Writes storage-targets.yaml,
     datasets/<slug>.yaml and records/<namespace>.yaml under DIR. Once committed, the
     plan shows no change for them and the next apply records them as managed.
-    Secret-looking config values are written as ${env:...} references, with a
-    warning naming each variable. Existing files are never overwritten without --force.
+    Config values that look like credentials are written as ${env:...} references,
+    with a warning naming each variable. Look-alike names the loader would refuse
+    together are skipped. Existing files are never overwritten without --force, and
+    nothing is ever written through a symbolic link or outside DIR.
     """
     from datetime import UTC, datetime
 
     from .engine import check_address, open_workspace
     from .importer import plan_import
+    from .manifests import output
     from .manifests.emit import dump_documents
 
     for target in targets:
@@ -571,7 +577,7 @@ def import_command(
     declared, catalog = _import_inputs(workspace)
     result = plan_import(catalog.live, catalog.applied, declared, targets)
     for address, reason in result.skipped:
-        click.echo(f"warning: skipped {address}: {reason}", err=True)
+        click.echo(f"warning: skipped {clean(address)}: {clean(reason)}", err=True)
     if not result.candidates:
         click.echo("Nothing to import: every catalog object is managed.")
         return
@@ -580,17 +586,19 @@ def import_command(
                               "can be written as a manifest (see the warnings above)")
     directory = out_dir if out_dir is not None else path / "imported"
     catalog_name = "the embedded catalog (.reconciler/)" if workspace.embedded else workspace.database
-    header = (f"Imported by reconciler import from {catalog_name} on "
+    header = (f"Imported by reconciler import from {clean(catalog_name)} on "
               f"{datetime.now(UTC).date().isoformat()}; review before committing.")
-    texts = {directory / file.path: dump_documents(file.documents, header=header) for file in result.files}
-    _check_overwrites(texts, declared, force)
-    for file, text in texts.items():
-        _write_new_file(file, text)
-        click.echo(f"wrote {file}")
+    texts = {file.path: dump_documents(file.documents, header="\n\n".join(filter(None, (header, file.comment()))))
+             for file in result.files}
+    boundary = workspace.repo.root if workspace.repo is not None else path
+    checked = output.check(directory, texts, boundary=boundary)
+    _check_overwrites(checked, declared, force)
+    for file in output.write(checked, replace=force):
+        click.echo(f"wrote {clean(file)}")
     for secret in result.secrets:
-        click.echo(f"warning: {secret.address}: {secret.path} is written as ${{env:{secret.variable}}}; "
-                   f"set {secret.variable} to its value before plan or apply", err=True)
-    click.echo(result.summary(str(directory)))
+        click.echo(f"warning: {clean(secret.address)}: {clean(secret.path)} is written as "
+                   f"${{env:{secret.variable}}}; set {secret.variable} to its value before plan or apply", err=True)
+    click.echo(result.summary(clean(directory)))
 
 
 def _import_inputs(workspace: Any) -> tuple[Any, Any]:
@@ -604,34 +612,24 @@ def _import_inputs(workspace: Any) -> tuple[Any, Any]:
     return declared, read_catalog(workspace.database_url, embedded=workspace.embedded)
 
 
-def _check_overwrites(texts: dict[Path, str], declared: Any, force: bool) -> None:
+def _check_overwrites(checked: Any, declared: Any, force: bool) -> None:
     """Refuse existing files unless --force; refuse even then a file the tree declares objects in,
     since replacing it would drop those objects from the tree (and archive them on the next apply)."""
     from collections import Counter
 
     from .errors import ConfigurationError
 
-    existing = [file for file in texts if file.exists()]
+    existing = checked.existing
     if existing and not force:
         raise ConfigurationError("refusing to overwrite existing files (pass --force to overwrite them): "
-                                 + ", ".join(str(file) for file in existing))
+                                 + ", ".join(clean(target.shown) for target in existing))
     holding = Counter(Path(item.location.path).resolve() for item in declared.values())
-    in_tree = [f"{file} ({holding[file.resolve()]} declared objects)" for file in existing
-               if holding[file.resolve()]]
+    counts = {target: holding[checked.real(target)] for target in existing}
+    in_tree = [f"{clean(target.shown)} ({count} declared objects)" for target, count in counts.items() if count]
     if in_tree:
         raise ConfigurationError("refusing to overwrite files in which the tree declares objects, even with "
                                  "--force (the objects would be dropped from the tree): " + ", ".join(in_tree)
                                  + "; import into another --out directory")
-
-
-def _write_new_file(path: Path, text: str) -> None:
-    from .errors import ConfigurationError
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise ConfigurationError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def main() -> None:

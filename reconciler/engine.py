@@ -47,6 +47,7 @@ from .app.attribution import attribute
 from .git.repository import GitRepository
 from .plan import Author, FileDigest, Plan, from_diff, mask, walk_path
 from .policy import Policy, check
+from .text import clean
 
 if TYPE_CHECKING:
     from .desired import DesiredState
@@ -474,7 +475,7 @@ def _check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions,
         counts = {kind: n for kind, n in rows}
     reasons = refusals(plan, options, counts, ws.policy)
     if reasons:
-        raise Refusal("apply refused; nothing was written:\n  " + "\n  ".join(reasons))
+        raise Refusal("apply refused; nothing was written:\n  " + "\n  ".join(clean(r) for r in reasons))
 
 
 def _write(change: Change, plan: Plan, environ: Mapping[str, str], applying: Author) -> Write:

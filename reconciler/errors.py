@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .text import clean
+
 
 class ReconcilerError(Exception):
     """Root of every error the reconciler reports to its user.
@@ -66,7 +68,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.column}: {self.message}"
+        # One line whatever the file's name or the quoted text holds: editors and CI
+        # annotations read one problem a line.
+        return f"{clean(self.path)}:{self.line}:{self.column}: {clean(self.message)}"
 
 
 class ManifestError(ReconcilerError):

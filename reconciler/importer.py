@@ -11,25 +11,36 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from .credentials import credential_in, looks_secret
 from .desired import _desired  # the plan's own model → Desired translation: the check cannot drift from it
 from .diff import Applied, Desired, Live, diff
 from .errors import ConfigurationError
 from .manifests.messages import translate
 from .manifests.tree import Declared, Location
 from .manifests.yamlread import value_problems
-from .model import API_VERSION, Dataset, Declaration, RecordItem, RecordSet, StorageTarget, format_path
+from .model import (
+    API_VERSION,
+    Dataset,
+    Declaration,
+    RecordItem,
+    RecordSet,
+    StorageTarget,
+    env_references,
+    folded,
+    format_path,
+    iter_strings,
+)
+from .text import clean
+
+__all__ = ["ImportFile", "ImportResult", "Secret", "file_name", "looks_secret", "plan_import", "select"]
 
 # Dataset metadata keys the platform's services write for themselves. They are left
 # out of imported manifests, so they stay the services' (the three-way merge keeps
 # keys the tree never set) instead of becoming managed and reverted as drift.
 SERVICE_METADATA_KEYS: Final = frozenset({"createdBy", "tableName", "timestampColumn"})
-# A storage target config key whose name (lower-cased, punctuation removed) contains
-# one of these holds a secret: its value is never written, only an ${env:...} reference.
-SECRET_WORDS: Final = ("password", "passwd", "secret", "token", "key", "credential", "connectionstring",
-                       "authorization")
-# A URL with a password in it (scheme://user:password@host) is a secret whatever its key.
-_URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
 _NOT_ALNUM = re.compile(r"[^A-Z0-9]")
+# Longest environment variable name import makes up (a deep config path would make a long one).
+VARIABLE_LENGTH: Final = 96
 _NOT_FILE_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 # Where the check pretends an imported object is declared; only the diff sees it.
 _NOWHERE = Location("<import>", 1, 1, 1)
@@ -39,21 +50,35 @@ _NOUNS: Final = {"storage-target": ("storage target", "storage targets"), "datas
 
 
 @dataclass(frozen=True)
+class Secret:
+    """A config value written as ``${env:VARIABLE}`` instead of its value, and why it looked secret."""
+
+    address: str
+    path: str  # config.<dotted path>
+    variable: str
+    why: str = "its key names a secret"
+
+    def note(self) -> str:
+        """``VARIABLE: storage-target:NAME config.PATH (why)``, safe to print and to write in a comment."""
+        return f"{self.variable}: {clean(self.address)} {clean(self.path)} ({self.why})"
+
+
+@dataclass(frozen=True)
 class ImportFile:
     """One file to write: its path below the output directory and its documents, in order."""
 
     path: str
     documents: tuple[dict[str, Any], ...]
     addresses: tuple[str, ...]
+    secrets: tuple[Secret, ...] = ()  # the variables its documents refer to
 
-
-@dataclass(frozen=True)
-class Secret:
-    """A config value written as ``${env:VARIABLE}`` instead of its value."""
-
-    address: str
-    path: str  # config.<dotted path>
-    variable: str
+    def comment(self) -> str:
+        """The lines a file with ``${env:...}`` references opens with: every variable to set."""
+        if not self.secrets:
+            return ""
+        return "\n".join(["Credentials are not written in this file. Before plan or apply, set each of these",
+                          "environment variables to the value the catalog holds at the path named:",
+                          *(f"  {secret.note()}" for secret in self.secrets)])
 
 
 @dataclass(frozen=True)
@@ -120,7 +145,7 @@ def select(live: Mapping[str, Live], applied: Mapping[str, Applied], declared: M
             problems.append(f"{address} is already declared in the tree ({where.path}:{where.line}); "
                             "the next apply adopts it")
     if problems:
-        raise ConfigurationError("cannot import:\n  " + "\n  ".join(problems))
+        raise ConfigurationError("cannot import:\n  " + "\n  ".join(clean(p) for p in problems))
     return tuple(sorted(dict.fromkeys(targets)))
 
 
@@ -133,7 +158,7 @@ def plan_import(live: Mapping[str, Live], applied: Mapping[str, Applied], declar
     anything (or not load, or break a link) is skipped with the reason.
     """
     candidates = select(live, applied, declared, targets)
-    names = _Variables()
+    names = _Variables(_referenced(declared))
     drafts: list[_Draft] = []
     skipped: list[tuple[str, str]] = []
     for address in candidates:
@@ -144,8 +169,20 @@ def plan_import(live: Mapping[str, Live], applied: Mapping[str, Applied], declar
     _expand(drafts)
     kept, refused = _check(drafts, live)
     skipped += refused
+    kept, alike = _lookalikes(kept, declared)
+    skipped += alike
     return ImportResult(candidates, _files(kept), tuple(sorted(skipped)),
                         tuple(secret for draft in kept for secret, _ in draft.secrets))
+
+
+def _referenced(declared: Mapping[str, Desired]) -> set[str]:
+    """The environment variables the tree's storage targets already refer to: not to be reused."""
+    names: set[str] = set()
+    for item in declared.values():
+        if item.kind == "storage-target":
+            for _, text in iter_strings(item.fields.get("config") or {}):
+                names.update(env_references(text))
+    return names
 
 
 # --- documents ------------------------------------------------------------------------------
@@ -157,6 +194,7 @@ def _draft(obj: Live, names: _Variables, live: Mapping[str, Live], declared: Col
         return _storage_target(name, obj.fields, names, obj.address)
     if obj.kind == "dataset":
         document = _dataset(name, obj.fields)
+        _refuse_credentials(document, ("apiVersion", "kind", "slug"))
         return _Draft(obj.address, obj.kind, document, _validate(Dataset, document))
     namespace, _, key = name.partition("/")
     return _record(obj.address, namespace, key, obj.fields, live, declared)
@@ -183,20 +221,16 @@ def _config(value: Any, path: tuple[str | int, ...], secret: bool, target: str, 
     if isinstance(value, list):
         return [_config(item, (*path, index), secret, target, names, address, secrets)
                 for index, item in enumerate(value)]
-    if isinstance(value, str) and (secret or _URL_WITH_PASSWORD.match(value)):
+    shape = credential_in(value) if isinstance(value, str) and not secret else None
+    if isinstance(value, str) and (secret or shape):
         variable = names.claim(target, path)
-        secrets.append((Secret(address, "config." + format_path(path), variable), value))
+        why = f"it holds {shape}" if shape else "its key names a secret"
+        secrets.append((Secret(address, "config." + format_path(path), variable, why), value))
         return "${env:" + variable + "}"
     if isinstance(value, str) and "${" in value:
         raise _Skip(f"config.{format_path(path)} holds '${{', which a manifest reads as an environment "
                     "variable reference")
     return value
-
-
-def looks_secret(key: str) -> bool:
-    """Whether a config key's name says its value is a secret (password, token, apiKey…)."""
-    squashed = re.sub(r"[^a-z0-9]", "", key.lower())
-    return any(word in squashed for word in SECRET_WORDS)
 
 
 def _dataset(slug: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -234,12 +268,27 @@ def _record(address: str, namespace: str, key: str, fields: Mapping[str, Any], l
     problem = _namespace_problem(namespace)
     if problem:
         raise _Skip(problem)
+    _refuse_credentials(item, ("key",))
     model: RecordItem = _validate(RecordItem, item)
     slug = (model.metadata or {}).get("datasetSlug")
     if isinstance(slug, str) and f"dataset:{slug}" not in live and f"dataset:{slug}" not in declared:
         raise _Skip(f"metadata.datasetSlug names dataset {slug!r}, which is neither in the catalog nor in "
                     "the tree (the plan would refuse the broken link)")
     return _Draft(address, "record", item, model, namespace=namespace)
+
+
+def _refuse_credentials(document: Mapping[str, Any], identity: Collection[str]) -> None:
+    """_Skip an object holding a credential-looking string outside a storage target's config:
+    no other field can take its value from the environment, and none is written in clear."""
+    for name, value in document.items():
+        if name in identity:
+            continue
+        for path, text in iter_strings(value, (name,)):
+            shape = credential_in(text)
+            if shape:
+                raise _Skip(f"{format_path(path)} looks like {shape}, and only a storage target's config can "
+                            "take a value from the environment; import never writes a credential in clear "
+                            "(take it out of the catalog object, or declare the object by hand)")
 
 
 def _expand(drafts: Sequence[_Draft]) -> None:
@@ -284,13 +333,17 @@ def _validate(model: type[BaseModel], document: Mapping[str, Any]) -> Any:
 
 
 class _Variables:
-    """Environment variable names for secret config values: RECONCILER_<TARGET>_<KEY>, unique."""
+    """Environment variable names for secret config values: RECONCILER_<TARGET>_<KEY>, unique
+    among themselves and apart from every variable the tree already refers to."""
 
-    def __init__(self) -> None:
-        self.taken: set[str] = set()
+    def __init__(self, taken: Collection[str] = ()) -> None:
+        self.taken: set[str] = set(taken)
 
     def claim(self, target: str, path: Sequence[str | int]) -> str:
+        # Only A-Z, 0-9 and _ (ASCII: the class has no other letters) after a fixed
+        # first word, so the name always matches ENV_NAME_PATTERN.
         base = _NOT_ALNUM.sub("_", "_".join(["RECONCILER", target, *map(str, path)]).upper())
+        base = base[:VARIABLE_LENGTH - 4]  # room for a _<n> suffix
         name, n = base, 1
         while name in self.taken:
             n += 1
@@ -324,6 +377,47 @@ def _check(drafts: Sequence[_Draft], live: Mapping[str, Live]) -> tuple[list[_Dr
     return [d for d in kept if d.address not in refused], skipped
 
 
+def _lookalikes(drafts: Sequence[_Draft], declared: Mapping[str, Desired]) -> tuple[list[_Draft],
+                                                                                   list[tuple[str, str]]]:
+    """Skip every draft whose address differs from another's — a draft's, or an object the tree
+    declares — only by letter case or Unicode normalisation: the loader refuses such a pair in
+    one tree, so writing both would block every plan of the source."""
+    in_tree: dict[str, str] = {}
+    for address in declared:
+        in_tree.setdefault(folded(address), address)
+    alike: dict[str, list[str]] = {}
+    for draft in drafts:
+        alike.setdefault(folded(draft.address), []).append(draft.address)
+    kept, skipped = [], []
+    for draft in drafts:
+        key = folded(draft.address)
+        twin = in_tree.get(key)
+        others = [address for address in alike[key] if address != draft.address]
+        it = "it" + _spelling(draft.address)
+        if twin is not None:
+            where = declared[twin].location
+            skipped.append((draft.address, f"{it} differs from {twin}{_spelling(twin)}, which the tree declares "
+                            f"({where.path}:{where.line}), only by letter case or Unicode normalisation, and the "
+                            "loader refuses such a pair in one tree; rename it in the catalog, or delete it there "
+                            "if it is a stray copy"))
+        elif others:
+            named = ", ".join(address + _spelling(address) for address in others)
+            skipped.append((draft.address, f"{it} differs from {named} only by letter case "
+                            "or Unicode normalisation, and the loader refuses such a pair in one tree; rename one "
+                            "of them in the catalog (or delete the stray copy) and import again"))
+        else:
+            kept.append(draft)
+    return kept, skipped
+
+
+def _spelling(address: str) -> str:
+    """`` (spelled dataset:cafe\\u0301)`` for an address with non-ASCII characters, else nothing:
+    look-alikes that differ only by Unicode normalisation print the same."""
+    if address.isascii():
+        return ""
+    return f" (spelled {address.encode('ascii', 'backslashreplace').decode('ascii')})"
+
+
 def _yaml_problem(draft: _Draft) -> str | None:
     """What the loader would refuse in the YAML itself (nesting depth, control characters in keys)."""
     # A record sits two levels down in its RecordSet document (records list, item).
@@ -343,18 +437,19 @@ def _files(drafts: Iterable[_Draft]) -> tuple[ImportFile, ...]:
 
     Names that would clash on a case-insensitive file system share one file.
     """
-    grouped: dict[str, tuple[str, list[dict[str, Any]], list[str]]] = {}
+    grouped: dict[str, tuple[str, list[dict[str, Any]], list[str], list[Secret]]] = {}
 
-    def add(path: str, document: dict[str, Any], addresses: list[str]) -> None:
-        entry = grouped.setdefault(path.casefold(), (path, [], []))
+    def add(path: str, document: dict[str, Any], addresses: list[str], secrets: Iterable[Secret] = ()) -> None:
+        entry = grouped.setdefault(path.casefold(), (path, [], [], []))
         entry[1].append(document)
         entry[2].extend(addresses)
+        entry[3].extend(secrets)
 
     by_kind: dict[str, list[_Draft]] = {kind: [] for kind in _KINDS}
     for draft in drafts:
         by_kind[draft.kind].append(draft)
     for draft in by_kind["storage-target"]:
-        add("storage-targets.yaml", draft.document, [draft.address])
+        add("storage-targets.yaml", draft.document, [draft.address], (secret for secret, _ in draft.secrets))
     for draft in by_kind["dataset"]:
         add(f"datasets/{file_name(draft.address.partition(':')[2])}", draft.document, [draft.address])
     namespaces: dict[str, list[_Draft]] = {}
@@ -365,8 +460,8 @@ def _files(drafts: Iterable[_Draft]) -> tuple[ImportFile, ...]:
         document = {"apiVersion": API_VERSION, "kind": "RecordSet", "namespace": namespace,
                     "records": [d.document for d in items]}
         add(f"records/{file_name(namespace)}", document, [d.address for d in items])
-    return tuple(ImportFile(path, tuple(documents), tuple(addresses))
-                 for path, documents, addresses in sorted(grouped.values(), key=lambda entry: entry[0]))
+    return tuple(ImportFile(path, tuple(documents), tuple(addresses), tuple(secrets))
+                 for path, documents, addresses, secrets in sorted(grouped.values(), key=lambda entry: entry[0]))
 
 
 def file_name(name: str) -> str:

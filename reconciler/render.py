@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from .diff import ACTIONS, KINDS
 from .plan import Plan
+from .text import clean
 
 NO_CHANGES: Final = "No changes. The catalog matches the manifests."
 PURGE_TITLE: Final = "Destructive changes (need --allow-purge):"
@@ -26,7 +27,6 @@ _PAD = "      "
 _MISSING: Final = object()
 _ABSENT, _REMOVED = "(absent)", "(removed)"
 _MARKERS: Final = frozenset({_ABSENT, _REMOVED})
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#])")
 
 
@@ -64,22 +64,17 @@ class _Row:
 # Shared pieces: values, positions, authors, field changes
 
 
-def _clean(text: Any) -> str:
-    """Control characters escaped, so manifest text cannot drive the terminal or hide lines."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
-
-
 def _cap(text: str) -> str:
     return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 1] + "…"
 
 
 def _value(value: Any) -> str:
     """A value as JSON (``"text"``, ``5``, ``true``, ``null``, ``{...}``), capped in length."""
-    return _cap(json.dumps(value, ensure_ascii=False, default=str))
+    return _cap(clean(json.dumps(value, ensure_ascii=False, default=str)))
 
 
 def _where(source: Mapping[str, Any] | None) -> str | None:
-    return f"{_clean(source['path'])}:{source['line']}" if source else None
+    return f"{clean(source['path'])}:{source['line']}" if source else None
 
 
 _REASON_WORDS: Final = {"drift": "reverts a change made outside git", "secret": "a secret's value changed",
@@ -91,15 +86,15 @@ def _author(change: Mapping[str, Any]) -> str:
     asked for; otherwise whoever applies, why, and the commit that declares the value."""
     author = change.get("author") or {}
     name, email = author.get("name"), author.get("email")
-    who = _clean(f"{name} <{email}>" if email else name) if name and name != "unknown" else ""
+    who = clean(f"{name} <{email}>" if email else name) if name and name != "unknown" else ""
     commit = author.get("commit")
     if author.get("uncommitted"):
         return f"{who} (uncommitted)" if who else "uncommitted"
     if author.get("applier"):
         why = _REASON_WORDS.get(str(change.get("reason")), "no commit asked for it")
-        declared = f"; value declared in commit {_clean(commit)[:7]}" if commit else ""
+        declared = f"; value declared in commit {clean(commit)[:7]}" if commit else ""
         return f"whoever applies ({why}{declared})"
-    return f"{who or 'unknown'}, commit {_clean(commit)[:7]}" if commit else (who or "unknown")
+    return f"{who or 'unknown'}, commit {clean(commit)[:7]}" if commit else (who or "unknown")
 
 
 def _lookup(node: Any, rest: str) -> Any:
@@ -142,7 +137,7 @@ def _changed_rows(change: Mapping[str, Any]) -> list[_Row]:
                 continue
             whole.add(path)
             old, new = before.get(path), after.get(path)
-        rows.append(_Row(_cap(_clean(path)), _ABSENT if old is _MISSING else _value(old),
+        rows.append(_Row(_cap(clean(path)), _ABSENT if old is _MISSING else _value(old),
                          _REMOVED if new is _MISSING else _value(new)))
     if "protect" in fields:
         protect = bool(change.get("protect"))
@@ -153,7 +148,7 @@ def _changed_rows(change: Mapping[str, Any]) -> list[_Row]:
 def _created_rows(change: Mapping[str, Any]) -> list[_Row]:
     """A new object's non-empty fields, one row each."""
     after = change.get("after") or {}
-    return [_Row(_clean(name), None, _value(value)) for name, value in after.items()
+    return [_Row(clean(name), None, _value(value)) for name, value in after.items()
             if value is not None and value != "" and value != {} and value != []]
 
 
@@ -182,10 +177,10 @@ def _source_text(change: Mapping[str, Any]) -> tuple[str, str]:
         return where, ""
     if removal is None:
         return where, "no longer declared"
-    commit = _clean(removal["commit"])[:7]
+    commit = clean(removal["commit"])[:7]
     if removal.get("file_removed"):
         return where, f"manifest removed in {commit}"
-    return where, f"removed from {_clean(removal['path'])} in {commit}"
+    return where, f"removed from {clean(removal['path'])} in {commit}"
 
 
 def _closing(data: Mapping[str, Any]) -> str:
@@ -210,8 +205,8 @@ def _drift_by_address(data: Mapping[str, Any]) -> dict[str, list[str]]:
 
 def _finding_line(finding: Mapping[str, Any]) -> str:
     where = _where(finding.get("source"))
-    text = f"{_clean(finding['address'])}: " if finding["address"] else ""
-    return text + _clean(finding["message"]) + (f" ({where})" if where else "")
+    text = f"{clean(finding['address'])}: " if finding["address"] else ""
+    return text + clean(finding["message"]) + (f" ({where})" if where else "")
 
 
 def _plural(count: int, one: str, many: str) -> str:
@@ -255,7 +250,7 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
     lines += _text_bookkeeping(data)
     if data["unmanaged"]:
         lines += ["", _unmanaged_sentence(len(data["unmanaged"])) + ":"]
-        lines += [f"    {_clean(a)}" for a in data["unmanaged"][:UNMANAGED_SHOWN]]
+        lines += [f"    {clean(a)}" for a in data["unmanaged"][:UNMANAGED_SHOWN]]
         if len(data["unmanaged"]) > UNMANAGED_SHOWN:
             lines.append(f"    … and {len(data['unmanaged']) - UNMANAGED_SHOWN:,} more")
     planned = {c["address"] for c in changes}
@@ -271,15 +266,15 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
 
 def _text_header(data: Mapping[str, Any]) -> str:
     commit = data.get("commit")
-    line = f'Plan for source "{_clean(data["source"])}" ' + (
-        f"at commit {_clean(commit)[:7]}" if commit else "(no commit)")
+    line = f'Plan for source "{clean(data["source"])}" ' + (
+        f"at commit {clean(commit)[:7]}" if commit else "(no commit)")
     if data.get("dirty"):
         line += " (the working tree has uncommitted changes)"
     if data.get("attribution_problem"):
-        line += f"\nAttribution impossible: {_clean(data['attribution_problem'])}; apply refuses this plan"
+        line += f"\nAttribution impossible: {clean(data['attribution_problem'])}; apply refuses this plan"
     targets = data.get("targets") or []
     if targets:
-        shown = ", ".join(_clean(t) for t in targets[:UNMANAGED_SHOWN])
+        shown = ", ".join(clean(t) for t in targets[:UNMANAGED_SHOWN])
         more = f", … and {len(targets) - UNMANAGED_SHOWN:,} more" if len(targets) > UNMANAGED_SHOWN else ""
         line += f"\nLimited to --target: {shown}{more}"
     return line
@@ -287,16 +282,16 @@ def _text_header(data: Mapping[str, Any]) -> str:
 
 def _text_change(change: Mapping[str, Any], drift: Mapping[str, list[str]], paint: _Paint) -> list[str]:
     look = _LOOKS.get(change["action"], _UNKNOWN_LOOK)
-    flags = _clean(change["action"]) + (", protected" if change.get("protect") else "")
+    flags = clean(change["action"]) + (", protected" if change.get("protect") else "")
     where, remark = _source_text(change)
-    lines = [paint(f"  {look.symbol} {_clean(change['address'])} ({flags})", look.ansi),
+    lines = [paint(f"  {look.symbol} {clean(change['address'])} ({flags})", look.ansi),
              f"{_PAD}source: " + " ".join(filter(None, (where, f"({remark})" if remark else ""))),
              f"{_PAD}author: {_author(change)}"]
     if change["action"] == "purge":
         lines.append(paint(f"{_PAD}deleted permanently from the catalog; this cannot be undone", _BOLD_RED))
     lines += [f"{_PAD}{row.label}: " + (row.new if row.old is None else f"{row.old} → {row.new}")
               for row in _rows(change)]
-    lines += [paint(f"{_PAD}! drift: {_clean(message)}", _YELLOW) for message in drift.get(change["address"], [])]
+    lines += [paint(f"{_PAD}! drift: {clean(message)}", _YELLOW) for message in drift.get(change["address"], [])]
     return lines
 
 
@@ -307,7 +302,7 @@ def _text_bookkeeping(data: Mapping[str, Any]) -> list[str]:
     if adopted:
         count = _plural(len(adopted), "object", "objects")
         lines += ["", f"Adopted as they are (no catalog change; the reconciler starts managing {count}):"]
-        lines += [f"  = {_clean(a)}" for a in adopted[:UNMANAGED_SHOWN]]
+        lines += [f"  = {clean(a)}" for a in adopted[:UNMANAGED_SHOWN]]
         if len(adopted) > UNMANAGED_SHOWN:
             lines.append(f"    … and {len(adopted) - UNMANAGED_SHOWN:,} more")
     if refreshed:
@@ -331,7 +326,7 @@ def render_json(plan: Plan) -> str:
 
 def _code(text: str) -> str:
     """Inline code that survives backticks inside the text."""
-    text = _clean(text)
+    text = clean(text)
     fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") or not text else ""
     return f"{fence}{pad}{text}{pad}{fence}"
@@ -344,7 +339,7 @@ def _md_value(shown: str) -> str:
 
 def _md(text: str) -> str:
     """Free text with markdown and HTML neutralised."""
-    text = _clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
@@ -531,14 +526,14 @@ def render_apply_result(result: Mapping[str, Any], *, color: bool = False) -> st
     """
     paint = _Paint(color)
     objects = list(result.get("objects") or [])
-    lines = [paint(f"{_clean(o.get('outcome'))} {_clean(o.get('address'))}", _DONE_STYLE.get(o.get("outcome"), ""))
+    lines = [paint(f"{clean(o.get('outcome'))} {clean(o.get('address'))}", _DONE_STYLE.get(o.get("outcome"), ""))
              for o in objects]
     summary = result.get("summary")
     if not summary:
         summary = {a: sum(1 for o in objects if o.get("action") == a) for a in ACTIONS}
     if result.get("run_id"):
-        outcome = f" ({_clean(result['outcome'])})" if result.get("outcome") else ""
-        lines.append(f"Run {_clean(result['run_id'])}{outcome}")
+        outcome = f" ({clean(result['outcome'])})" if result.get("outcome") else ""
+        lines.append(f"Run {clean(result['run_id'])}{outcome}")
     counts = [(int(summary.get(a, 0)), _LOOKS[a].done) for a in ACTIONS]
     closing = ("Apply complete: " + ", ".join(f"{n} {done}" for n, done in counts) + "."
                if any(n for n, _ in counts) else "Apply complete: nothing to do.")

@@ -446,11 +446,16 @@ def test_service_keys_are_left_out_and_fields_without_a_value_are_omitted() -> N
 def test_file_names_are_safe_and_names_that_clash_share_a_file() -> None:
     assert file_name("team:ops") == "team_ops.yaml"
     assert file_name(".hidden") == "_.hidden.yaml"  # the loader skips files starting with "."
-    live = {"dataset:Readings": _live("dataset:Readings"), "dataset:readings": _live("dataset:readings"),
+    live = {"record:Team:ops/k": _live("record:Team:ops/k"), "record:team_ops/k": _live("record:team_ops/k"),
             "record:a:b/k": _live("record:a:b/k"), "record:a_b/k": _live("record:a_b/k")}
     files = {f.path: f.addresses for f in plan_import(live, {}, {}).files}
-    assert files == {"datasets/Readings.yaml": ("dataset:Readings", "dataset:readings"),
+    assert files == {"records/Team_ops.yaml": ("record:Team:ops/k", "record:team_ops/k"),
                      "records/a_b.yaml": ("record:a:b/k", "record:a_b/k")}
+    # Names that differ only by case are look-alikes, which one tree cannot hold: not written at all.
+    alike = plan_import({"dataset:Readings": _live("dataset:Readings"),
+                         "dataset:readings": _live("dataset:readings")}, {}, {})
+    assert alike.files == () and [address for address, _ in alike.skipped] == ["dataset:Readings",
+                                                                               "dataset:readings"]
 
 
 def test_secret_variable_names_are_unique_and_only_strings_are_replaced() -> None:

@@ -476,7 +476,7 @@ def test_a_syntax_error_at_the_end_of_a_file_without_a_final_line_break_is_place
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"\r\xfc", "m/a.yaml:2:1: file is not valid UTF-8: byte 0xfc at offset 1"),
+        (b"\r\xfc", "m/a.yaml:1:2: file is not valid UTF-8: byte 0xfc at offset 1"),  # a CR alone breaks no line
         (b"a: 1\r\nb: \xe9\n", "m/a.yaml:2:4: file is not valid UTF-8: byte 0xe9 at offset 9"),
         (b"\xef\xbb\xbfab\xfc", "m/a.yaml:1:3: file is not valid UTF-8: byte 0xfc at offset 5"),
     ],

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from ..diff import normalize_tags, same
 from ..errors import ConflictError, DatabaseError, ReconcilerError
+from ..text import clean
 from ._common import new_id
 from .connection import explain
 from .state import dataset_live, record_live, storage_target_live
@@ -234,7 +235,7 @@ def recheck(conn: psycopg.Connection[Any], expected: Mapping[str, tuple[str, str
     problems += [f"{address} is now managed by source {other!r}" for address, other in others]
     if problems:
         raise ConflictError("the catalog changed since the plan was made; nothing was applied:\n  "
-                            + "\n  ".join(problems) + "\nrun plan again and review the new plan")
+                            + "\n  ".join(clean(p) for p in problems) + "\nrun plan again and review the new plan")
 
 
 # --- storage targets -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ..model import Address
+from ..text import clean
 from .tree import ManifestTree, Reference
 
 
@@ -33,7 +34,7 @@ def unresolved_lines(tree: ManifestTree) -> list[str]:
         others = len(references) - 1
         also = f" and {_count(others, 'other object')}" if others else ""
         lines.append(
-            f"{first.location}: {target} (linked from {first.source}{also}) is not declared in "
-            "the tree; plan will check it against the catalog."
+            clean(f"{first.location}: {target} (linked from {first.source}{also}) is not declared in ")
+            + "the tree; plan will check it against the catalog."
         )
     return lines

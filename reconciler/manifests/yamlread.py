@@ -119,8 +119,9 @@ def decode_text(data: bytes, display: str) -> tuple[str | None, Problem | None]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        # Lines and columns as the parser counts them: after a BOM, CR and CRLF breaking lines.
-        head = data[: error.start].removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        # Lines and columns as every other problem counts them: after a BOM, LF and CRLF
+        # breaking lines (a CR alone is no line break; the loader refuses it).
+        head = data[: error.start].removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")
         line = head.count(b"\n") + 1
         column = len(head[head.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
         return None, Problem(
@@ -178,15 +179,33 @@ def _may_escape(text: str) -> bool:
 
 
 def _normalize(text: str) -> str:
+    """The text without a leading BOM and with CRLF line endings made LF.
+
+    A carriage return alone stays, for ``_forbidden_characters`` to refuse: YAML takes it
+    for a line break, git (and so attribution) does not, and the two would count lines apart.
+    """
     if text.startswith("\ufeff"):
         text = text[1:]
     if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        text = text.replace("\r\n", "\n")
     return text
 
 
+def _lone_carriage_return(text: str, path: str) -> Problem | None:
+    """The first carriage return not followed by a line feed (after CRLF became LF), if any."""
+    index = text.find("\r")
+    if index == -1:
+        return None
+    line, column = _position(text, index)
+    count = text.count("\r")
+    more = f" ({count:,} in this file)" if count > 1 else ""
+    return Problem(path, line, column, f"carriage return (CR) without a line feed{more}; use LF or CRLF "
+                   "line endings")
+
+
 def _forbidden_characters(text: str, path: str) -> list[Problem]:
-    problems = []
+    lone = _lone_carriage_return(text, path)
+    problems = [lone] if lone is not None else []
     for match in _FORBIDDEN.finditer(text):
         line, column = _position(text, match.start())
         char = match.group()

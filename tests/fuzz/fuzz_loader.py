@@ -181,7 +181,7 @@ def _loaded(name: str, root: str) -> bool:
 def _lines(data: bytes) -> list[str]:
     text = data.decode("utf-8", "replace")
     text = text.removeprefix("\ufeff")
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return text.replace("\r\n", "\n").split("\n")  # a CR alone breaks no line: the loader refuses it
 
 
 def _crash(kind: str, report: str) -> Outcome:
