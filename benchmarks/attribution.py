@@ -93,7 +93,8 @@ def recordset_history(repo: Path, records: int, datasets: int, commits: int) -> 
             break
     for relative, text in record_files:  # anything the commit budget did not reach
         (root / relative).write_text(text, encoding="utf-8")
-    if made < commits or any((root / r).read_text(encoding="utf-8") != t for r, t in record_files):
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, check=True, capture_output=True, text=True)
+    if status.stdout.strip():
         made += 1
         commit(repo, made, "finish the rest")
     return made

@@ -20,3 +20,13 @@ ALTER TABLE reconciler.runs ADD COLUMN IF NOT EXISTS complete boolean NOT NULL D
 -- Whether the object is still declared as of its last apply (false once it was archived
 -- because its manifest was removed).
 ALTER TABLE reconciler.managed_objects ADD COLUMN IF NOT EXISTS declared boolean NOT NULL DEFAULT true;
+
+-- The object's protect flag as this entry left it (null for entries written before this
+-- column): the chain holds every change of the flag, so a flag changed by hand in
+-- reconciler.managed_objects is detected before an apply archives or purges the object.
+ALTER TABLE reconciler.audit_log ADD COLUMN IF NOT EXISTS protect boolean;
+
+-- Every config path of the object that ever held a value resolved from ${env:...}: its
+-- value stays masked in plans and in the audit log after the reference is removed or
+-- changed, and is never reported as drift.
+ALTER TABLE reconciler.managed_objects ADD COLUMN IF NOT EXISTS secret_paths text[] NOT NULL DEFAULT '{}';

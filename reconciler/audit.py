@@ -89,6 +89,7 @@ class Draft:
     plan_digest: str
     reason: str | None = None
     commit_date: datetime | None = None
+    protect: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Entry:
     hash: str
     reason: str | None = None
     commit_date: datetime | None = None
+    protect: bool | None = None
 
     @classmethod
     def from_row(cls, *values: Any) -> Entry:
@@ -278,19 +280,32 @@ def drafts_for(plan: Plan, *, run_id: str, applier: str, applying: Author | None
     drafts = []
     for change in plan.changes:
         secrets = plan.secrets.get(change.address, {})
+        hidden = plan.masked_paths(change.address)
         author = plan.author_of(change.address)
         name, email = (applying.name, applying.email) if author.applier and applying else (author.name, author.email)
         drafts.append(Draft(
             run_id=run_id, source=plan.source, address=change.address, kind=change.kind, action=change.action,
             # Drafts are only read (seal copies them), so fields without secrets are shared.
-            before=mask(change.before, secrets, MASK) if secrets else change.before,
+            before=mask(change.before, hidden, MASK) if hidden else change.before,
             after=mask(change.after, secrets, None) if secrets else change.after,
             fields=tuple(change.fields), commit_sha=author.commit, author_name=name,
             author_email=email, uncommitted=bool(author.uncommitted),
             manifest_path=change.location.path if change.location else None,
             manifest_line=change.location.line if change.location else None,
             applier=applier, plan_digest=digest, reason=change.reason,
-            commit_date=datetime.fromisoformat(author.date) if author.date else None))
+            commit_date=datetime.fromisoformat(author.date) if author.date else None,
+            protect=change.protect if change.action != "purge" else None))
+    for entry in plan.bookkeeping:
+        # Taking over an object with protect: true changes nothing in the catalog, but the flag
+        # goes into the chain like every other change of it.
+        if entry.reason == "adopt" and entry.protect:
+            name, email = (applying.name, applying.email) if applying else ("unknown", "")
+            drafts.append(Draft(
+                run_id=run_id, source=plan.source, address=entry.address, kind=entry.kind, action="update",
+                before=None, after=None, fields=("protect",), commit_sha=plan.commit, author_name=name,
+                author_email=email, uncommitted=False, manifest_path=entry.location.path,
+                manifest_line=entry.location.line, applier=applier, plan_digest=digest, reason="adoption",
+                protect=True))
     return drafts
 
 
@@ -308,16 +323,11 @@ def append(conn: audit_log.Connection, drafts: Sequence[Draft]) -> list[Entry]:
     return [entry for entry, _ in sealed]
 
 
-def scrub(text: str, secrets: Mapping[str, Mapping[str, str]], environ: Mapping[str, str]) -> str:
-    """``text`` with the value of every environment variable a secret refers to replaced by ***."""
-    from .model import env_references
-
-    for templates in secrets.values():
-        for template in templates.values():
-            for name in env_references(template):
-                value = environ.get(name)
-                if value:
-                    text = text.replace(value, MASK)
+def scrub(text: str, values: Iterable[str]) -> str:
+    """``text`` with every one of the secret ``values`` replaced by ***, longest first."""
+    for value in sorted(values, key=len, reverse=True):
+        if value:
+            text = text.replace(value, MASK)
     return text
 
 
@@ -482,7 +492,7 @@ EXPORT_TYPES = {
     "fields": "VARCHAR[]", "commit_sha": "VARCHAR", "author_name": "VARCHAR", "author_email": "VARCHAR",
     "uncommitted": "BOOLEAN", "manifest_path": "VARCHAR", "manifest_line": "INTEGER", "applier": "VARCHAR",
     "plan_digest": "VARCHAR", "prev_hash": "VARCHAR", "hash": "VARCHAR", "reason": "VARCHAR",
-    "commit_date": "TIMESTAMPTZ",
+    "commit_date": "TIMESTAMPTZ", "protect": "BOOLEAN",
 }
 
 

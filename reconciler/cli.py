@@ -327,7 +327,8 @@ def _write_file(path: Path, text: str) -> None:
     "--plan",
     "plan_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Apply exactly this saved plan (from `plan --out`), refusing it if anything it touches changed since.",
+    help=("Apply exactly this saved plan (from `plan --out`), without a prompt: it is computed again from the "
+          "tree at its commit (read from git) and the catalog now, and refused unless the two are the same."),
 )
 @click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
 @click.option("--allow-purge", is_flag=True, help="Allow hard deletes of objects whose manifest says purge: true.")
@@ -383,21 +384,27 @@ def apply(
     change, or nothing is. Without --auto-approve it asks first, and refuses when
     there is no terminal to ask on.
     """
-    from .engine import ApplyOptions, apply_plan, check_refusals, load_plan_file, make_plan, open_workspace
+    from .engine import (ApplyOptions, apply_plan, check_refusals, load_plan_file, make_plan, open_workspace,
+                         rederive)
     from .render import render_apply_result, render_apply_result_json, render_text
 
     if plan_file is not None and targets:
         raise click.UsageError("--target cannot be combined with --plan (a saved plan is applied exactly)")
     workspace = open_workspace(path, database_url)
-    result = (load_plan_file(plan_file) if plan_file
-              else make_plan(workspace, targets=targets, require_signed=require_signed_commits))
+    if plan_file is not None:
+        # The saved plan was the review: it is derived again from git and the catalog, applied
+        # only if it is the same, and without a prompt (as terraform apply PLANFILE does).
+        saved, written = load_plan_file(plan_file)
+        result = rederive(workspace, saved, require_signed=require_signed_commits, written=written)
+    else:
+        result = make_plan(workspace, targets=targets, require_signed=require_signed_commits)
     _note_reused(result)
     options = ApplyOptions(allow_purge, allow_uncommitted, allow_mass_archive, lock_timeout)
     human = output_format == "text"
     click.echo(render_text(result, color=_color(sys.stdout.isatty() if human else sys.stderr.isatty())),
                nl=False, err=not human)
     check_refusals(workspace, result, options)
-    if result.has_changes or result.bookkeeping:
+    if (result.has_changes or result.bookkeeping) and plan_file is None:
         if not auto_approve:
             if not sys.stdin.isatty():
                 from .errors import ReconcilerError

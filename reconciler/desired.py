@@ -47,7 +47,11 @@ def desired_state(root: Path, *, environ: Mapping[str, str], resolve_env: bool =
     target's location, naming the variable. Files in ``skip`` (as the loader shows
     them) are not read.
     """
-    tree = load_tree(root, skip=skip)
+    return desired_from(load_tree(root, skip=skip), environ=environ, resolve_env=resolve_env)
+
+
+def desired_from(tree: ManifestTree, *, environ: Mapping[str, str], resolve_env: bool = True) -> DesiredState:
+    """``desired_state`` of a tree already loaded (from the working tree, or from a commit)."""
     desired: dict[str, Desired] = {}
     secrets: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []

@@ -105,6 +105,7 @@ class Applied:
     end_line: int | None = None
     text: str | None = None
     declared: bool = True  # false once archived because no manifest declares it any more
+    secret_paths: frozenset[str] = frozenset()  # every path that ever held a secret (``config.password``)
 
 
 @dataclass(frozen=True)
@@ -356,13 +357,16 @@ def _changed(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> 
     return tuple(name for name in FIELDS[kind] if not same(name, before.get(name), after.get(name)))
 
 
-def _drifted(kind: str, live: Live, applied: Applied | None, changed: tuple[str, ...]) -> tuple[str, ...]:
-    """Changed fields whose live value is no longer what the reconciler last applied."""
+def _drifted(kind: str, live: Live, applied: Applied | None, changed: tuple[str, ...],
+             secret_paths: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """Changed fields whose live value is no longer what the reconciler last applied; paths
+    that held a secret are left out of the comparison (the record holds the template)."""
     if applied is None:
         return ()
     out = []
     for name in changed:
-        if name in applied.fields and not same(name, applied.fields[name], live.fields.get(name)):
+        if name in applied.fields and not same(name, _without(applied.fields[name], name, secret_paths),
+                                               _without(live.fields.get(name), name, secret_paths)):
             if name in MERGED_FIELDS:
                 mine = applied.fields[name] or {}
                 theirs = live.fields.get(name) or {}
@@ -400,6 +404,11 @@ def unchanged(desired: Desired, live: Live, applied: Applied) -> bool:
 _MERGED_OF = {kind: tuple(name for name in names if name in MERGED_FIELDS) for kind, names in FIELDS.items()}
 
 
+# The catalog's stored flag decides, not the commit: lifting protection takes an apply of its own.
+_STILL_PROTECTED = ("it is protected in the catalog (the last apply set protect: true); lift protection first: "
+                    "apply protect: false on its own, then {verb} it in a later apply")
+
+
 def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
                    out: _Collector) -> None:
     kind = desired.kind
@@ -420,6 +429,9 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
             out.error(desired.address, "protect and purge are both true; set protect: false to purge it",
                       desired.location)
             return
+        if applied is not None and applied.protect:
+            out.error(desired.address, _STILL_PROTECTED.format(verb="purge"), desired.location)
+            return
         out.changes.append(Change(desired.address, kind, "purge", dict(live.fields), None, (),
                                   dict(desired.record), desired.location, live.token, False))
         return
@@ -430,10 +442,14 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
         out.error(desired.address, "it is protected (protect: true); set protect: false to archive it",
                   desired.location)
         return
+    if action == "archive" and applied is not None and applied.protect:
+        out.error(desired.address, _STILL_PROTECTED.format(verb="archive"), desired.location)
+        return
     protect_moves = applied is not None and applied.protect != desired.protect
     if changed or protect_moves:
         fields = changed + (("protect",) if protect_moves else ())
-        drift = _drifted(kind, live, applied, tuple(c for c in changed if not _has_secret(desired, c)))
+        drift = _drifted(kind, live, applied, tuple(c for c in changed if not _has_secret(desired, c)),
+                         _secret_paths(desired, applied))
         asked = _asked(desired, applied, fields)
         out.changes.append(Change(desired.address, kind, action, dict(live.fields), after, fields,
                                   dict(desired.record), desired.location, live.token, desired.protect,
@@ -518,6 +534,22 @@ def _put(node: Any, parts: list[str], value: Any) -> None:
 
 def _same_record(applied: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return set(applied) == set(desired) and all(same(k, applied[k], desired[k]) for k in desired)
+
+
+def _secret_paths(desired: Desired, applied: Applied | None) -> frozenset[str]:
+    """Paths that hold a secret now or ever did."""
+    return desired.secret_paths | (applied.secret_paths if applied is not None else frozenset())
+
+
+def _without(value: Any, name: str, paths: frozenset[str]) -> Any:
+    """``value`` (field ``name``) with the values at secret ``paths`` taken out, for comparison."""
+    inside = [path[len(name) + 1:].split(".") for path in paths if path.startswith(name + ".")]
+    if not inside or not isinstance(value, Mapping | list):
+        return value
+    copy = json.loads(json.dumps(value))
+    for parts in inside:
+        _put(copy, parts, None)
+    return copy
 
 
 def _has_secret(desired: Desired, field_name: str) -> bool:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from . import audit  # the audit log (issue 5)
-from .catalog.audit_log import record_unapplied_run  # the audit log (issue 5)
+from .catalog.audit_log import protection_recorded, record_unapplied_run
 from .catalog.connection import (
     connect,
     describe,
@@ -162,36 +162,48 @@ def actor_of(author: Author, applying: Author) -> str:
 
 
 def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[str, str] | None = None,
-              resolve_secrets: bool = True, require_signed: bool = False) -> Plan:
+              resolve_secrets: bool = True, require_signed: bool = False, at_commit: str | None = None) -> Plan:
     """Compute the plan for the workspace's tree against its catalog (changes nothing).
 
     Findings that block apply: broken cross-links, the diff's own errors, changes the
     policy does not let their author make, and (with ``require_signed``) changes whose
-    commit carries no valid signature.
+    commit carries no valid signature. With ``at_commit``, the tree is read from that
+    commit in git's object store, not from the working tree (a saved plan re-derived).
+
+    The tree is parsed outside any catalog transaction (a server's
+    idle_in_transaction_session_timeout never sees a long parse): the files a plan may
+    pass over are chosen in one short transaction, then confirmed in the snapshot the
+    state is read from; if they moved in between, the whole tree is read.
     """
     for target in targets:
         check_address(target)
     from .desired import desired_state, rebase  # the manifest loader is only needed here
 
     env = os.environ if environ is None else environ
-    files = tree_files(ws)
+    files = tree_files(ws) if at_commit is None else {}
 
     def load(skip: Collection[str]) -> DesiredState:
+        if at_commit is not None:
+            return _desired_at(ws, at_commit, env, resolve_secrets)
         state = desired_state(ws.tree, environ=env, resolve_env=resolve_secrets, skip=skip)
         return rebase(state, ws.repo.root) if ws.repo is not None else state
 
-    changed = _changed_files(ws) or set()
-    with catalog_snapshot(ws.database_url, embedded=ws.embedded) as conn:
-        settled = settled_files(conn, ws.source, [f for f in files.values() if f.path not in changed])
+    changed = (_changed_files(ws) or set()) if at_commit is None else set()
+    settled: dict[str, int] = {}
+    if files:
+        with catalog_snapshot(ws.database_url, embedded=ws.embedded) as conn:
+            settled = settled_files(conn, ws.source, [f for f in files.values() if f.path not in changed])
+    while True:
         skip = {display for display, file in files.items() if file.path in settled}
         state = load(skip)
-        if skip:
-            seen = {folded(address) for address in state.desired}
-            if any(folded(address) in seen for address in lookalikes_in(conn, ws.source, settled, seen)):
-                settled, skip = {}, set()  # a settled address is declared again: the full load names both places
-                state = load(skip)
-        catalog = read_snapshot(conn, Skip(ws.source, list(settled)))
-        base, complete = last_applied_commit(conn, ws.source)
+        with catalog_snapshot(ws.database_url, embedded=ws.embedded) as conn:
+            if skip and not _still_settled(conn, ws, files, changed, settled, state):
+                settled = {}
+                continue  # read the whole tree, outside the transaction
+            catalog = read_snapshot(conn, Skip(ws.source, list(settled)))
+            base, complete = last_applied_commit(conn, ws.source)
+        break
+    _check_targets(targets, state.desired, catalog.live)
     declared = Counter(item.location.path for item in state.desired.values())
     read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
     findings = link_findings(state.links, state.desired, catalog.live)
@@ -199,17 +211,20 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     result = diff(state.desired, catalog.live, catalog.applied, source=ws.source)
     known = _values_at(base, catalog.applied, result.changes) if complete else None
     attribution = attribute(ws.repo, ws.tree, result.changes, state.desired, base, applier_identity(ws.repo),
-                            changed=changed, known=known)
+                            changed=changed, known=known, head=at_commit)
     authors = attribution.authors
     findings += policy_findings(ws.policy, result.changes, authors)
     findings += identity_findings(result.changes, authors)
     if require_signed:
         findings += signature_findings(ws.repo, result.changes, authors)
-    commit = ws.repo.head() if ws.repo else None
-    plan = from_diff(result, source=ws.source, commit=commit, dirty=attribution.dirty,
+    commit = at_commit or (ws.repo.head() if ws.repo else None)
+    tree = ws.repo.relative(ws.tree) if ws.repo else None
+    plan = from_diff(result, source=ws.source, commit=commit, dirty=attribution.dirty, tree=tree,
                      created_at=datetime.now(UTC).isoformat(timespec="seconds"), authors=authors,
                      secrets=state.secrets, extra_findings=tuple(findings), files=read, reused_files=len(skip),
-                     removals=attribution.removals, attribution_problem=attribution.problem)
+                     removals=attribution.removals, attribution_problem=attribution.problem,
+                     remembered={c.address: catalog.applied[c.address].secret_paths for c in result.changes
+                                 if c.address in catalog.applied and catalog.applied[c.address].secret_paths})
     return plan.narrowed(tuple(targets))
 
 
@@ -226,6 +241,43 @@ def _values_at(base: str | None, applied: Mapping[str, Any], changes: Sequence[C
         done = applied.get(change.address)
         out[change.address] = declared_value_of(done) if done is not None and done.declared else None
     return out
+
+
+def _still_settled(conn: Any, ws: Workspace, files: Mapping[str, FileDigest], changed: Collection[str],
+                   settled: Mapping[str, int], state: DesiredState) -> bool:
+    """Whether the files chosen to pass over are still settled in this snapshot, and none of
+    their addresses is declared again by a file that was read (a duplicate or look-alike:
+    then the full read names both places)."""
+    again = settled_files(conn, ws.source, [f for f in files.values() if f.path not in changed])
+    if any(again.get(path) != count for path, count in settled.items()):
+        return False
+    seen = {folded(address) for address in state.desired}
+    return not any(folded(address) in seen for address in lookalikes_in(conn, ws.source, settled, seen))
+
+
+def _desired_at(ws: Workspace, commit: str, environ: Mapping[str, str], resolve_secrets: bool) -> DesiredState:
+    """What the tree declared at ``commit``, read from git's object store (paths relative to the
+    repository's root)."""
+    from .app.attribution import SUFFIXES
+    from .desired import desired_from
+    from .git.history import manifest_filter
+    from .manifests.loader import load_versions
+
+    if ws.repo is None:
+        raise ConfigurationError(f"{ws.tree} is not in a git repository: a plan of a commit cannot be read")
+    pathspec = ws.repo.relative(ws.tree)
+    listed = ws.repo.tree_files(commit, pathspec, manifest_filter(pathspec, SUFFIXES))
+    with ws.repo.blobs() as reader:
+        contents = [(path, reader.read(blob) or b"") for path, blob in sorted(listed.items())]
+    return desired_from(load_versions(pathspec, contents), environ=environ, resolve_env=resolve_secrets)
+
+
+def _check_targets(targets: Sequence[str], desired: Mapping[str, Any], live: Mapping[str, Any]) -> None:
+    """Refuse ``--target`` addresses that name nothing: neither declared nor in the catalog."""
+    unknown = [target for target in targets if target not in desired and target not in live]
+    if unknown:
+        raise ConfigurationError("--target matches nothing (neither declared in the tree nor in the catalog): "
+                                 + ", ".join(clean(t) for t in unknown))
 
 
 def _changed_files(ws: Workspace) -> set[str] | None:
@@ -428,7 +480,7 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
 def _scrubbed(error: ReconcilerError, plan: Plan, environ: Mapping[str, str]) -> ReconcilerError:
     """``error`` with the value of every secret the plan resolves taken out of its message:
     the server's detail of a failed write can quote the row, secrets included."""
-    error.message = audit.scrub(error.message, plan.secrets, environ)
+    error.message = audit.scrub(error.message, plan.secret_values(environ))
     error.args = (error.message,)
     return error
 
@@ -455,27 +507,136 @@ def check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions) -> None:
         _check_refusals(ws, plan, options, conn)
 
 
-def load_plan_file(path: Path) -> Plan:
-    """Read a plan saved by ``plan --out``."""
+def rederive(ws: Workspace, saved: Plan, *, environ: Mapping[str, str] | None = None,
+             require_signed: bool = False, written: Mapping[str, Any] | None = None) -> Plan:
+    """The plan a saved plan stands for, computed again — from the tree at the saved plan's
+    commit (read from git, wherever HEAD is now) and the catalog as it is now — and returned
+    only if it equals the saved plan change for change. Nothing in the file is trusted:
+    protection, ownership, purge flags and authors all come from the catalog and git."""
+    where = f"commit {saved.commit[:12]}" if saved.commit else "no commit"
+    if saved.source != ws.source:
+        raise Refusal(f"the plan is for source {saved.source!r} but this repository is source {ws.source!r}")
+    if ws.repo is None or saved.commit is None:
+        raise Refusal("a saved plan can only be applied from a commit of a git repository; this one was made "
+                      "from " + ("no commit" if saved.commit is None else "a tree outside git"))
+    if saved.dirty or saved.uncommitted:
+        raise Refusal("the saved plan was made from a working tree with uncommitted changes, which git does not "
+                      "hold; commit them, then plan --out again")
+    if not ws.repo.commit_exists(saved.commit) or len(saved.commit) < 40:
+        raise Refusal(f"the saved plan's {where} is not in this repository; fetch it (git fetch) or plan again")
+    tree = ws.repo.relative(ws.tree)
+    if saved.tree is not None and saved.tree != tree:
+        raise Refusal(f"the saved plan is for the tree {clean(saved.tree)!r}, not {clean(tree)!r}; run apply with "
+                      "that tree as PATH")
+    derived = make_plan(ws, targets=saved.targets, environ=environ, require_signed=require_signed,
+                        at_commit=saved.commit)
+    moved = _moved_since(saved, derived)
+    if moved:
+        raise ConflictError("the catalog changed since the plan was made; nothing was applied:\n  "
+                            + "\n  ".join(clean(line) for line in moved) + "\nrun plan again and review the new plan")
+    differences = plan_differences(written if written is not None else saved.to_json(), derived)
+    if differences:
+        shown = differences[:20] + ([f"… and {len(differences) - 20} more"] if len(differences) > 20 else [])
+        raise Refusal(f"the saved plan is not what the tree at {where} and the catalog give now; nothing was "
+                      "written:\n  " + "\n  ".join(clean(d) for d in shown) + "\nmake a new plan and review it")
+    return replace(derived, created_at=saved.created_at)
+
+
+def _moved_since(saved: Plan, derived: Plan) -> list[str]:
+    """Objects the saved plan changes whose catalog version has moved since (a stale plan)."""
+    now = {c.address: c.against for c in derived.changes}
+    return [f"{c.address} changed since the plan (plan saw {c.against}, now {now[c.address]})"
+            for c in saved.changes if c.address in now and now[c.address] != c.against]
+
+
+# Parts of a plan that may differ between a plan and the same plan computed again: when it
+# was computed, what it noticed in passing, and who ran it (not who asked for the changes).
+_INCIDENTAL = ("created_at", "digest", "unmanaged", "findings")
+
+
+def plan_differences(saved: Mapping[str, Any], derived: Plan) -> list[str]:
+    """How a saved plan (its JSON, exactly as the file holds it) differs from the same plan
+    derived again, one line per difference."""
+    left, right = _comparable(saved), _comparable(derived.to_json(include_digest=False))
+    out = [f"{key}: {json.dumps(left.get(key))} in the file, {json.dumps(right.get(key))} now"
+           for key in sorted(set(left) | set(right)) if key not in ("changes", "bookkeeping")
+           and left.get(key) != right.get(key)]
+    for part in ("changes", "bookkeeping"):
+        mine = {item["address"]: item for item in left.get(part, [])}
+        theirs = {item["address"]: item for item in right.get(part, [])}
+        for address in sorted(set(mine) | set(theirs)):
+            if address not in theirs:
+                out.append(f"{address}: in the file, but no such {'change' if part == 'changes' else 'entry'} now")
+            elif address not in mine:
+                out.append(f"{address}: planned now ({theirs[address].get('action') or 'bookkeeping'}), "
+                           "but not in the file")
+            elif mine[address] != theirs[address]:
+                keys = sorted(k for k in set(mine[address]) | set(theirs[address])
+                              if mine[address].get(k) != theirs[address].get(k))
+                out.append(f"{address}: {', '.join(keys)} differ")
+        if left.get(part) is not None and [i.get("address") for i in left[part]] != \
+                [i.get("address") for i in right.get(part, [])] and not out:
+            out.append(f"{part}: in another order")
+    return out
+
+
+def _comparable(plan: Mapping[str, Any]) -> dict[str, Any]:
+    data = {k: v for k, v in plan.items() if k not in _INCIDENTAL}
+    findings = plan.get("findings")
+    data["errors"] = [f for f in findings if isinstance(f, Mapping) and f.get("severity") == "error"] \
+        if isinstance(findings, list) else findings
+    changes = []
+    for change in data.get("changes") or []:
+        if isinstance(change, Mapping) and isinstance(change.get("author"), Mapping):
+            author = dict(change["author"])
+            if author.get("applier") is True:  # whoever computed the plan; the apply names whoever applies
+                author.pop("name", None)
+                author.pop("email", None)
+            change = {**change, "author": author}
+        changes.append(change)
+    data["changes"] = changes
+    return data
+
+
+def load_plan_file(path: Path) -> tuple[Plan, dict[str, Any]]:
+    """Read a plan saved by ``plan --out``: the plan, and the JSON exactly as the file holds it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigurationError(f"cannot read plan file {path}: {error}") from None
     if not isinstance(data, dict):
         raise ConfigurationError(f"{path} is not a reconciler plan")
-    return Plan.from_json(data)
+    return Plan.from_json(data), data
 
 
 def _check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions,
                     conn: psycopg.Connection[Any] | None = None) -> None:
     counts: dict[str, int] = {}
+    tampered: list[str] = []
     if conn is not None:
         rows = conn.execute("SELECT kind, count(*) FROM reconciler.managed_objects WHERE source = %s "
                             "GROUP BY kind", (ws.source,)).fetchall()
         counts = {kind: n for kind, n in rows}
-    reasons = refusals(plan, options, counts, ws.policy)
+        tampered = _protection_tampered(conn, plan)
+    reasons = refusals(plan, options, counts, ws.policy) + tampered
     if reasons:
         raise Refusal("apply refused; nothing was written:\n  " + "\n  ".join(clean(r) for r in reasons))
+
+
+def _protection_tampered(conn: psycopg.Connection[Any], plan: Plan) -> list[str]:
+    """The archives and purges of objects whose stored protect flag is off while the audit
+    chain last recorded it on: the flag was changed outside apply, and is not trusted."""
+    destructive = [c.address for c in plan.changes if c.action in ("archive", "purge")]
+    if not destructive:
+        return []
+    stored = dict(conn.execute("SELECT address, protect FROM reconciler.managed_objects WHERE address = ANY(%s)",
+                               (destructive,)).fetchall())
+    recorded = protection_recorded(conn, destructive)
+    return [f"{address}: its stored protect flag is off, but the audit chain last recorded protect: true "
+            f"(entry {recorded[address][1]}); the flag was changed outside apply — set it back, or lift "
+            "protection through a commit"
+            for address in destructive
+            if address in recorded and recorded[address][0] and not stored.get(address, False)]
 
 
 def _write(change: Change, plan: Plan, environ: Mapping[str, str], applying: Author) -> Write:
@@ -549,7 +710,8 @@ def _managed_row(plan: Plan, ws: Workspace, address: str, kind: str, desired: Ma
     # The commit whose tree was applied (none when what was applied is not committed).
     author = plan.authors.get(address)
     commit = None if author is not None and author.uncommitted else plan.commit
-    return Managed(address, kind, applied, protect, commit, path, location.line, location.end_line)
+    return Managed(address, kind, applied, protect, commit, path, location.line, location.end_line,
+                   tuple(secrets or ()))
 
 
 def _record_run(conn: psycopg.Connection[Any], run_id: str, ws: Workspace, plan: Plan) -> None:

@@ -71,6 +71,10 @@ class Plan:
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # address → path → ${env:..}
     removals: Mapping[str, Removal] = field(default_factory=dict)
     attribution_problem: str | None = None  # why no commit could be named (a shallow clone)
+    tree: str | None = None  # the manifests' path relative to the repository's root
+    # Paths that held a secret at an earlier apply (address → paths): their catalog values
+    # are masked in ``before`` like current secrets, after a reference is removed or changed.
+    remembered: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False)
     # Not part of the plan's JSON: the manifest files this plan read (path → digest and
     # object count, for an apply of the whole plan to record; empty for a saved plan) and
     # how many of them it passed over as unchanged since the last apply.
@@ -127,6 +131,7 @@ class Plan:
         out: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "source": self.source,
+            "tree": self.tree,
             "commit": self.commit,
             "dirty": self.dirty,
             "created_at": self.created_at,
@@ -140,8 +145,29 @@ class Plan:
         }
         return out
 
+    def masked_paths(self, address: str) -> dict[str, str]:
+        """Every path of the object whose catalog value is a secret (now or at an earlier apply),
+        with the template of the ones that hold one now (the others map to ``***``)."""
+        return {**dict.fromkeys(self.remembered.get(address, ()), MASK), **self.secrets.get(address, {})}
+
+    def secret_values(self, environ: Mapping[str, str]) -> set[str]:
+        """Every secret value this plan could carry: the environment's values of its
+        ``${env:...}`` references, and the catalog's values at its secret paths."""
+        from .model import env_references
+
+        found = {environ[name] for templates in self.secrets.values() for template in templates.values()
+                 for name in env_references(template) if environ.get(name)}
+        for change in self.changes:
+            for path in self.masked_paths(change.address):
+                parent, last = walk_path(dict(change.before or {}), path.split("."))
+                value = parent.get(last) if isinstance(parent, dict) else None
+                if isinstance(value, str) and value:
+                    found.add(value)
+        return found
+
     def _change_json(self, change: Change) -> dict[str, Any]:
         secrets = self.secrets.get(change.address, {})
+        hidden = self.masked_paths(change.address)
         author = self.author_of(change.address)
         removal = self.removals.get(change.address)
         return {
@@ -150,7 +176,7 @@ class Plan:
             "action": change.action,
             "reason": change.reason,
             "asked": list(change.asked),
-            "before": _masked(change.before, secrets, MASK),
+            "before": _masked(change.before, hidden, MASK),
             "after": _masked(change.after, secrets, None),
             "fields": list(change.fields),
             "paths": list(change.paths),
@@ -179,7 +205,7 @@ class Plan:
                 changes=tuple(_change_from(c) for c in data["changes"]),
                 authors={c["address"]: Author(**c["author"]) for c in data["changes"]},
                 removals={c["address"]: Removal(**c["removal"]) for c in data["changes"] if c.get("removal")},
-                attribution_problem=data.get("attribution_problem"),
+                attribution_problem=data.get("attribution_problem"), tree=data.get("tree"),
                 bookkeeping=tuple(_bookkeeping_from(b) for b in data["bookkeeping"]),
                 unmanaged=tuple(data["unmanaged"]),
                 findings=tuple(_finding_from(f) for f in data["findings"]),
@@ -194,27 +220,61 @@ class Plan:
         return plan
 
     def narrowed(self, targets: tuple[str, ...]) -> Plan:
-        """The plan limited to the given addresses (``--target``)."""
+        """The plan limited to the given addresses (``--target``) and what they need: a
+        dataset's storage target, a record's linked dataset (and so on), when the plan
+        creates, updates or restores those too; each one pulled in is noted."""
         if not targets:
             return self
-        wanted = set(targets)
+        wanted, pulled = _needed(self.changes, targets)
+        notes = tuple(Finding(address, "note", f"included because {needer} needs it (--target)",
+                              next((c.location for c in self.changes if c.address == address), None))
+                      for address, needer in pulled.items())
         return replace(
             self,
             changes=tuple(c for c in self.changes if c.address in wanted),
             bookkeeping=tuple(b for b in self.bookkeeping if b.address in wanted),
             unmanaged=tuple(a for a in self.unmanaged if a in wanted),
-            findings=tuple(f for f in self.findings if f.address in wanted or not f.address),
+            findings=tuple(f for f in self.findings if f.address in wanted or not f.address) + notes,
             targets=targets,
         )
+
+
+def _needed(changes: tuple[Change, ...], targets: tuple[str, ...]) -> tuple[set[str], dict[str, str]]:
+    """The targets and every change they depend on (address → the address that needed it)."""
+    by_address = {c.address: c for c in changes}
+    wanted, pulled = set(targets), {}
+    queue = list(targets)
+    while queue:
+        address = queue.pop()
+        change = by_address.get(address)
+        after = change.after if change is not None else None
+        if after is None:
+            continue
+        needs = []
+        if change is not None and change.kind == "dataset" and after.get("storageTarget"):
+            needs.append(f"storage-target:{after['storageTarget']}")
+        metadata = after.get("metadata")
+        if change is not None and change.kind == "record" and isinstance(metadata, Mapping) \
+                and isinstance(metadata.get("datasetSlug"), str):
+            needs.append(f"dataset:{metadata['datasetSlug']}")
+        for need in needs:
+            needed = by_address.get(need)
+            if need not in wanted and needed is not None and needed.action in ("create", "update", "restore"):
+                wanted.add(need)
+                pulled[need] = address
+                queue.append(need)
+    return wanted, pulled
 
 
 def from_diff(result: DiffResult, *, source: str, commit: str | None, dirty: bool, created_at: str,
               authors: Mapping[str, Author], secrets: Mapping[str, Mapping[str, str]],
               extra_findings: tuple[Finding, ...] = (), files: Mapping[str, FileDigest] | None = None,
               reused_files: int = 0, removals: Mapping[str, Removal] | None = None,
-              attribution_problem: str | None = None) -> Plan:
+              attribution_problem: str | None = None, tree: str | None = None,
+              remembered: Mapping[str, frozenset[str]] | None = None) -> Plan:
     """Wrap a diff result with its provenance into a Plan."""
-    return Plan(source=source, commit=commit, dirty=dirty, created_at=created_at,
+    return Plan(source=source, commit=commit, dirty=dirty, created_at=created_at, tree=tree,
+                remembered=dict(remembered or {}),
                 files=dict(files or {}), reused_files=reused_files, removals=dict(removals or {}),
                 attribution_problem=attribution_problem,
                 changes=result.changes, authors=dict(authors), bookkeeping=result.bookkeeping,

@@ -113,16 +113,23 @@ def test_protected_object_removed_from_the_tree_is_an_error_not_an_archive() -> 
     assert finding.severity == "error" and "protected" in finding.message
 
 
-def test_protect_blocks_archive_until_a_commit_sets_it_false() -> None:
+def test_protect_blocks_archive_until_an_apply_has_lifted_it() -> None:
     blocked = diff({A: desired(A, "dataset", protect=True, name="Readings", status="inactive")},
                    {A: live(A, "dataset")}, {A: applied(A, "dataset", protect=True, name="Readings")},
                    source="default")
     assert blocked.changes == () and blocked.findings[0].severity == "error"
+    # The same commit lifting protection does not make the archive possible: the stored flag decides.
+    same_commit = diff({A: desired(A, "dataset", protect=False, name="Readings", status="inactive")},
+                       {A: live(A, "dataset")}, {A: applied(A, "dataset", protect=True, name="Readings")},
+                       source="default")
+    assert same_commit.changes == ()
+    assert "lift protection first" in same_commit.findings[0].message
+    # Once an apply has lifted it, the archive goes through.
     allowed = diff({A: desired(A, "dataset", protect=False, name="Readings", status="inactive")},
-                   {A: live(A, "dataset")}, {A: applied(A, "dataset", protect=True, name="Readings")},
+                   {A: live(A, "dataset")}, {A: applied(A, "dataset", protect=False, name="Readings")},
                    source="default")
     (change,) = allowed.changes
-    assert change.action == "archive" and "protect" in change.fields
+    assert change.action == "archive"
 
 
 def test_purge_planned_only_when_asked_and_not_protected() -> None:

@@ -161,7 +161,12 @@ def test_three_steps_by_three_authors(git_repo: Path, db_url: str, db: psycopg.C
 def test_detailed_exitcode_and_target(git_repo: Path, db_url: str, step1: str) -> None:
     assert invoke(git_repo, db_url, "plan", "--detailed-exitcode").exit_code == 2
     narrowed = invoke(git_repo, db_url, "plan", "--format", "json", "--target", "dataset:observatory-events")
-    assert [c["address"] for c in json.loads(narrowed.stdout)["changes"]] == ["dataset:observatory-events"]
+    # The dataset's storage target is new too: the target pulls it in, and the plan says why.
+    data = json.loads(narrowed.stdout)
+    assert [c["address"] for c in data["changes"]] == ["dataset:observatory-events",
+                                                       "storage-target:primary-clickhouse"]
+    assert any(f["address"] == "storage-target:primary-clickhouse" and "dataset:observatory-events needs it"
+               in f["message"] for f in data["findings"])
     bad = invoke(git_repo, db_url, "plan", "--target", "observatory-events")
     assert bad.exit_code == 1 and "is not an address" in bad.output
 

@@ -119,16 +119,18 @@ def _declarations(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
 
 def attribute(repo: GitRepository | None, tree: Path, changes: Sequence[Change], desired: Mapping[str, Desired],
               base: str | None, applier: Author, *, changed: Collection[str] | None = None,
-              known: Mapping[str, Value] | None = None) -> Attribution:
+              known: Mapping[str, Value] | None = None, head: str | None = None) -> Attribution:
     """The author of every change (see the module docstring); ``applier`` stands for whoever
     applies, for changes no commit asked for and uncommitted ones. ``desired`` is what the
     working tree declares (every file that differs from HEAD must have been read); ``changed``,
     the paths ``GitRepository.changed_paths`` gives for the tree, when the caller has them;
     ``known``, what each changed object declared at ``base`` when the caller knows it (a
-    complete apply recorded it), so that the walk need not read ``base``'s files."""
-    if repo is None or repo.head() is None:
+    complete apply recorded it), so that the walk need not read ``base``'s files. ``head``:
+    the commit ``desired`` was read from, when it is not the working tree (then nothing
+    is uncommitted)."""
+    if repo is None or (head or repo.head()) is None:
         return Attribution({c.address: _uncommitted(applier) for c in changes}, dirty=True)
-    return _Attributor(repo, tree, desired, applier, changed, known).run(changes, base)
+    return _Attributor(repo, tree, desired, applier, changed if head is None else (), known, head).run(changes, base)
 
 
 def _uncommitted(applier: Author) -> Author:
@@ -158,10 +160,11 @@ class _Attributor:
     """One plan's attribution against one repository."""
 
     def __init__(self, repo: GitRepository, tree: Path, desired: Mapping[str, Desired], applier: Author,
-                 changed: Collection[str] | None, known: Mapping[str, Value] | None = None) -> None:
+                 changed: Collection[str] | None, known: Mapping[str, Value] | None = None,
+                 head: str | None = None) -> None:
         self.repo, self.desired, self.applier, self.known = repo, desired, applier, known
         self._trees: dict[str, str | None] = {}
-        self.head = repo.head() or ""
+        self.head = head or repo.head() or ""
         self.pathspec = repo.relative(tree)
         self.keep = manifest_filter(self.pathspec, SUFFIXES)
         if changed is None:

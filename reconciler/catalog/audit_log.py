@@ -32,9 +32,9 @@ COLUMNS = (
     "commit_sha", "author_name", "author_email", "uncommitted", "manifest_path", "manifest_line",
     "applier", "plan_digest", "prev_hash", "hash",
     # Added after the first version: hashed only when not null (see reconciler/audit.py).
-    "reason", "commit_date",
+    "reason", "commit_date", "protect",
 )
-LATER_COLUMNS = ("reason", "commit_date")
+LATER_COLUMNS = ("reason", "commit_date", "protect")
 # JSON columns are read as their text, so that the caller parses them the one way
 # the hash was computed (and never through a json loader someone configured).
 _SELECT_LIST = sql.SQL(", ").join(
@@ -98,6 +98,15 @@ def append(conn: psycopg.Connection[Any], rows: Iterable[Sequence[Any]]) -> None
     with conn.cursor() as cur, cur.copy(_COPY_IN) as copy:
         for row in rows:
             copy.write_row(row)
+
+
+def protection_recorded(conn: psycopg.Connection[Any], addresses: Sequence[str]) -> dict[str, tuple[bool, int]]:
+    """The protect flag the chain last recorded for each address that has one: (flag, seq)."""
+    rows = conn.execute(
+        """SELECT DISTINCT ON (address) address, protect, seq FROM reconciler.audit_log
+           WHERE address = ANY(%s) AND protect IS NOT NULL ORDER BY address, seq DESC""",
+        (list(addresses),)).fetchall()
+    return {address: (bool(flag), int(seq)) for address, flag, seq in rows}
 
 
 # --- runs that did not apply -----------------------------------------------------------------

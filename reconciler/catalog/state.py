@@ -70,7 +70,8 @@ _RECORDS = sql.SQL(
 # The applied fields come as jsonb's text: compared as text with the tree's, decoded
 # only for objects the diff has to look into.
 _APPLIED = sql.SQL(
-    """SELECT address, kind, source, applied::text, protect, commit_sha, path, line, end_line, declared
+    """SELECT address, kind, source, applied::text, protect, commit_sha, path, line, end_line, declared,
+              secret_paths
        FROM reconciler.managed_objects
        WHERE NOT coalesce(source = %(source)s AND path = ANY(%(settled)s), false)"""
 )
@@ -230,9 +231,10 @@ def read_applied(conn: psycopg.Connection[Any], addresses: Collection[str] | Non
         query = sql.SQL("{} AND address = ANY(%(addresses)s)").format(_APPLIED)
         params["addresses"] = list(addresses)
     out: dict[str, Applied] = {}
-    for address, kind, source, text, protect, commit, path, line, end_line, declared in _rows(conn, query, params):
+    for (address, kind, source, text, protect, commit, path, line, end_line, declared,
+         secret_paths) in _rows(conn, query, params):
         out[address] = Applied(address, kind, source, JsonObject(text), protect, commit, path, line, end_line,
-                               text, declared)
+                               text, declared, frozenset(secret_paths) if secret_paths else frozenset())
     return out
 
 

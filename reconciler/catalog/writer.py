@@ -52,6 +52,7 @@ class Managed:
     path: str | None
     line: int | None
     end_line: int | None
+    secret_paths: tuple[str, ...] = ()  # config paths holding a secret now (kept with those held before)
 
 
 # --- locking and re-checking ---------------------------------------------------------------
@@ -540,10 +541,10 @@ def write_managed(conn: psycopg.Connection[Any], rows: Sequence[Managed], forget
         new = [m for m in rows if m.address not in known]
         if new:
             with cur.copy("COPY reconciler.managed_objects (address, kind, source, applied, protect, commit_sha, "
-                          "path, line, end_line, run_id) FROM STDIN") as copy:
+                          "path, line, end_line, run_id, secret_paths) FROM STDIN") as copy:
                 for m in new:
                     copy.write_row((m.address, m.kind, source, json.dumps(m.applied), m.protect, m.commit, m.path,
-                                    m.line, m.end_line, run_id))
+                                    m.line, m.end_line, run_id, text_array(sorted(m.secret_paths))))
         again = [m for m in rows if m.address in known]
         if again:
             _update_managed(cur, again, source, run_id)
@@ -563,18 +564,22 @@ def write_managed(conn: psycopg.Connection[Any], rows: Sequence[Managed], forget
 def _update_managed(cur: psycopg.Cursor[Any], rows: Sequence[Managed], source: str, run_id: str) -> None:
     cur.execute(
         """CREATE TEMP TABLE reconciler_stage_managed (address text, kind text, applied jsonb,
-               protect boolean, commit_sha text, path text, line integer, end_line integer) ON COMMIT DROP""")
+               protect boolean, commit_sha text, path text, line integer, end_line integer,
+               secret_paths text[]) ON COMMIT DROP""")
     with cur.copy("COPY reconciler_stage_managed FROM STDIN") as copy:
         for m in rows:
             copy.write_row((m.address, m.kind, json.dumps(m.applied), m.protect, m.commit, m.path,
-                            m.line, m.end_line))
+                            m.line, m.end_line, text_array(sorted(m.secret_paths))))
+    # A path that held a secret is remembered for good (its old value stays masked).
     cur.execute(
         """INSERT INTO reconciler.managed_objects AS m (address, kind, source, applied, protect,
-               commit_sha, path, line, end_line, run_id, applied_at)
-           SELECT address, kind, %s, applied, protect, commit_sha, path, line, end_line, %s, now()
+               commit_sha, path, line, end_line, run_id, applied_at, secret_paths)
+           SELECT address, kind, %s, applied, protect, commit_sha, path, line, end_line, %s, now(), secret_paths
            FROM reconciler_stage_managed
            ON CONFLICT (address) DO UPDATE SET applied = EXCLUDED.applied, protect = EXCLUDED.protect,
                declared = true,
+               secret_paths = ARRAY(SELECT DISTINCT p FROM unnest(m.secret_paths || EXCLUDED.secret_paths) AS p
+                                    ORDER BY p),
                commit_sha = EXCLUDED.commit_sha, path = EXCLUDED.path, line = EXCLUDED.line,
                end_line = EXCLUDED.end_line, run_id = EXCLUDED.run_id, applied_at = now()
            WHERE m.source = EXCLUDED.source""",

@@ -53,17 +53,29 @@ def load_tree(
     """
     files, problems = discover(root)
     env = dict(os.environ if environ is None else environ) if resolve_env else None
+    results = ((display, load_file(file, display, env)) for file, display in files if display not in skip)
+    return _tree_of(_display(root), tuple(display for _, display in files), results, problems)
+
+
+def load_versions(root: str, files: Iterable[tuple[str, bytes]]) -> ManifestTree:
+    """Load and validate a tree from file contents read elsewhere (a commit in git's history):
+    (path as shown, bytes) of each manifest file, in order. Every problem is reported, as
+    ``load_tree`` reports it."""
+    listed = list(files)
+    results = ((display, load_bytes(data, display)) for display, data in listed)
+    return _tree_of(root, tuple(display for display, _ in listed), results, [])
+
+
+def _tree_of(root: str, shown: tuple[str, ...], results: Iterable[tuple[str, FileResult]],
+             problems: list[Problem]) -> ManifestTree:
     entries: list[_Entry] = []
     with collector_paused():  # the loaded tree stays alive: no cycle worth rescanning
-        for file, display in files:
-            if display in skip:
-                continue
-            result = load_file(file, display, env)
+        for _, result in results:
             problems.extend(result.problems)
             found: list[_Entry] = [(item.address, item.location, item) for item in result.declared]
             found += [(address, location, None) for address, location in result.claims]
             entries.extend(sorted(found, key=lambda entry: (entry[1].line, entry[1].column)))
-        tree = _assemble(_display(root), tuple(display for _, display in files), entries, problems)
+        tree = _assemble(root, shown, entries, problems)
     if problems:
         raise ManifestError(problems)
     return tree
