@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -26,11 +27,10 @@ from .catalog.connection import (
 )
 from .catalog.settled import digest_of, lookalikes_in, record_files, settled_files
 from .catalog.state import Skip, catalog_snapshot, read_snapshot
+from .catalog.locks import bound_lock_waits, lock_source, register_source
 from .catalog.writer import (
     Managed,
     Write,
-    lift_lock_bound,
-    lock_source,
     purge_storage_targets,
     recheck,
     translate,
@@ -356,9 +356,11 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
     expected.update({b.address: (b.kind, b.against) for b in plan.bookkeeping})
     conn = connect(ws.database_url, application_name=f"reconciler apply {run_id[4:12]} {applier()}"[:63])
     try:
+        started = time.monotonic()
+        progress(f"waiting for the apply lock of source {ws.source!r}")
+        register_source(conn, ws.source, options.lock_timeout)
         with conn.transaction():
-            progress(f"waiting for the apply lock of source {ws.source!r}")
-            lock_source(conn, ws.source, options.lock_timeout)  # and bounds the row-lock waits below
+            lock_source(conn, ws.source, options.lock_timeout, started)  # and bounds the row-lock waits below
             _check_refusals(ws, plan, options, conn)
             progress("checking the catalog against the plan")
             recheck(conn, expected, ws.source)
@@ -369,8 +371,7 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
             _record_run(conn, run_id, ws, plan)
             # The audit log (issue 5): one chained entry per change, committed with them.
             progress("appending to the audit log")
-            lift_lock_bound(conn)
-            audit.append(conn, drafts)
+            audit.append(conn, drafts, lock_timeout=options.lock_timeout)
             if plan.files and not plan.targets:  # what a later plan may pass over (catalog/settled.py)
                 record_files(conn, ws.source, run_id, plan.files)
     except psycopg.Error as error:
@@ -414,7 +415,9 @@ def check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions) -> None:
         _check_refusals(ws, plan, options)
         return
     with connect(ws.database_url, autocommit=True) as conn, \
-            translated("checking the plan against the catalog failed", conn, ws.database_url):
+            translated("checking the plan against the catalog failed", conn, ws.database_url), \
+            conn.transaction():
+        bound_lock_waits(conn, options.lock_timeout)  # a table locked by another session is not waited out
         _check_refusals(ws, plan, options, conn)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,17 +12,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ..diff import normalize_tags, same
-from ..errors import ConflictError, DatabaseError, ReconcilerError
+from ..errors import ConflictError, DatabaseError, LockTimeout, ReconcilerError
 from ._common import new_id
 from .connection import explain
+from .locks import describe_holder
 from .state import dataset_live, record_live, storage_target_live
-
-APPLY_LOCK_PREFIX = "reconciler:apply:"
-MAX_LOCK_TIMEOUT_MS = 2_147_483_647  # the largest lock_timeout the server accepts
-
-
-class LockTimeout(ReconcilerError):
-    """A lock the apply needs (its source's, or a row it touches) stayed held for longer than the timeout."""
 
 
 @dataclass(frozen=True)
@@ -53,52 +46,7 @@ class Managed:
     end_line: int | None
 
 
-# --- locking and re-checking ---------------------------------------------------------------
-
-
-def lock_source(conn: psycopg.Connection[Any], source: str, timeout: float,
-                sleep: Callable[[float], None] = time.sleep) -> None:
-    """Take the source's apply lock for this transaction, waiting up to ``timeout`` seconds.
-
-    On timeout, raises LockTimeout naming the holder (its application name carries the
-    run id and actor) and since when it has held it. Once the lock is taken, what is left
-    of ``timeout`` bounds each later lock wait of the transaction (``lock_timeout``, at
-    least 1 ms): the re-check's row locks and the writes' (see ``lift_lock_bound``).
-    """
-    key = APPLY_LOCK_PREFIX + source
-    deadline = time.monotonic() + timeout
-    while True:
-        row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (key,)).fetchone()
-        if row and row[0]:
-            left = min(MAX_LOCK_TIMEOUT_MS, max(1, round((deadline - time.monotonic()) * 1000)))
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{left}ms",))
-            return
-        if time.monotonic() >= deadline:
-            raise LockTimeout(f"another apply of source {source!r} is running ({_advisory_holder(conn, key)}); "
-                              f"gave up after {timeout:g} s (--lock-timeout)")
-        sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-
-
-def lift_lock_bound(conn: psycopg.Connection[Any]) -> None:
-    """Let the rest of the transaction wait for locks as the session would without ``lock_source``.
-
-    For the audit log's append lock: another apply holds it only while it appends and
-    commits, and applies of other sources must not fail for waiting on it.
-    """
-    conn.execute("SET LOCAL lock_timeout TO DEFAULT")
-
-
-def _advisory_holder(conn: psycopg.Connection[Any], key: str) -> str:
-    return _holder(conn.execute(
-        """SELECT a.application_name, a.usename, a.client_addr::text,
-                  to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-           WHERE l.locktype = 'advisory' AND l.granted AND l.objid = hashtext(%s)::oid::bigint
-             AND l.pid <> pg_backend_pid()
-           LIMIT 1""",
-        (key,),
-    ).fetchone())
-
+# --- re-checking -------------------------------------------------------------------------
 
 # Who holds what the plan touches, as the holder lookups name a session.
 _SESSION = sql.SQL(
@@ -137,13 +85,13 @@ _ROW_HOLDER = _SESSION.format(pids=sql.SQL(
 
 
 def _row_holder(conn: psycopg.Connection[Any], addresses: Collection[str]) -> str:
-    """The session holding a table or a row the plan touches, named as ``_holder`` names it.
+    """The session holding a table or a row the plan touches, named as ``locks.describe_holder`` names it.
 
     Best effort, after the apply's transaction was rolled back: the tables are looked at
     first, since reading the rows would wait behind a session holding a whole table.
     """
     if conn.closed or conn.broken:
-        return _holder(None)
+        return describe_holder(None)
     ids = {kind: [identity(a) for a in addresses if a.startswith(kind + ":")]
            for kind in ("record", "dataset", "storage-target")}
     params = {"namespaces": [i.split("/", 1)[0] for i in ids["record"]],
@@ -155,17 +103,7 @@ def _row_holder(conn: psycopg.Connection[Any], addresses: Collection[str]) -> st
             row = conn.execute(_TABLE_HOLDER).fetchone() or conn.execute(_ROW_HOLDER, params).fetchone()
     except psycopg.Error:
         row = None
-    return _holder(row)
-
-
-def _holder(row: Sequence[Any] | None) -> str:
-    """A lock's holder as messages name it, from its application name, user, address and
-    transaction start (columns another role's sessions may hide are left out)."""
-    if not row:
-        return "holder unknown"
-    app, user, addr, since = row
-    return f"held by {app or 'an unnamed session'} as database user {user}" + (
-        f" from {addr}" if addr else "") + (f", since {since}" if since else "")
+    return describe_holder(row)
 
 
 _RECHECK = {
@@ -573,7 +511,7 @@ def translate(error: psycopg.Error, conn: psycopg.Connection[Any] | None = None,
     ``lock_timeout`` budget, or the statement_timeout in force when a statement was cancelled.
     """
     if isinstance(error, psycopg.errors.LockNotAvailable) and lock_timeout is not None:
-        holder = _row_holder(conn, touched) if conn is not None else _holder(None)
+        holder = _row_holder(conn, touched) if conn is not None else describe_holder(None)
         return LockTimeout(f"an object the plan touches is locked by another session ({holder}); "
                            f"gave up after {lock_timeout:g} s (--lock-timeout); nothing was applied")
     text = explain(error, conn)
