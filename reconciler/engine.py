@@ -26,7 +26,7 @@ from .catalog.connection import (
     translated,
 )
 from .catalog.settled import digest_of, lookalikes_in, record_files, settled_files
-from .catalog.state import Skip, catalog_snapshot, read_snapshot
+from .catalog.state import Skip, catalog_snapshot, datasets_stored_on, read_snapshot
 from .catalog.locks import bound_lock_waits, lock_source, register_source
 from .catalog.writer import (
     Managed,
@@ -162,11 +162,13 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
                 settled, skip = {}, set()  # a settled address is declared again: the full load names both places
                 state = load(skip)
         catalog = read_snapshot(conn, Skip(ws.source, list(settled)))
+        purged = [a for a, d in state.desired.items() if d.kind == "storage-target" and d.purge]
+        stored_on = datasets_stored_on(conn, purged) if purged else {}
     declared = Counter(item.location.path for item in state.desired.values())
     read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
     findings = link_findings(state.links, state.desired, catalog.live)
     findings += lookalike_findings(state.desired, catalog.live)
-    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source)
+    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on)
     authors = attribute(ws.repo, result.changes, result.bookkeeping, catalog.applied)
     findings += policy_findings(ws.policy, result.changes, authors)
     if require_signed:

@@ -178,9 +178,17 @@ def recheck(conn: psycopg.Connection[Any], expected: Mapping[str, tuple[str, str
 # --- storage targets -------------------------------------------------------------------------
 
 
+_STORAGE_TARGET_COLUMNS = frozenset({"type", "description", "config"})
+
+
 def write_storage_targets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> None:
-    """Create, update or delete storage targets (ids ``st-<name>``, as the service names its own)."""
-    upserts = [w for w in writes if w.action != "purge"]
+    """Create or update storage targets (ids ``st-<name>``, as the service names its own).
+
+    A change of ``protect`` alone is the reconciler's bookkeeping: the row (and its
+    updated_at) is left alone. Purges are ``purge_storage_targets``, after the datasets.
+    """
+    upserts = [w for w in writes if w.action == "create"
+               or (w.action != "purge" and _STORAGE_TARGET_COLUMNS & set(w.fields))]
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO timestore.storage_targets (id, name, kind, description, config)
@@ -195,16 +203,32 @@ def write_storage_targets(conn: psycopg.Connection[Any], writes: Sequence[Write]
 
 
 def purge_storage_targets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> None:
-    """Delete storage targets marked for purge (after datasets, which may point at them)."""
+    """Delete storage targets marked for purge (after datasets, which may point at them).
+
+    The plan refuses a purge while a dataset uses the target; one that started using it
+    since makes the whole apply fail, naming it.
+    """
     names = [identity(w.address) for w in writes if w.action == "purge"]
     if not names:
         return
     try:
         with conn.transaction():
             conn.execute("DELETE FROM timestore.storage_targets WHERE name = ANY(%s)", (names,))
-    except psycopg.errors.ForeignKeyViolation as error:
-        raise ConflictError(f"cannot purge storage target(s) {', '.join(names)}: still referenced "
-                            f"({error.diag.message_detail or error.diag.message_primary})") from None
+    except psycopg.errors.ForeignKeyViolation:
+        users = conn.execute(_STORAGE_TARGET_USERS, {"names": names}).fetchall()
+        listed = ", ".join(f"dataset:{slug} ({why} storage-target:{name})" for name, slug, why in users)
+        raise ConflictError(f"cannot purge storage target(s) {', '.join(names)}: datasets started using them "
+                            f"since the plan: {listed or 'unknown'}; nothing was applied") from None
+
+
+# Who uses the storage targets: as their default target, or with partitions stored there.
+_STORAGE_TARGET_USERS = sql.SQL(
+    """SELECT st.name, d.slug, 'points at' FROM timestore.datasets d
+       JOIN timestore.storage_targets st ON st.id = d.default_storage_target_id WHERE st.name = ANY(%(names)s)
+       UNION SELECT st.name, d.slug, 'has partitions on' FROM timestore.dataset_partitions p
+       JOIN timestore.storage_targets st ON st.id = p.storage_target_id
+       JOIN timestore.datasets d ON d.id = p.dataset_id WHERE st.name = ANY(%(names)s)
+       ORDER BY 1, 2, 3""")
 
 
 def _a(write: Write, name: str) -> Any:
