@@ -414,6 +414,10 @@ def test_anchors_within_the_limit_are_fine() -> None:
     ("name", "text", "expected"),
     [
         ("flow", "a: " + "[" * 5000 + "]" * 5000 + "\n", "m/a.yaml:1:67: nesting deeper than 64 levels"),
+        # Flow styles make libyaml (bundled with PyYAML 6.0.3 and later) scan past its own
+        # limit of 1,000 levels before the reader sees the 65th: the message is still ours.
+        ("flow-mapping", "a: " + "{b: " * 5000 + "}" * 5000 + "\n", "m/a.yaml:1:256: nesting deeper than 64 levels"),
+        ("flow-in-block", "a:\n  b:\n    " + "[" * 3000 + "\n", "m/a.yaml:3:67: nesting deeper than 64 levels"),
         ("compact", "- " * 5000 + "x\n", "m/a.yaml:1:129: nesting deeper than 64 levels"),
         (
             "indented",

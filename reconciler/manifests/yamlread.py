@@ -29,6 +29,7 @@ from .layout import DocLayout, Span, scan_layout
 MAX_FILE_BYTES: Final = 64 * 1024 * 1024
 MAX_DEPTH: Final = MAX_JSON_DEPTH
 MAX_ALIAS_NODES: Final = 100_000
+_TOO_DEEP: Final = f"nesting deeper than {MAX_DEPTH} levels"
 
 # Characters YAML does not allow raw in a stream (C0/C1 controls other than tab and
 # line feed, the line separators YAML 1.1 and 1.2 disagree on, a BOM past the start,
@@ -251,7 +252,7 @@ def value_problems(value: Any, escapes: bool) -> Iterator[tuple[tuple[Any, ...],
         if type(item) is not dict and type(item) is not list:
             continue
         if depth > MAX_DEPTH:
-            yield path, False, f"nesting deeper than {MAX_DEPTH} levels"
+            yield path, False, _TOO_DEEP
             continue
         pairs = item.items() if type(item) is dict else enumerate(item)
         for key, child in pairs:
@@ -330,12 +331,35 @@ def compose(text: str, lines: list[str], path: str) -> tuple[list[Node], list[Pr
     except _Stop:
         pass
     except yaml.MarkedYAMLError as error:
-        composer.problems.append(_syntax_problem(error, path, lines))
+        composer.problems.append(_too_deep(text, lines, path, error) or _syntax_problem(error, path, lines))
     except yaml.YAMLError as error:
         composer.problems.append(Problem(path, 1, 1, f"YAML error: {error}"))
     finally:
         parser.dispose()
     return composer.documents, composer.problems
+
+
+def _too_deep(text: str, lines: list[str], path: str, error: yaml.MarkedYAMLError) -> Problem | None:
+    """Our nesting problem, at the level past MAX_DEPTH, when libyaml stopped at a limit of its own.
+
+    libyaml (bundled with PyYAML from 6.0.3) refuses nesting past a limit of its own
+    (1,000 levels) while it scans ahead, which in flow style (``[[[[...``) it does before
+    handing over the first events: this reader never sees the level at which it would
+    stop. The text before the place libyaml stopped nests no deeper than its limit, so it
+    is read again, and its events reach the level past MAX_DEPTH.
+    """
+    mark = error.problem_mark
+    if mark is None or "nesting depth" not in (error.problem or "") or mark.line >= len(lines):
+        return None
+    cut = sum(len(line) + 1 for line in lines[: mark.line]) + mark.column
+    if not 0 < cut < len(text):
+        return None
+    _, problems = compose(text[:cut], lines, path)
+    deep = [problem for problem in problems if problem.message == _TOO_DEEP]
+    if deep:
+        return deep[0]
+    line, column = _in_text(mark, lines)
+    return Problem(path, line, column, _TOO_DEEP)
 
 
 def _syntax_problem(error: yaml.MarkedYAMLError, path: str, lines: list[str]) -> Problem:
@@ -412,7 +436,7 @@ class _Composer:
     def _start(self, event: Any, kind: str) -> None:
         mark = event.start_mark
         if len(self.stack) >= MAX_DEPTH:
-            self._fail(mark.line + 1, mark.column + 1, f"nesting deeper than {MAX_DEPTH} levels", stop=True)
+            self._fail(mark.line + 1, mark.column + 1, _TOO_DEEP, stop=True)
         node = Node(kind, mark.line + 1, mark.column + 1)
         node.text = event.anchor  # remembered when the collection ends
         node.end_line = -1 if event.flow_style else 0
@@ -454,7 +478,7 @@ class _Composer:
                 stop=True,
             )
         if len(self.stack) + target.height > MAX_DEPTH:
-            self._fail(mark.line + 1, mark.column + 1, f"nesting deeper than {MAX_DEPTH} levels", stop=True)
+            self._fail(mark.line + 1, mark.column + 1, _TOO_DEEP, stop=True)
         self._attach(target, (mark.line + 1, mark.column + 1))
 
     def _check_tag(self, tag: str | None, kind: str, node: Node) -> None:
