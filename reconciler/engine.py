@@ -25,9 +25,9 @@ from .catalog.connection import (
     resolve_database,
     translated,
 )
+from .catalog.locks import bound_lock_waits, lock_source, register_source
 from .catalog.settled import digest_of, lookalikes_in, record_files, settled_files
 from .catalog.state import Skip, catalog_snapshot, datasets_stored_on, read_snapshot
-from .catalog.locks import bound_lock_waits, lock_source, register_source
 from .catalog.writer import (
     Managed,
     Write,
@@ -419,7 +419,7 @@ def check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions) -> None:
     with connect(ws.database_url, autocommit=True) as conn, \
             translated("checking the plan against the catalog failed", conn, ws.database_url), \
             conn.transaction():
-        bound_lock_waits(conn, options.lock_timeout)  # a table locked by another session is not waited out
+        bound_lock_waits(conn, options.lock_timeout)  # a table another session locks is waited for no longer
         _check_refusals(ws, plan, options, conn)
 
 

@@ -81,7 +81,8 @@ def test_validate_refuses_nul_in_every_kind_of_string_and_key_at_its_place(escap
 
 
 def catalog_rows(db: psycopg.Connection[Any]) -> tuple[Any, ...]:
-    row = db.execute("""SELECT (SELECT count(*) FROM timestore.storage_targets), (SELECT count(*) FROM timestore.datasets),
+    row = db.execute("""SELECT (SELECT count(*) FROM timestore.storage_targets),
+                               (SELECT count(*) FROM timestore.datasets),
                                (SELECT count(*) FROM metastore.metastore_records),
                                (SELECT count(*) FROM reconciler.managed_objects),
                                (SELECT count(*) FROM reconciler.audit_log)""").fetchone()
