@@ -309,15 +309,17 @@ def drafts_for(plan: Plan, *, run_id: str, applier: str, applying: Author | None
     return drafts
 
 
-def append(conn: audit_log.Connection, drafts: Sequence[Draft]) -> list[Entry]:
+def append(conn: audit_log.Connection, drafts: Sequence[Draft], *,
+           lock_timeout: float | None = None) -> list[Entry]:
     """Append the drafts to the log inside the caller's transaction; nothing for no drafts.
 
     The append lock is held from reading the head until the caller commits, so two
-    applies never chain onto the same head.
+    applies never chain onto the same head; it is waited for at most ``lock_timeout``
+    seconds (None: as the session's own lock_timeout allows), then LockTimeout names its holder.
     """
     if not drafts:
         return []
-    head = audit_log.lock_head(conn)
+    head = audit_log.lock_head(conn, lock_timeout)
     sealed = _sealed(drafts, after_seq=head.seq, after_hash=head.hash or GENESIS, recorded_at=head.now)
     audit_log.append(conn, (row for _, row in sealed))
     return [entry for entry, _ in sealed]

@@ -351,8 +351,8 @@ def _write_file(path: Path, text: str) -> None:
     metavar="SECONDS",
     help=(
         "How long to wait, in all, for another apply of the same source and then for locks other "
-        "sessions hold on rows the plan touches (the re-check and the writes), before failing with "
-        "nothing applied."
+        "sessions hold on rows the plan touches (the re-check and the writes), and, on a budget of "
+        "its own, for the audit log's append lock, before failing with nothing applied."
     ),
 )
 @click.option(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -432,7 +432,7 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
         if applied is not None and applied.protect:
             out.error(desired.address, _STILL_PROTECTED.format(verb="purge"), desired.location)
             return
-        out.changes.append(Change(desired.address, kind, "purge", dict(live.fields), None, (),
+        out.changes.append(Change(desired.address, kind, "purge", _purged(kind, live, applied), None, (),
                                   dict(desired.record), desired.location, live.token, False))
         return
     after = target_fields(kind, desired, applied, live)
@@ -532,6 +532,59 @@ def _put(node: Any, parts: list[str], value: Any) -> None:
         parent[int(last)] = value
 
 
+def _purged(kind: str, live: Live, applied: Applied | None) -> dict[str, Any]:
+    """What a purge deletes, as the plan shows it: a storage target's config values that the
+    last apply wrote from ``${env:...}`` are masked, even when the purging manifest no longer
+    names the variables."""
+    before = dict(live.fields)
+    if kind != "storage-target" or applied is None or not isinstance(before.get("config"), Mapping):
+        return before
+    recorded = applied.fields.get("config")
+    if isinstance(recorded, Mapping):
+        before["config"] = _mask_like(before["config"], recorded)
+    return before
+
+
+def _mask_like(value: Any, recorded: Any) -> Any:
+    """``value`` with ``***`` wherever ``recorded`` (what was applied) holds a ``${env:...}`` text."""
+    if isinstance(recorded, str):
+        return "***" if "${env:" in recorded else value
+    if isinstance(value, Mapping) and isinstance(recorded, Mapping):
+        return {k: _mask_like(v, recorded[k]) if k in recorded else v for k, v in value.items()}
+    if isinstance(value, list) and isinstance(recorded, list):
+        return [_mask_like(v, recorded[i]) if i < len(recorded) else v for i, v in enumerate(value)]
+    return value
+
+
+def _refuse_purges_in_use(out: _Collector, live: Mapping[str, Live],
+                          stored_on: Mapping[str, Collection[str]]) -> None:
+    """A storage target is purged only when no dataset uses it once the plan is applied: none
+    names it as its storage target (in the catalog, or declared in the tree) and none that
+    stays has partitions stored on it. Otherwise the purge is an error naming every such dataset."""
+    purges = [c for c in out.changes if c.kind == "storage-target" and c.action == "purge"]
+    if not purges:
+        return
+    planned = {c.address: c for c in out.changes if c.kind == "dataset"}
+    gone = {address for address, change in planned.items() if change.action == "purge"}
+    pointing: dict[str, set[str]] = {}
+    for address in {a for a, obj in live.items() if obj.kind == "dataset"} | set(planned):
+        change = planned.get(address)
+        fields = change.after if change is not None else live[address].fields
+        name = (fields or {}).get("storageTarget")
+        if name is not None:
+            pointing.setdefault(f"storage-target:{name}", set()).add(address)
+    for change in purges:
+        named = sorted(pointing.get(change.address, ()))
+        stored = sorted(set(stored_on.get(change.address, ())) - gone - set(named))
+        if not named and not stored:
+            continue
+        uses = ([f"{', '.join(named)} (its storageTarget)"] if named else []) + (
+            [f"{', '.join(stored)} (partitions stored on it)"] if stored else [])
+        out.changes.remove(change)
+        out.error(change.address, f"cannot be purged while datasets use it: {'; '.join(uses)}; point them at "
+                  "another storage target, or purge them, first", change.location)
+
+
 def _same_record(applied: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return set(applied) == set(desired) and all(same(k, applied[k], desired[k]) for k in desired)
 
@@ -619,15 +672,18 @@ def collector_paused() -> Iterator[None]:
 
 
 def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
-         *, source: str) -> DiffResult:
+         *, source: str, stored_on: Mapping[str, Collection[str]] | None = None) -> DiffResult:
     """Compare the tree with the catalog for one source; no I/O, values in, values out.
 
     Objects another source manages are never changed (declaring one is an error);
     objects no source manages and the tree does not declare are listed as unmanaged.
+    ``stored_on`` maps a storage target's address to the datasets with partitions stored
+    on it (only needed for the storage targets the tree purges).
     """
     out = _Collector()
     with collector_paused():
         _diff_all(desired, live, applied, source, out)
+        _refuse_purges_in_use(out, live, stored_on or {})
     return DiffResult(tuple(out.changes), tuple(out.bookkeeping), tuple(out.unmanaged),
                       tuple(out.findings))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -24,13 +25,12 @@ from .catalog.connection import (
     resolve_database,
     translated,
 )
+from .catalog.locks import bound_lock_waits, lock_source, register_source
 from .catalog.settled import digest_of, last_applied_commit, lookalikes_in, record_files, settled_files
-from .catalog.state import Skip, catalog_snapshot, read_snapshot
+from .catalog.state import Skip, catalog_snapshot, datasets_stored_on, read_snapshot
 from .catalog.writer import (
     Managed,
     Write,
-    lift_lock_bound,
-    lock_source,
     purge_storage_targets,
     recheck,
     translate,
@@ -202,13 +202,15 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
                 continue  # read the whole tree, outside the transaction
             catalog = read_snapshot(conn, Skip(ws.source, list(settled)))
             base, complete = last_applied_commit(conn, ws.source)
+            purged = [a for a, d in state.desired.items() if d.kind == "storage-target" and d.purge]
+            stored_on = datasets_stored_on(conn, purged) if purged else {}
         break
     _check_targets(targets, state.desired, catalog.live)
     declared = Counter(item.location.path for item in state.desired.values())
     read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
     findings = link_findings(state.links, state.desired, catalog.live)
     findings += lookalike_findings(state.desired, catalog.live)
-    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source)
+    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on)
     known = _values_at(base, catalog.applied, result.changes) if complete else None
     attribution = attribute(ws.repo, ws.tree, result.changes, state.desired, base, applier_identity(ws.repo),
                             changed=changed, known=known, head=at_commit)
@@ -444,9 +446,11 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
     expected.update({b.address: (b.kind, b.against) for b in plan.bookkeeping})
     conn = connect(ws.database_url, application_name=f"reconciler apply {run_id[4:12]} {applier()}"[:63])
     try:
+        started = time.monotonic()
+        progress(f"waiting for the apply lock of source {ws.source!r}")
+        register_source(conn, ws.source, options.lock_timeout)
         with conn.transaction():
-            progress(f"waiting for the apply lock of source {ws.source!r}")
-            lock_source(conn, ws.source, options.lock_timeout)  # and bounds the row-lock waits below
+            lock_source(conn, ws.source, options.lock_timeout, started)  # and bounds the row-lock waits below
             _check_refusals(ws, plan, options, conn)
             progress("checking the catalog against the plan")
             recheck(conn, expected, ws.source)
@@ -458,8 +462,7 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
             _record_run(conn, run_id, ws, plan)
             # The audit log (issue 5): one chained entry per change, committed with them.
             progress("appending to the audit log")
-            lift_lock_bound(conn)
-            audit.append(conn, drafts)
+            audit.append(conn, drafts, lock_timeout=options.lock_timeout)
             if plan.files and not plan.targets:  # what a later plan may pass over (catalog/settled.py)
                 record_files(conn, ws.source, run_id, plan.files)
     except psycopg.Error as error:
@@ -503,7 +506,9 @@ def check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions) -> None:
         _check_refusals(ws, plan, options)
         return
     with connect(ws.database_url, autocommit=True) as conn, \
-            translated("checking the plan against the catalog failed", conn, ws.database_url):
+            translated("checking the plan against the catalog failed", conn, ws.database_url), \
+            conn.transaction():
+        bound_lock_waits(conn, options.lock_timeout)  # a table another session locks is waited for no longer
         _check_refusals(ws, plan, options, conn)
 
 

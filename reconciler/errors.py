@@ -50,6 +50,10 @@ class ConflictError(ReconcilerError):
         self.address = address
 
 
+class LockTimeout(ReconcilerError):
+    """A lock apply needs (its source's, a row it touches, the audit log's) stayed held past ``--lock-timeout``."""
+
+
 class NotFoundError(ReconcilerError):
     """An object the caller named does not exist in the catalog."""
 

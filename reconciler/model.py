@@ -498,6 +498,11 @@ class StorageTarget(_Kind):
         default_factory=dict,
         description="Free JSON object; string values may hold ${env:NAME}, resolved at plan/apply time.",
     )
+    protect: StrictBool = Field(default=False, description="Never purged while true.")
+    purge: StrictBool = Field(
+        default=False,
+        description="Delete it (needs apply --allow-purge; refused while a dataset uses it).",
+    )
 
     @property
     def address(self) -> Address:

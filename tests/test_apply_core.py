@@ -9,11 +9,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from reconciler.catalog.locks import lock_source, register_source
 from reconciler.catalog.state import read_state
 from reconciler.diff import Desired, Location, diff
 from reconciler.engine import ApplyOptions, Refusal, Workspace, apply_plan
-from reconciler.errors import ConflictError
-from reconciler.catalog.writer import LockTimeout, lock_source
+from reconciler.errors import ConflictError, LockTimeout
 from reconciler.plan import Author, Plan, from_diff
 
 ALICE = Author("Alice", "alice@example.com", "a" * 40)
@@ -227,6 +227,7 @@ def test_sources_do_not_touch_each_others_objects(db_url: str, db: psycopg.Conne
 
 def test_second_apply_of_the_same_source_times_out_naming_the_holder(db_url: str) -> None:
     holder = psycopg.connect(db_url, application_name="reconciler apply 1234abcd carol")
+    register_source(holder, "default", 1)  # as an apply does, before its transaction
     with holder.transaction():
         lock_source(holder, "default", 1)
         plan = make(db_url, CATALOG)

@@ -432,7 +432,7 @@ def test_refused_and_failed_applies_leave_a_run_and_no_entry(db_url: str, db: ps
     with pytest.raises(ConflictError):
         apply_plan(ws, plan, ApplyOptions())
     with psycopg.connect(db_url) as holder:  # another apply of the source holds its lock
-        holder.execute("SELECT pg_advisory_xact_lock(hashtext('reconciler:apply:default'))")
+        holder.execute("SELECT 1 FROM reconciler.apply_locks WHERE name = 'source:default' FOR UPDATE")
         with pytest.raises(LockTimeout):
             apply_plan(ws, plan, ApplyOptions(lock_timeout=0))
     runs = db.execute("SELECT outcome, finished_at IS NOT NULL, commit_sha, plan_digest, counts, message "

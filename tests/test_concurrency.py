@@ -177,40 +177,56 @@ def test_apply_through_the_cli_fails_on_a_locked_row_with_one_clear_line(
     assert audit.verify(db_url).entries == 7
 
 
-def test_the_audit_logs_append_lock_is_waited_for_beyond_the_lock_timeout(
+def test_the_audit_logs_append_lock_is_waited_for_within_the_lock_timeout(
         db_url: str, db: psycopg.Connection[Any]) -> None:
-    """The row-lock budget is lifted before the append: another apply's append is waited for."""
+    """Another apply's append (the audit-log lock row, held until it commits) is waited for,
+    on a budget of its own: the whole --lock-timeout."""
     plan = make(db_url, CATALOG)
     holder = psycopg.connect(db_url, application_name="another apply appending")
-    holder.execute("SELECT pg_advisory_xact_lock(hashtext('reconciler:audit'))")
+    holder.execute("SELECT 1 FROM reconciler.apply_locks WHERE name = 'audit-log' FOR UPDATE")
     released: list[float] = []
 
-    def release_once_the_apply_waits_past_its_budget() -> None:
-        with psycopg.connect(db_url, autocommit=True) as watcher:
-            wait_for(lambda: watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name LIKE 'reconciler apply%' AND wait_event_type = 'Lock'").fetchone() == (1,),
-                "the apply to wait for the audit lock")
-        time.sleep(0.6)  # longer than the whole --lock-timeout
+    def release_while_the_apply_waits() -> None:
+        time.sleep(0.6)
         released.append(time.monotonic())
         holder.commit()
 
-    releaser = threading.Thread(target=release_once_the_apply_waits_past_its_budget)
+    releaser = threading.Thread(target=release_while_the_apply_waits)
 
     def progress(message: str) -> None:
         if message == "appending to the audit log":
             releaser.start()
 
     try:
-        result = apply_plan(ws(db_url), plan, ApplyOptions(lock_timeout=0.3), progress=progress)
+        result = apply_plan(ws(db_url), plan, ApplyOptions(lock_timeout=5), progress=progress)
+        finished = time.monotonic()
     finally:
         holder.close()
         if releaser.is_alive():
             releaser.join(timeout=60)
-    assert result.outcome == "applied" and released
+    assert result.outcome == "applied" and released and finished > released[0]
     assert counts(db) == {"records": 2, "record_audits": 2, "managed": 4, "audit_log": 4, "dataset_audits": 1,
                           "applied_runs": 1}
     assert audit.verify(db_url).entries == 4
+
+
+def test_the_audit_logs_append_lock_held_past_the_lock_timeout_fails_the_apply_naming_the_holder(
+        db_url: str, db: psycopg.Connection[Any]) -> None:
+    plan = make(db_url, CATALOG)
+    before = counts(db)
+    with psycopg.connect(db_url, application_name="stuck session") as holder:
+        holder.execute("SELECT 1 FROM reconciler.apply_locks WHERE name = 'audit-log' FOR UPDATE")
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as caught:
+            apply_plan(ws(db_url), plan, ApplyOptions(lock_timeout=0.5))
+        waited = time.monotonic() - started
+        assert counts(db) == before
+    assert 0.4 <= waited < 3.0, waited
+    assert re.fullmatch(r"the audit log's append lock is held by another session \("
+                        + held_by("stuck session", re.escape(current_user(db)))
+                        + r"\); gave up after 0\.5 s \(--lock-timeout\); nothing was applied", str(caught.value))
+    assert last_run(db) == ("failed", str(caught.value))
+    assert audit.verify(db_url).entries == 0
 
 
 # --- b. statement_timeout ------------------------------------------------------------------------

@@ -201,3 +201,44 @@ def test_bookkeeping_refresh_when_tree_matches_a_hand_made_change() -> None:
     result = diff({A: want}, {A: live(A, "dataset", name="New")}, {A: applied(A, "dataset", name="Old")},
                   source="default")
     assert result.changes == () and [b.reason for b in result.bookkeeping] == ["refresh"]
+
+
+# --- purging a storage target ---------------------------------------------------------------
+
+ST = "storage-target:cold"
+
+
+def test_a_storage_target_with_partitions_of_a_remaining_dataset_is_not_purged() -> None:
+    want = {ST: desired(ST, "storage-target", purge=True, type="s3"),
+            A: desired(A, "dataset", name="Readings", storageTarget="hot")}
+    have = {ST: live(ST, "storage-target", type="s3"), A: live(A, "dataset", storageTarget="hot"),
+            "storage-target:hot": live("storage-target:hot", "storage-target")}
+    result = diff(want, have, {}, source="default", stored_on={ST: ["dataset:readings", "dataset:gone"]})
+    assert [c.address for c in result.changes] == []
+    assert [(f.address, f.severity, f.message) for f in result.findings] == [
+        (ST, "error", "cannot be purged while datasets use it: dataset:gone, dataset:readings (partitions stored "
+                      "on it); point them at another storage target, or purge them, first")]
+
+
+def test_datasets_purged_or_moved_away_in_the_same_plan_do_not_hold_a_storage_target() -> None:
+    moved, purged = "dataset:moved", "dataset:purged"
+    want = {ST: desired(ST, "storage-target", purge=True, type="s3"),
+            moved: desired(moved, "dataset", name="Readings", storageTarget="hot"),
+            purged: desired(purged, "dataset", purge=True, name="Readings")}
+    have = {ST: live(ST, "storage-target", type="s3"), moved: live(moved, "dataset", storageTarget="cold"),
+            purged: live(purged, "dataset", storageTarget="cold"),
+            "storage-target:hot": live("storage-target:hot", "storage-target")}
+    result = diff(want, have, {}, source="default", stored_on={ST: [purged]})
+    assert [(c.address, c.action) for c in result.changes] == [(moved, "update"), (purged, "purge"),
+                                                               (ST, "purge")]
+    assert [f for f in result.findings if f.severity == "error"] == []
+
+
+def test_a_purge_masks_config_values_the_last_apply_wrote_from_the_environment() -> None:
+    want = {ST: desired(ST, "storage-target", purge=True, type="s3")}
+    have = {ST: live(ST, "storage-target", type="s3", config={"key": "s3cret", "list": ["a", "b"], "bucket": "x"})}
+    done = {ST: applied(ST, "storage-target", type="s3",
+                        config={"key": "${env:KEY}", "list": ["a", "pre-${env:B}"], "bucket": "x"})}
+    [change] = diff(want, have, done, source="default").changes
+    assert change.action == "purge"
+    assert change.before is not None and change.before["config"] == {"key": "***", "list": ["a", "***"], "bucket": "x"}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -83,3 +87,114 @@ def test_the_apply_role_cannot_rewrite_history(db: psycopg.Connection[Any], role
                           "DROP TABLE reconciler.audit_log"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+
+
+# --- the locks apply waits for: only the apply role can take them, and never past --lock-timeout ----
+
+def catalog_in_step_one(git_repo: Path, apply_url: str) -> None:
+    """The example catalog applied by the apply role, then a committed change for the next apply."""
+    write(git_repo, "storage.yaml", STORAGE)
+    write(git_repo, "datasets.yaml", DATASETS)
+    write(git_repo, "records/observatory.yaml", RECORDS)
+    commit(git_repo, ALICE, "catalog")
+    assert invoke(git_repo, apply_url, "apply", "--auto-approve").exit_code == 0
+    write(git_repo, "records/observatory.yaml", RECORDS.replace("unit: kelvin", "unit: rankine"))
+    write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events", "name: Observatory event log"))
+    commit(git_repo, BOB, "rankine, event log")
+
+
+def apply_in_a_process(git_repo: Path, url: str, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``reconciler apply`` as its own process (a hung apply is killed, not waited for), and how long it took."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "reconciler.cli", "apply", str(git_repo / "manifests"),
+                           "--database-url", url, "--auto-approve", *args],
+                          cwd=git_repo, capture_output=True, text=True, timeout=60)
+    return done, time.monotonic() - started
+
+
+def written(db: psycopg.Connection[Any]) -> tuple[Any, ...]:
+    """What an apply changes: the rows and audit rows it writes, and the runs it completes."""
+    row = db.execute(
+        """SELECT (SELECT array_agg(metadata->>'unit' ORDER BY record_key) FROM metastore.metastore_records),
+                  (SELECT array_agg(name ORDER BY slug) FROM timestore.datasets),
+                  (SELECT count(*) FROM metastore.metastore_record_audits),
+                  (SELECT count(*) FROM timestore.dataset_access_audit),
+                  (SELECT count(*) FROM reconciler.audit_log),
+                  (SELECT count(*) FROM reconciler.runs WHERE outcome = 'applied')""").fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+# Every lock apply takes, in every mode a session might try to hold it in.
+ROW_LOCKS = [f"SELECT 1 FROM {table} {where} {mode}"
+             for table, where in [("reconciler.apply_locks", "WHERE name = 'source:default'"),
+                                  ("reconciler.apply_locks", "WHERE name = 'audit-log'"),
+                                  ("timestore.storage_targets", ""), ("timestore.datasets", ""),
+                                  ("timestore.dataset_retention_policies", ""),
+                                  ("metastore.metastore_records", ""), ("reconciler.managed_objects", ""),
+                                  ("reconciler.applied_files", ""), ("reconciler.audit_log", ""),
+                                  ("reconciler.runs", "")]
+             for mode in ("FOR UPDATE", "FOR NO KEY UPDATE", "FOR SHARE", "FOR KEY SHARE")]
+TABLE_LOCKS = [f"LOCK TABLE reconciler.apply_locks IN {mode} MODE"
+               for mode in ("ACCESS SHARE", "ROW SHARE", "SHARE", "ACCESS EXCLUSIVE")] + [
+    f"LOCK TABLE {table} IN {mode} MODE"
+    for table in ("timestore.storage_targets", "timestore.datasets", "metastore.metastore_records",
+                  "reconciler.managed_objects", "reconciler.audit_log")
+    for mode in ("ROW SHARE", "ROW EXCLUSIVE", "SHARE", "EXCLUSIVE", "ACCESS EXCLUSIVE")]
+# What any session may take: advisory locks (among them the keys apply used to lock with)
+# and the read lock on each table the role may read.
+ALLOWED = ["SELECT pg_advisory_lock(hashtext('reconciler:apply:default'))",
+           "SELECT pg_advisory_lock(hashtext('reconciler:audit'))",
+           *(f"LOCK TABLE {table} IN ACCESS SHARE MODE"
+             for table in ("timestore.storage_targets", "timestore.datasets", "timestore.dataset_retention_policies",
+                           "metastore.metastore_records", "reconciler.managed_objects", "reconciler.applied_files",
+                           "reconciler.audit_log", "reconciler.runs"))]
+
+
+def test_the_read_only_role_can_take_no_lock_apply_waits_for(
+        git_repo: Path, db: psycopg.Connection[Any], roles: tuple[str, str]) -> None:
+    plan_url, apply_url = roles
+    catalog_in_step_one(git_repo, apply_url)
+    with psycopg.connect(plan_url, application_name="read-only session") as session:
+        for statement in ROW_LOCKS + TABLE_LOCKS:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                session.execute(statement)
+            session.rollback()
+        for statement in ALLOWED:  # held, in one open transaction, while apply runs
+            session.execute(statement)
+        before = written(db)
+        done, took = apply_in_a_process(git_repo, apply_url, "--lock-timeout", "2")
+        assert done.returncode == 0, done.stderr
+        assert "Apply complete: 0 created, 2 updated" in done.stdout
+    assert took < 30, took
+    after = written(db)
+    assert after[:2] == (["celsius", "rankine", None], ["Observatory event log", "Observatory readings"])
+    assert after[2:] == (before[2] + 1, before[3] + 1, before[4] + 2, before[5] + 1)
+
+
+@pytest.mark.parametrize("lock", ["source:default", "audit-log"])
+def test_a_session_holding_an_apply_lock_fails_the_apply_within_the_lock_timeout_naming_it(
+        git_repo: Path, db: psycopg.Connection[Any], roles: tuple[str, str], lock: str) -> None:
+    _, apply_url = roles
+    catalog_in_step_one(git_repo, apply_url)
+    before = written(db)
+    with psycopg.connect(apply_url, application_name="rogue session") as holder:
+        holder.execute("SELECT 1 FROM reconciler.apply_locks WHERE name = %s FOR UPDATE", (lock,))
+        done, took = apply_in_a_process(git_repo, apply_url, "--lock-timeout", "2")
+        assert written(db) == before
+    assert done.returncode == 1
+    assert 2 <= took < 30, took
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    held = r"held by rogue session as database user reconciler_apply(?: from [^,]+)?, since [0-9TZ:-]+"
+    expected = (rf"error: another apply of source 'default' is running \({held}\); gave up after 2 s "
+                r"\(--lock-timeout\)" if lock.startswith("source:") else
+                rf"error: the audit log's append lock is held by another session \({held}\); gave up after 2 s "
+                r"\(--lock-timeout\); nothing was applied")
+    assert len(errors) == 1 and re.fullmatch(expected, errors[0]), done.stderr
+    assert "Traceback" not in done.stderr
+    assert db.execute("SELECT outcome, message FROM reconciler.runs ORDER BY started_at DESC LIMIT 1").fetchone() \
+        == ("failed", errors[0].removeprefix("error: "))
+    # Once the holder is gone, the same apply goes through.
+    again, _ = apply_in_a_process(git_repo, apply_url, "--lock-timeout", "2")
+    assert again.returncode == 0, again.stderr
+    assert written(db)[:2] == (["celsius", "rankine", None], ["Observatory event log", "Observatory readings"])

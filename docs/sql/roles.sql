@@ -25,6 +25,12 @@ $$;
 GRANT USAGE ON SCHEMA timestore, metastore, reconciler TO reconciler_plan, reconciler_apply;
 GRANT SELECT ON ALL TABLES IN SCHEMA timestore, metastore, reconciler TO reconciler_plan, reconciler_apply;
 
+-- The apply locks (migrations/0006_apply_locks.sql): row locks on reconciler.apply_locks,
+-- which need UPDATE privilege, so only the apply role can take them. No other role needs
+-- to read the table either; without SELECT a role cannot even LOCK TABLE it.
+REVOKE ALL ON reconciler.apply_locks FROM PUBLIC, reconciler_plan;
+GRANT SELECT, INSERT, UPDATE ON reconciler.apply_locks TO reconciler_apply;
+
 -- Writing: the objects apply creates, updates, archives and purges ...
 GRANT INSERT, UPDATE, DELETE ON
     timestore.storage_targets,

@@ -14,15 +14,13 @@ from psycopg.types.json import Jsonb
 
 from ..errors import MigrationError
 from .connection import connection, translated
+from .locks import lock_audit_log
 
 T = TypeVar("T")
 
 Connection = psycopg.Connection[Any]
 """The apply's connection, as the audit module passes it through."""
 
-# One lock for every source: applies of different sources run side by side and
-# take it only for the append, so the chain stays one line.
-AUDIT_LOCK_KEY = "reconciler:audit"
 # Rows per network fetch when streaming the log.
 FETCH_ROWS = 2000
 
@@ -77,12 +75,15 @@ class Filters:
 # --- writing, inside the apply's transaction -------------------------------------------------
 
 
-def lock_head(conn: psycopg.Connection[Any]) -> Head:
+def lock_head(conn: psycopg.Connection[Any], lock_timeout: float | None = None) -> Head:
     """Take the audit log's append lock for this transaction and read the head after it.
 
-    Read committed: the read after the lock sees every entry the previous holder committed.
+    One lock for every source (``locks.lock_audit_log``, waited for at most
+    ``lock_timeout`` seconds): applies of different sources run side by side and take it
+    only for the append, so the chain stays one line. Read committed: the read after
+    the lock sees every entry the previous holder committed.
     """
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (AUDIT_LOCK_KEY,))
+    lock_audit_log(conn, lock_timeout)
     row = conn.execute(
         """SELECT h.seq, h.hash, clock_timestamp()
            FROM (SELECT 1) AS one

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import conninfo
 
 from ..errors import DatabaseError, DatabaseUnavailable
+from .dsn import check_url
 
 DATABASE_URL_ENV = "RECONCILER_DATABASE_URL"
 CONNECT_TIMEOUT_SECONDS = 10
@@ -127,18 +128,23 @@ def _without_password(text: str, conn: psycopg.Connection[Any] | None, url: str 
 
 
 def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
-    """Open a connection, or raise DatabaseUnavailable with one clear, password-free line."""
+    """Open a connection, or raise with one clear, password-free line.
+
+    A malformed URL is a ConfigurationError naming the part that is wrong (never the
+    text). The error raised carries no driver exception, not even as its context: the
+    driver's messages may quote the URL, and a traceback (``--debug``) shows the chain.
+    """
+    check_url(url)
     kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
     kwargs.setdefault("application_name", "reconciler")
     try:
         return psycopg.connect(url, **kwargs)
-    except psycopg.ProgrammingError as error:
-        raise DatabaseUnavailable(
-            f"invalid database URL ({describe(url)}): {strip_password(str(error), url)}"
-        ) from None
+    except psycopg.ProgrammingError:
+        message = ("invalid connection settings: PostgreSQL's driver refused them "
+                   "(they are not shown, since they may hold a password)")
     except psycopg.OperationalError as error:
-        reason = " ".join(strip_password(str(error), url).split())
-        raise DatabaseUnavailable(f"cannot connect to {describe(url)}: {reason}") from None
+        message = f"cannot connect to {describe(url)}: {' '.join(strip_password(str(error), url).split())}"
+    raise DatabaseUnavailable(message)
 
 
 @contextmanager
@@ -172,6 +178,7 @@ def resolve_database(url: str | None, anchor: Path) -> tuple[str, bool]:
     """
     chosen = url or os.environ.get(DATABASE_URL_ENV)
     if chosen:
+        check_url(chosen)  # before anything can quote it
         return chosen, False
     from .embedded import embedded_url  # started only when needed
 

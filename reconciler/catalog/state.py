@@ -77,6 +77,14 @@ _APPLIED = sql.SQL(
 )
 
 
+# Datasets with partitions stored on the named storage targets (a partition's storage
+# target is a foreign key: the target cannot be deleted while one is there).
+_STORED_ON = """SELECT DISTINCT st.name, d.slug FROM timestore.dataset_partitions p
+                JOIN timestore.storage_targets st ON st.id = p.storage_target_id
+                JOIN timestore.datasets d ON d.id = p.dataset_id
+                WHERE st.name = ANY(%s)"""
+
+
 @dataclass(frozen=True)
 class CatalogState:
     """Everything the plan compares against: live objects and the reconciler's records."""
@@ -235,6 +243,15 @@ def read_applied(conn: psycopg.Connection[Any], addresses: Collection[str] | Non
          secret_paths) in _rows(conn, query, params):
         out[address] = Applied(address, kind, source, JsonObject(text), protect, commit, path, line, end_line,
                                text, declared, frozenset(secret_paths) if secret_paths else frozenset())
+    return out
+
+
+def datasets_stored_on(conn: psycopg.Connection[Any], addresses: Collection[str]) -> dict[str, list[str]]:
+    """For each storage target address given, the datasets with partitions stored on it."""
+    names = [address.removeprefix("storage-target:") for address in addresses]
+    out: dict[str, list[str]] = {}
+    for name, slug in conn.execute(_STORED_ON, (names,)).fetchall():
+        out.setdefault(f"storage-target:{name}", []).append(f"dataset:{slug}")
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,18 +12,12 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ..diff import normalize_tags, same
-from ..errors import ConflictError, DatabaseError, ReconcilerError
+from ..errors import ConflictError, DatabaseError, LockTimeout, ReconcilerError
 from ..text import clean
 from ._common import new_id
 from .connection import explain
+from .locks import describe_holder
 from .state import dataset_live, record_live, storage_target_live
-
-APPLY_LOCK_PREFIX = "reconciler:apply:"
-MAX_LOCK_TIMEOUT_MS = 2_147_483_647  # the largest lock_timeout the server accepts
-
-
-class LockTimeout(ReconcilerError):
-    """A lock the apply needs (its source's, or a row it touches) stayed held for longer than the timeout."""
 
 
 @dataclass(frozen=True)
@@ -55,52 +48,7 @@ class Managed:
     secret_paths: tuple[str, ...] = ()  # config paths holding a secret now (kept with those held before)
 
 
-# --- locking and re-checking ---------------------------------------------------------------
-
-
-def lock_source(conn: psycopg.Connection[Any], source: str, timeout: float,
-                sleep: Callable[[float], None] = time.sleep) -> None:
-    """Take the source's apply lock for this transaction, waiting up to ``timeout`` seconds.
-
-    On timeout, raises LockTimeout naming the holder (its application name carries the
-    run id and actor) and since when it has held it. Once the lock is taken, what is left
-    of ``timeout`` bounds each later lock wait of the transaction (``lock_timeout``, at
-    least 1 ms): the re-check's row locks and the writes' (see ``lift_lock_bound``).
-    """
-    key = APPLY_LOCK_PREFIX + source
-    deadline = time.monotonic() + timeout
-    while True:
-        row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (key,)).fetchone()
-        if row and row[0]:
-            left = min(MAX_LOCK_TIMEOUT_MS, max(1, round((deadline - time.monotonic()) * 1000)))
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{left}ms",))
-            return
-        if time.monotonic() >= deadline:
-            raise LockTimeout(f"another apply of source {source!r} is running ({_advisory_holder(conn, key)}); "
-                              f"gave up after {timeout:g} s (--lock-timeout)")
-        sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-
-
-def lift_lock_bound(conn: psycopg.Connection[Any]) -> None:
-    """Let the rest of the transaction wait for locks as the session would without ``lock_source``.
-
-    For the audit log's append lock: another apply holds it only while it appends and
-    commits, and applies of other sources must not fail for waiting on it.
-    """
-    conn.execute("SET LOCAL lock_timeout TO DEFAULT")
-
-
-def _advisory_holder(conn: psycopg.Connection[Any], key: str) -> str:
-    return _holder(conn.execute(
-        """SELECT a.application_name, a.usename, a.client_addr::text,
-                  to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-           WHERE l.locktype = 'advisory' AND l.granted AND l.objid = hashtext(%s)::oid::bigint
-             AND l.pid <> pg_backend_pid()
-           LIMIT 1""",
-        (key,),
-    ).fetchone())
-
+# --- re-checking -------------------------------------------------------------------------
 
 # Who holds what the plan touches, as the holder lookups name a session.
 _SESSION = sql.SQL(
@@ -139,13 +87,13 @@ _ROW_HOLDER = _SESSION.format(pids=sql.SQL(
 
 
 def _row_holder(conn: psycopg.Connection[Any], addresses: Collection[str]) -> str:
-    """The session holding a table or a row the plan touches, named as ``_holder`` names it.
+    """The session holding a table or a row the plan touches, named as ``locks.describe_holder`` names it.
 
     Best effort, after the apply's transaction was rolled back: the tables are looked at
     first, since reading the rows would wait behind a session holding a whole table.
     """
     if conn.closed or conn.broken:
-        return _holder(None)
+        return describe_holder(None)
     ids = {kind: [identity(a) for a in addresses if a.startswith(kind + ":")]
            for kind in ("record", "dataset", "storage-target")}
     params = {"namespaces": [i.split("/", 1)[0] for i in ids["record"]],
@@ -157,17 +105,7 @@ def _row_holder(conn: psycopg.Connection[Any], addresses: Collection[str]) -> st
             row = conn.execute(_TABLE_HOLDER).fetchone() or conn.execute(_ROW_HOLDER, params).fetchone()
     except psycopg.Error:
         row = None
-    return _holder(row)
-
-
-def _holder(row: Sequence[Any] | None) -> str:
-    """A lock's holder as messages name it, from its application name, user, address and
-    transaction start (columns another role's sessions may hide are left out)."""
-    if not row:
-        return "holder unknown"
-    app, user, addr, since = row
-    return f"held by {app or 'an unnamed session'} as database user {user}" + (
-        f" from {addr}" if addr else "") + (f", since {since}" if since else "")
+    return describe_holder(row)
 
 
 _RECHECK = {
@@ -242,9 +180,17 @@ def recheck(conn: psycopg.Connection[Any], expected: Mapping[str, tuple[str, str
 # --- storage targets -------------------------------------------------------------------------
 
 
+_STORAGE_TARGET_COLUMNS = frozenset({"type", "description", "config"})
+
+
 def write_storage_targets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> None:
-    """Create, update or delete storage targets (ids ``st-<name>``, as the service names its own)."""
-    upserts = [w for w in writes if w.action != "purge"]
+    """Create or update storage targets (ids ``st-<name>``, as the service names its own).
+
+    A change of ``protect`` alone is the reconciler's bookkeeping: the row (and its
+    updated_at) is left alone. Purges are ``purge_storage_targets``, after the datasets.
+    """
+    upserts = [w for w in writes if w.action == "create"
+               or (w.action != "purge" and _STORAGE_TARGET_COLUMNS & set(w.fields))]
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO timestore.storage_targets (id, name, kind, description, config)
@@ -259,16 +205,32 @@ def write_storage_targets(conn: psycopg.Connection[Any], writes: Sequence[Write]
 
 
 def purge_storage_targets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> None:
-    """Delete storage targets marked for purge (after datasets, which may point at them)."""
+    """Delete storage targets marked for purge (after datasets, which may point at them).
+
+    The plan refuses a purge while a dataset uses the target; one that started using it
+    since makes the whole apply fail, naming it.
+    """
     names = [identity(w.address) for w in writes if w.action == "purge"]
     if not names:
         return
     try:
         with conn.transaction():
             conn.execute("DELETE FROM timestore.storage_targets WHERE name = ANY(%s)", (names,))
-    except psycopg.errors.ForeignKeyViolation as error:
-        raise ConflictError(f"cannot purge storage target(s) {', '.join(names)}: still referenced "
-                            f"({error.diag.message_detail or error.diag.message_primary})") from None
+    except psycopg.errors.ForeignKeyViolation:
+        users = conn.execute(_STORAGE_TARGET_USERS, {"names": names}).fetchall()
+        listed = ", ".join(f"dataset:{slug} ({why} storage-target:{name})" for name, slug, why in users)
+        raise ConflictError(f"cannot purge storage target(s) {', '.join(names)}: datasets started using them "
+                            f"since the plan: {listed or 'unknown'}; nothing was applied") from None
+
+
+# Who uses the storage targets: as their default target, or with partitions stored there.
+_STORAGE_TARGET_USERS = sql.SQL(
+    """SELECT st.name, d.slug, 'points at' FROM timestore.datasets d
+       JOIN timestore.storage_targets st ON st.id = d.default_storage_target_id WHERE st.name = ANY(%(names)s)
+       UNION SELECT st.name, d.slug, 'has partitions on' FROM timestore.dataset_partitions p
+       JOIN timestore.storage_targets st ON st.id = p.storage_target_id
+       JOIN timestore.datasets d ON d.id = p.dataset_id WHERE st.name = ANY(%(names)s)
+       ORDER BY 1, 2, 3""")
 
 
 def _a(write: Write, name: str) -> Any:
@@ -597,7 +559,7 @@ def translate(error: psycopg.Error, conn: psycopg.Connection[Any] | None = None,
     ``lock_timeout`` budget, or the statement_timeout in force when a statement was cancelled.
     """
     if isinstance(error, psycopg.errors.LockNotAvailable) and lock_timeout is not None:
-        holder = _row_holder(conn, touched) if conn is not None else _holder(None)
+        holder = _row_holder(conn, touched) if conn is not None else describe_holder(None)
         return LockTimeout(f"an object the plan touches is locked by another session ({holder}); "
                            f"gave up after {lock_timeout:g} s (--lock-timeout); nothing was applied")
     text = explain(error, conn)

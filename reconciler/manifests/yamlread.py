@@ -23,12 +23,13 @@ import yaml
 import yaml_rs
 
 from ..errors import Problem
-from ..model import MAX_INT_DIGITS, MAX_JSON_DEPTH, TOO_MANY_DIGITS, describe
+from ..model import MAX_INT_DIGITS, MAX_JSON_DEPTH, TOO_MANY_DIGITS, describe, format_path
 from .layout import DocLayout, Span, scan_layout
 
 MAX_FILE_BYTES: Final = 64 * 1024 * 1024
 MAX_DEPTH: Final = MAX_JSON_DEPTH
 MAX_ALIAS_NODES: Final = 100_000
+_TOO_DEEP: Final = f"nesting deeper than {MAX_DEPTH} levels"
 
 # Characters YAML does not allow raw in a stream (C0/C1 controls other than tab and
 # line feed, the line separators YAML 1.1 and 1.2 disagree on, a BOM past the start,
@@ -36,6 +37,7 @@ MAX_ALIAS_NODES: Final = 100_000
 _FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
 # Controls a mapping key must not contain once escapes are resolved.
 _KEY_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+NUL_MESSAGE: Final = "text must not contain U+0000 (NUL), which the catalog cannot store"
 # The fast path leaves to the precise one anything it cannot vouch for: tags,
 # anchors and aliases, directives, explicit keys, deep indentation and long runs
 # of compact nesting (yaml-rs must never see unbounded nesting: it recurses).
@@ -142,7 +144,7 @@ def parse_text(text: str, path: str, *, precise: bool = False) -> ParsedFile:
     lines = text.split("\n")
     if precise or needs_precise(text):
         return _parse_precise(text, lines, path)
-    check_keys = _may_escape(text)
+    escapes = _may_escape(text)
     documents: list[ParsedDocument] = []
     for first, last in _document_ranges(text, lines):
         chunk = text if (first, last) == (0, len(lines)) else "\n".join(lines[first:last])
@@ -153,7 +155,7 @@ def parse_text(text: str, path: str, *, precise: bool = False) -> ParsedFile:
         if value is None:
             continue
         layout = scan_layout(lines, first, last, value) if isinstance(value, dict) else None
-        if layout is None or next(value_problems(value, check_keys), None) is not None:
+        if layout is None or next(value_problems(value, escapes), None) is not None:
             return _parse_precise(text, lines, path)
         documents.append(ParsedDocument(value, layout))
     return ParsedFile(path, documents, [], precise=False)
@@ -174,7 +176,8 @@ def needs_precise(text: str) -> bool:
 
 
 def _may_escape(text: str) -> bool:
-    """Whether a key could hold a control character: only via an escape or a tab."""
+    """Whether a key could hold a control character, or a string U+0000: only via an
+    escape (or, for a key, a tab)."""
     return "\\" in text or "\t" in text
 
 
@@ -262,23 +265,25 @@ def _markers(text: str) -> list[tuple[int, str]]:
 # --- checks on values ---------------------------------------------------------------------
 
 
-def value_problems(value: Any, check_keys: bool) -> Iterator[tuple[tuple[Any, ...], bool, str]]:
-    """What JSON cannot hold, as (path, at_key, message): non-string keys, keys with
-    control characters, non-finite numbers, nesting deeper than MAX_DEPTH."""
+def value_problems(value: Any, escapes: bool) -> Iterator[tuple[tuple[Any, ...], bool, str]]:
+    """What JSON and the catalog cannot hold, as (path, at_key, message): non-string keys,
+    non-finite numbers, nesting deeper than MAX_DEPTH, and, when the text may hold escapes
+    (``escapes``; a raw control character is refused before parsing), keys with control
+    characters and strings holding U+0000, which no PostgreSQL text or jsonb value can store."""
     stack: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 1, ())]
     while stack:
         item, depth, path = stack.pop()
         if type(item) is not dict and type(item) is not list:
             continue
         if depth > MAX_DEPTH:
-            yield path, False, f"nesting deeper than {MAX_DEPTH} levels"
+            yield path, False, _TOO_DEEP
             continue
         pairs = item.items() if type(item) is dict else enumerate(item)
         for key, child in pairs:
             if type(item) is dict:
                 if type(key) is not str:
                     yield (*path, key), True, f"keys must be strings, got {describe(key)}"
-                elif check_keys and _KEY_CONTROL.search(key):
+                elif escapes and _KEY_CONTROL.search(key):
                     bad = _KEY_CONTROL.search(key)
                     assert bad is not None
                     yield (
@@ -293,6 +298,8 @@ def value_problems(value: Any, check_keys: bool) -> Iterator[tuple[tuple[Any, ..
                 yield (*path, key), False, f"numbers must be finite, got {describe(child)}"
             elif kind is int and abs(child) >= TOO_MANY_DIGITS:
                 yield (*path, key), False, f"numbers must have at most {MAX_INT_DIGITS:,} digits"
+            elif escapes and kind is str and "\x00" in child:
+                yield (*path, key), False, f"{format_path((*path, key))}: {NUL_MESSAGE}"
 
 
 # --- the precise path ---------------------------------------------------------------------
@@ -314,12 +321,12 @@ def _parse_precise(text: str, lines: list[str], path: str) -> ParsedFile:
     if not isinstance(values, list) or len(values) != len(roots):
         problem = Problem(path, 1, 1, "the YAML parsers disagree on the number of documents")
         return ParsedFile(path, [], [problem], precise=True)
-    check_keys = _may_escape(text)
+    escapes = _may_escape(text)
     documents = []
     for root, value in zip(roots, values, strict=True):
         if value is None:
             continue
-        for value_path, at_key, message in value_problems(value, check_keys):
+        for value_path, at_key, message in value_problems(value, escapes):
             node, key = locate(root, value, value_path)
             where = key if at_key and key is not None else node
             problems.append(Problem(path, where.line, where.column, message))
@@ -348,12 +355,35 @@ def compose(text: str, lines: list[str], path: str) -> tuple[list[Node], list[Pr
     except _Stop:
         pass
     except yaml.MarkedYAMLError as error:
-        composer.problems.append(_syntax_problem(error, path, lines))
+        composer.problems.append(_too_deep(text, lines, path, error) or _syntax_problem(error, path, lines))
     except yaml.YAMLError as error:
         composer.problems.append(Problem(path, 1, 1, f"YAML error: {error}"))
     finally:
         parser.dispose()
     return composer.documents, composer.problems
+
+
+def _too_deep(text: str, lines: list[str], path: str, error: yaml.MarkedYAMLError) -> Problem | None:
+    """Our nesting problem, at the level past MAX_DEPTH, when libyaml stopped at a limit of its own.
+
+    libyaml (bundled with PyYAML from 6.0.3) refuses nesting past a limit of its own
+    (1,000 levels) while it scans ahead, which in flow style (``[[[[...``) it does before
+    handing over the first events: this reader never sees the level at which it would
+    stop. The text before the place libyaml stopped nests no deeper than its limit, so it
+    is read again, and its events reach the level past MAX_DEPTH.
+    """
+    mark = error.problem_mark
+    if mark is None or "nesting depth" not in (error.problem or "") or mark.line >= len(lines):
+        return None
+    cut = sum(len(line) + 1 for line in lines[: mark.line]) + mark.column
+    if not 0 < cut < len(text):
+        return None
+    _, problems = compose(text[:cut], lines, path)
+    deep = [problem for problem in problems if problem.message == _TOO_DEEP]
+    if deep:
+        return deep[0]
+    line, column = _in_text(mark, lines)
+    return Problem(path, line, column, _TOO_DEEP)
 
 
 def _syntax_problem(error: yaml.MarkedYAMLError, path: str, lines: list[str]) -> Problem:
@@ -430,7 +460,7 @@ class _Composer:
     def _start(self, event: Any, kind: str) -> None:
         mark = event.start_mark
         if len(self.stack) >= MAX_DEPTH:
-            self._fail(mark.line + 1, mark.column + 1, f"nesting deeper than {MAX_DEPTH} levels", stop=True)
+            self._fail(mark.line + 1, mark.column + 1, _TOO_DEEP, stop=True)
         node = Node(kind, mark.line + 1, mark.column + 1)
         node.text = event.anchor  # remembered when the collection ends
         node.end_line = -1 if event.flow_style else 0
@@ -472,7 +502,7 @@ class _Composer:
                 stop=True,
             )
         if len(self.stack) + target.height > MAX_DEPTH:
-            self._fail(mark.line + 1, mark.column + 1, f"nesting deeper than {MAX_DEPTH} levels", stop=True)
+            self._fail(mark.line + 1, mark.column + 1, _TOO_DEEP, stop=True)
         self._attach(target, (mark.line + 1, mark.column + 1))
 
     def _check_tag(self, tag: str | None, kind: str, node: Node) -> None:
