@@ -66,6 +66,11 @@ def explain(error: psycopg.Error, conn: psycopg.Connection[Any] | None = None, u
     that timeout, with its value and where it is set when ``conn`` can still read them,
     so the operator knows which setting to raise.
     """
+    if isinstance(error, psycopg.errors.IdleInTransactionSessionTimeout):
+        return ("the server ended the session because it sat idle inside a transaction for longer than its "
+                "idle_in_transaction_session_timeout; raise idle_in_transaction_session_timeout where it is set "
+                "(the database user, the database, the URL's options or PGOPTIONS), or set it to 0 for the role "
+                "that runs reconciler")
     if isinstance(error, psycopg.errors.QueryCanceled):
         timeout = _statement_timeout(conn)
         if timeout is None:

@@ -1,0 +1,75 @@
+"""Trees in unusual places and servers with unusual settings: a git submodule, a short
+idle-in-transaction timeout."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from reconciler.catalog.connection import explain
+
+from .conftest import run_git
+from .helpers import ALICE, BOB, apply, commit, invoke, write
+
+DATASET = """\
+apiVersion: reconciler/v1
+kind: Dataset
+slug: sub-obs
+name: Inside a submodule
+"""
+
+
+def test_manifests_in_a_submodule_are_attributed_from_its_own_history(
+        tmp_path: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+    inner = tmp_path / "catalog-manifests"
+    inner.mkdir()
+    run_git(inner, "init", "-q", "-b", "main")
+    write(inner, "manifests/obs.yaml", DATASET)
+    alice = commit(inner, ALICE, "dataset, in its own repository")
+    outer = tmp_path / "platform"
+    outer.mkdir()
+    run_git(outer, "init", "-q", "-b", "main")
+    run_git(outer, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(inner), "catalog")
+    commit(outer, BOB, "add the catalog as a submodule")
+    tree = outer / "catalog"
+    plan = json.loads(invoke(tree, db_url, "plan", "--format", "json").stdout)
+    assert plan["dirty"] is False
+    (change,) = plan["changes"]
+    assert change["author"]["email"] == ALICE[1] and change["author"]["commit"] == alice
+    apply(tree, db_url)  # committed in the submodule: no --allow-uncommitted needed
+    assert db.execute("SELECT author_email, commit_sha, uncommitted FROM reconciler.audit_log").fetchall() == [
+        (ALICE[1], alice, False)]
+
+
+def test_a_short_idle_in_transaction_timeout_does_not_break_a_plan_of_a_large_tree(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+    records = "".join(f"  - key: r{n:05d}\n    metadata: {{n: {n}, unit: celsius, site: north}}\n"
+                      for n in range(20_000))
+    write(git_repo, "manifests/many.yaml", "apiVersion: reconciler/v1\nkind: RecordSet\nnamespace: many\n"
+          "defaults: {owner: team}\nrecords:\n" + records)
+    commit(git_repo, ALICE, "many records")
+    name = db.execute("SELECT current_database()").fetchone()
+    assert name is not None
+    db.execute(sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '300ms'").format(
+        sql.Identifier(name[0])))
+    started = time.monotonic()
+    result = invoke(git_repo, db_url, "plan", "--detailed-exitcode")
+    assert result.exit_code == 2, result.output
+    assert time.monotonic() - started > 0.3  # parsing took longer than the timeout, outside any transaction
+
+
+def test_the_idle_in_transaction_timeout_is_named_when_it_fires(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        conn.execute("SET idle_in_transaction_session_timeout = '100ms'")
+        with pytest.raises(psycopg.Error) as raised:
+            conn.execute("SELECT 1")
+            time.sleep(0.5)
+            conn.execute("SELECT 2")
+    message = explain(raised.value)
+    assert "idle_in_transaction_session_timeout" in message and "raise" in message
