@@ -220,6 +220,7 @@ def main() -> int:
     parser.add_argument("--database-url")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    out = args.out.resolve() if args.out else None  # the measurement runs from inside the repository
     with tempfile.TemporaryDirectory(prefix="reconciler-attribution-") as work_dir:
         work = Path(work_dir)
         repo = work / "repo"
@@ -243,8 +244,8 @@ def main() -> int:
             report = {"shape": shape, **measure(repo, url, args.runs, change)}
     text = json.dumps(report, indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
     return 0
 
 
