@@ -37,8 +37,9 @@ def one_plan(tree: Path, url: str, results: dict[str, list[float]]) -> dict[str,
     from reconciler.catalog.state import read_state
     from reconciler.desired import desired_state
     from reconciler.diff import diff, unchanged
-    from reconciler.engine import attribute, link_findings
-    from reconciler.plan import from_diff
+    from reconciler.app.attribution import attribute
+    from reconciler.engine import link_findings
+    from reconciler.plan import Author, from_diff
     from reconciler.git.repository import GitRepository
     from reconciler.render import render_json, render_text
 
@@ -53,11 +54,12 @@ def one_plan(tree: Path, url: str, results: dict[str, list[float]]) -> dict[str,
     catalog = timed("read catalog", results, read)
     timed("link findings", results, lambda: link_findings(state.links, state.desired, catalog.live))
     result = timed("diff", results, lambda: diff(state.desired, catalog.live, catalog.applied, source="default"))
-    authors = timed("attribute (git)", results,
-                    lambda: attribute(repo, result.changes, result.bookkeeping, catalog.applied))
+    attribution = timed("attribute (git)", results, lambda: attribute(
+        repo, tree, result.changes, state.desired, None, Author("bench", "", None, applier=True)))
     plan = timed("build plan", results, lambda: from_diff(
-        result, source="default", commit=repo.head() if repo else None, dirty=False,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"), authors=authors, secrets=state.secrets))
+        result, source="default", commit=repo.head() if repo else None, dirty=attribution.dirty,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"), authors=attribution.authors,
+        secrets=state.secrets))
     timed("render text", results, lambda: render_text(plan, color=False))
     timed("render json", results, lambda: render_json(plan))
     passed_over = sum(1 for address, want in state.desired.items()

@@ -48,8 +48,9 @@ def dataset_slug(index: int) -> str:
 
 
 def changed(index: int, revision: int) -> bool:
-    """Whether record ``index`` differs from revision 0 (1% of records in revision 1)."""
-    return revision >= 1 and index % 100 == 0
+    """Whether record ``index`` differs from revision 0 (1% of records in revision 1; in
+    revision 2, another 1% as well: the every-100th records offset by 50)."""
+    return (revision >= 1 and index % 100 == 0) or (revision >= 2 and index % 100 == 50)
 
 
 def _defaults(file_index: int) -> dict[str, Any]:
@@ -191,3 +192,39 @@ def record_rows(records: int, datasets: int, revision: int = 0) -> Iterator[Reco
         fields = _record_fields(index, datasets, revision)
         yield RecordRow(namespace_of(file_index), f"sensor/{index:07d}", defaults["owner"], fields["tags"],
                         fields["schemaHash"], {**defaults["metadata"], **fields["metadata"]})
+
+
+def draft(text: str) -> str:
+    """A record file as first committed in the benchmark's history: its first record's unit
+    still ``draft``."""
+    head, marker, rest = text.partition("      unit: ")
+    _, newline, tail = rest.partition("\n")
+    return head + marker + "draft" + newline + tail if marker else text
+
+
+def history(records: int, datasets: int, commits: int) -> Iterator[tuple[str, dict[str, str]]]:
+    """The tree at revision 0, reached through about ``commits`` commits: (message, files to
+    write) in order — the storage target and datasets first, then one commit per record file
+    adding it as a draft, then one per file finishing it (the last one finishes the rest), so
+    that attribution has a history of many authors to walk."""
+    every = list(files(records, datasets, revision=0))
+    record_files = [(p, t) for p, t in every if p.startswith("records/")]
+    yield "storage target and datasets", {p: t for p, t in every if not p.startswith("records/")}
+    made = 1
+    for relative, text in record_files:
+        made += 1
+        yield f"add {relative}", {relative: draft(text)}
+    left = dict(record_files)
+    for relative, text in record_files:
+        if made + 1 >= commits:
+            break
+        made += 1
+        del left[relative]
+        yield f"finish {relative}", {relative: text}
+    if left:
+        yield "finish the rest", left
+
+
+def two_files(records: int, datasets: int) -> dict[str, str]:
+    """The first two record files at revision 2 (on top of revision 1): a commit touching two files."""
+    return dict([(p, t) for p, t in files(records, datasets, revision=2) if p.startswith("records/")][:2])
