@@ -183,6 +183,16 @@ class GitRepository:
                 return parts[2]
         return None
 
+    def files_mentioning(self, commit: str, text: str, suffixes: Sequence[str]) -> list[str]:
+        """The files at ``commit`` whose name ends in one of ``suffixes`` and whose content holds
+        ``text`` (fixed string), by path from the root."""
+        if not _FULL_SHA.match(commit) or not text:
+            return []
+        output = self._git("grep", "-l", "-z", "-I", "-F", "-e", text, commit, ok=(0, 1))
+        prefix = f"{commit}:"
+        found = (path[len(prefix):] if path.startswith(prefix) else path for path in output.stdout.split("\x00"))
+        return [path for path in found if path.endswith(tuple(suffixes))]
+
     # --- what attribution reads ---------------------------------------------------------------
 
     def changed_paths(self, pathspec: str) -> set[str]:

@@ -2,9 +2,9 @@
 
 The branch's *first-parent line* is the sequence of commits it pointed at, newest first:
 each commit's first parent is where the branch was before. A commit on that line reached
-the branch itself — pushed directly, or as a squash or rebase of a pull request; any other
-commit was brought in by the first commit of that line that has it as an ancestor, which
-is a merge. The number of the pull (GitHub, Bitbucket, Azure) or merge (GitLab) request
+the branch as itself — pushed directly, or as a squash or rebase of a pull request; any
+other commit was brought in by the oldest commit of that line that has it as an ancestor,
+which is a merge. The number of the pull (GitHub, Bitbucket, Azure) or merge (GitLab) request
 is read from that merge's message, or from a squash commit's ``(#N)``.
 """
 
@@ -31,13 +31,19 @@ _SQUASHED = re.compile(r"\(#(\d+)\)\s*$")
 class Review:
     """How one commit reached the branch."""
 
-    merge_commit: str | None  # the first-parent commit that merged it; None: it is on that line itself
+    sha: str
+    merge_commit: str  # the first-parent commit it arrived through: a merge, or the commit itself
     pull_request: int | None  # the request it came through, when a message or the CI names one
+
+    @property
+    def merged(self) -> bool:
+        """Brought in by a merge commit (rather than being on the first-parent line itself)."""
+        return self.merge_commit != self.sha
 
     @property
     def direct(self) -> bool:
         """Reached the branch with neither a merge nor a request number: pushed straight to it."""
-        return self.merge_commit is None and self.pull_request is None
+        return not self.merged and self.pull_request is None
 
 
 def request_number(message: str, *, squash: bool) -> int | None:
@@ -81,11 +87,11 @@ def reviews(repo: GitRepository, commits: Collection[str], ref: str, *,
     for sha in sorted(wanted):
         if sha not in parents:
             continue
-        merge = None if sha in on_line else brought.get(sha)
-        number = request_number(messages.get(merge or sha, ""), squash=merge is None)
-        if number is None and merge is None:
+        merge = sha if sha in on_line else brought.get(sha, sha)
+        number = request_number(messages.get(merge, ""), squash=merge == sha)
+        if number is None and merge == sha:
             number = ci_request
-        out[sha] = Review(merge, number)
+        out[sha] = Review(sha, merge, number)
     return out
 
 
