@@ -74,7 +74,8 @@ def _block(entry: Entry) -> str:
 
 def _asked_line(entry: Entry) -> str:
     """Who the entry names: the commit's author, whoever applied, or who changed it outside git."""
-    who = f"{clean(entry.author_name)}" + (f" <{clean(entry.author_email)}>" if entry.author_email else "")
+    who = f"{clean(entry.author_name)}" + (f" <{clean(entry.author_email)}>" if entry.author_email
+                                             and entry.author_email != entry.author_name else "")
     if entry.reason == "out-of-band":
         when = f" at {entry.changed_at.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}" if entry.changed_at else ""
         source = f" ({clean(entry.evidence)})" if entry.evidence else ""

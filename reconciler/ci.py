@@ -42,7 +42,7 @@ def _number(text: str | None) -> int | None:
 
 
 def _github(env: Mapping[str, str]) -> Identity | None:
-    if not (env.get("GITHUB_ACTIONS") == "true" or env.get("GITHUB_ACTOR")):
+    if not env.get("GITHUB_ACTOR", "").strip():
         return None
     ids = _pick(env, actor_id="GITHUB_ACTOR_ID", triggering_actor="GITHUB_TRIGGERING_ACTOR",
                 run_id="GITHUB_RUN_ID", run_attempt="GITHUB_RUN_ATTEMPT", run_number="GITHUB_RUN_NUMBER",
@@ -55,23 +55,23 @@ def _github(env: Mapping[str, str]) -> Identity | None:
         if "run_attempt" in ids:
             url += f"/attempts/{ids['run_attempt']}"
     pulled = _GITHUB_PULL_REF.match(ids.get("ref", ""))
-    return Identity("ci", env.get("GITHUB_ACTOR", "").strip() or "unknown", {"system": "github-actions", **ids},
+    return Identity("ci", env["GITHUB_ACTOR"].strip(), {"system": "github-actions", **ids},
                     url, _number(pulled.group(1)) if pulled else None)
 
 
 def _gitlab(env: Mapping[str, str]) -> Identity | None:
-    if not (env.get("GITLAB_CI") == "true" or env.get("GITLAB_USER_LOGIN")):
+    if not env.get("GITLAB_USER_LOGIN", "").strip():
         return None
     ids = _pick(env, actor_id="GITLAB_USER_ID", email="GITLAB_USER_EMAIL", pipeline_id="CI_PIPELINE_ID",
                 job_id="CI_JOB_ID", job="CI_JOB_NAME", project="CI_PROJECT_PATH", ref="CI_COMMIT_REF_NAME",
                 sha="CI_COMMIT_SHA", pipeline_url="CI_PIPELINE_URL", merge_request="CI_MERGE_REQUEST_IID")
     url = env.get("CI_JOB_URL", "").strip() or ids.get("pipeline_url")
-    return Identity("ci", env.get("GITLAB_USER_LOGIN", "").strip() or "unknown", {"system": "gitlab-ci", **ids},
+    return Identity("ci", env["GITLAB_USER_LOGIN"].strip(), {"system": "gitlab-ci", **ids},
                     url, _number(ids.get("merge_request")))
 
 
 def _buildkite(env: Mapping[str, str]) -> Identity | None:
-    if not (env.get("BUILDKITE") == "true" or env.get("BUILDKITE_BUILD_CREATOR")):
+    if not env.get("BUILDKITE_BUILD_CREATOR", "").strip():
         return None
     ids = _pick(env, email="BUILDKITE_BUILD_CREATOR_EMAIL", build_id="BUILDKITE_BUILD_ID",
                 build_number="BUILDKITE_BUILD_NUMBER", job_id="BUILDKITE_JOB_ID",
@@ -83,7 +83,7 @@ def _buildkite(env: Mapping[str, str]) -> Identity | None:
     url = ids.get("build_url")
     if url and "job_id" in ids:
         url += f"#{ids['job_id']}"
-    return Identity("ci", env.get("BUILDKITE_BUILD_CREATOR", "").strip() or "unknown",
+    return Identity("ci", env["BUILDKITE_BUILD_CREATOR"].strip(),
                     {"system": "buildkite", **ids}, url, _number(ids.get("pull_request")))
 
 
@@ -108,7 +108,9 @@ _SYSTEMS: tuple[Callable[[Mapping[str, str]], Identity | None], ...] = (
 
 
 def ci_identity(env: Mapping[str, str]) -> Identity | None:
-    """The CI run applying, from the CI's own variables; None outside CI."""
+    """The CI run applying, from the CI's own variables; None outside CI. A CI system is
+    recognised by the variable naming its actor (``GITHUB_ACTOR``, ``GITLAB_USER_LOGIN``,
+    ``BUILDKITE_BUILD_CREATOR``, ``CIRCLE_USERNAME``, ``BUILD_REQUESTEDFOR``, in that order)."""
     for read in _SYSTEMS:
         found = read(env)
         if found is not None:

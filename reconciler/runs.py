@@ -153,8 +153,9 @@ def _block(run: Run) -> str:
     lines.append(f"  commit    {commit}, plan digest {clean(run.plan_digest or 'none')}")
     counts = ", ".join(f"{int(run.counts.get(a, 0))} {a}" for a in _ACTIONS if run.counts.get(a))
     if run.entries is not None:
-        span = (f" (entries {run.first_entry}–{run.first_entry + run.entries - 1})"
-                if run.entries and run.first_entry is not None else "")
+        last = (run.first_entry or 0) + run.entries - 1
+        span = ("" if not run.entries or run.first_entry is None else f" (entry {last})" if run.entries == 1
+                else f" (entries {run.first_entry}–{last})")
         counts = f"{counts or 'no change'}; {run.entries} audit entr{'y' if run.entries == 1 else 'ies'}{span}"
     lines.append(f"  changes   {counts or 'no change'}")
     if run.message:
@@ -171,7 +172,7 @@ def who_applied(applier: str, applied_by: Mapping[str, Any] | None) -> str:
         git = applied_by.get("git_email") or applied_by.get("git_name")
         return f"{name} (local: OS user {clean(applied_by.get('os_user', applier))}" + (
             f", git {clean(git)})" if git else ")")
-    ids = [f"{key} {clean(applied_by[key])}" for key in ("run_id", "run_attempt", "pipeline_id", "job_id",
-                                                         "build_number", "build_id") if applied_by.get(key)]
+    ids = [f"{key} {clean(applied_by[key])}" for key in ("run_id", "run_attempt", "pipeline_id", "build_number",
+                                                         "build_id", "job_id") if applied_by.get(key)]
     system = clean(applied_by.get("system", "ci"))
     return f"{name} ({system}" + (f" {', '.join(ids)}" if ids else "") + ")"

@@ -1,19 +1,18 @@
 """``reconciler audit verify``: both chains, the runs against the entries, the key, anchors, git, replay.
 
-One read-only snapshot of the catalog, read in two passes: the runs (few), then the
-entries (streamed). In order, it checks
+One read-only snapshot of the catalog: the runs (few) are read first, then the entries
+streamed. In order, it checks
 
-1. the runs chain: seq contiguous from 1, each ``prev_hash`` the previous ``hash``, each
-   ``hash`` its content's;
-2. the entries chain, the same way;
-3. the keyed chain: once an entry (or run) carries a MAC, every later one must; with
-   ``RECONCILER_AUDIT_KEY`` given, every MAC must be the key's;
-4. the runs against the entries: from the first entry after the runs chain began, every
+1. the entries chain: seq contiguous from 1, each ``prev_hash`` the previous ``hash``,
+   each ``hash`` its content's; and the keyed chain: once an entry carries a MAC, every
+   later one must, and with ``RECONCILER_AUDIT_KEY`` given, every MAC must be the key's;
+2. the runs chain and its MACs, the same way;
+3. the runs against the entries: from the first entry after the runs chain began, every
    entry belongs to a chained run, and every run holds exactly the entries it says it
    appended, from the seq it says;
-5. every anchor given, and ``--expect-head``: the log still holds that entry (and run) with
+4. every anchor given, and ``--expect-head``: the log still holds that entry (and run) with
    that hash;
-6. with a repository: every entry's commit is in it and reachable from its default
+5. with a repository: every entry's commit is in it and reachable from its default
    branch (and each commit that reached it without a merge or a request is reported);
    with ``replay``, every entry a commit asked for is held against that commit.
 
@@ -84,10 +83,14 @@ def verify(url: str, *, expect_head: str | None = None, repo: GitRepository | No
     if expected is not None and not HASH.match(expected):
         raise ConfigurationError(f"--expect-head {expect_head!r} is not a hash (64 hex digits, as verify prints it)")
     with audit_log.snapshot(url, "reconciler audit verify") as conn:
-        chained, unchained, runs_keyed = _runs(conn, key)
+        with closing(audit_log.runs_in(conn, Run.from_row)) as read:
+            every = list(read)
+        chained = [run for run in every if run.seq is not None]
         start = chained[0].first_entry if chained else None
         wanted = {a.entries for a in anchors}
         found = _entries(conn, key, {r.run_id: r for r in chained}, start, wanted, expected)
+        runs_keyed = _runs(chained, key)
+        unchained = len(every) - len(chained)
         _counts(chained, found)
         replayed = None
         if repo is not None and replay_git:
@@ -111,32 +114,26 @@ def _fail(message: str, seq: int | None) -> None:
     raise AuditVerificationError(message, seq=seq)
 
 
-def _runs(conn: Any, key: bytes | None) -> tuple[list[Run], int, int | None]:
-    """The chained runs, verified, in seq order; how many runs are unchained; the first keyed run."""
-    chained: list[Run] = []
-    unchained = 0
+def _runs(chained: Sequence[Run], key: bytes | None) -> int | None:
+    """Verify the runs chain (runs in seq order); returns the first keyed run."""
     keyed_from = None
-    with closing(audit_log.runs_in(conn, Run.from_row)) as found:
-        for run in found:
-            if run.seq is None:
-                unchained += 1
-                continue
-            previous = chained[-1] if chained else None
-            expected = previous.seq + 1 if previous and previous.seq else 1
-            if run.seq != expected:
-                _fail(f"run {expected} missing" + (f" (the runs chain starts at run {run.seq})" if previous is None
-                      else f" (sequence jumps from {expected - 1} to {run.seq})"), None)
-            if run.prev_hash != (previous.hash if previous else GENESIS):
-                _fail(f"{run.label}: out of order or its predecessor changed (prev_hash mismatch)", None)
-            try:
-                computed = run.computed_hash()
-            except (TypeError, ValueError) as error:
-                _fail(f"{run.label}: content changed ({error})", None)
-            if computed != run.hash:
-                _fail(f"{run.label}: content changed", None)
-            keyed_from = _mac(run.label, run.seq, run.hash, run.mac, keyed_from, key, "run")
-            chained.append(run)
-    return chained, unchained, keyed_from
+    previous: Run | None = None
+    for run in chained:
+        expected = previous.seq + 1 if previous is not None and previous.seq else 1
+        if run.seq != expected:
+            _fail(f"run {expected} missing" + (f" (the runs chain starts at run {run.seq})" if previous is None
+                  else f" (sequence jumps from {expected - 1} to {run.seq})"), None)
+        if run.prev_hash != (previous.hash if previous else GENESIS):
+            _fail(f"{run.label}: out of order or its predecessor changed (prev_hash mismatch)", None)
+        try:
+            computed = run.computed_hash()
+        except (TypeError, ValueError) as error:
+            _fail(f"{run.label}: content changed ({error})", None)
+        if computed != run.hash:
+            _fail(f"{run.label}: content changed", None)
+        keyed_from = _mac(run.label, run.seq or 0, run.hash, run.mac, keyed_from, key, "run")
+        previous = run
+    return keyed_from
 
 
 def _mac(label: str, seq: int, hash_: str | None, mac: str | None, keyed_from: int | None, key: bytes | None,
