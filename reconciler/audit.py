@@ -176,7 +176,9 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         """The entry as ``audit log --format json`` shows it."""
-        return {**dict.fromkeys(audit_log.LATER_COLUMNS), **self.body(), "hash": self.hash, "mac": self.mac}
+        body = self.body()
+        return {name: self.hash if name == "hash" else self.mac if name == "mac" else body.get(name)
+                for name in audit_log.COLUMNS}
 
     def row(self) -> tuple[Any, ...]:
         """The values to COPY, in COLUMNS order (JSON columns as normalised JSON text)."""

@@ -545,6 +545,14 @@ def audit_verify(database_url: str | None, expect_head: str | None, anchor_files
         click.echo(line)
 
 
+def _seqs(seqs: tuple[int, ...]) -> str:
+    """Entry numbers, the first few of a long list and how many in all."""
+    if len(seqs) == 1:
+        return f"entry {seqs[0]}"
+    shown = ", ".join(map(str, seqs[:6]))
+    return f"entries {shown}" + (f", … ({len(seqs)} in all)" if len(seqs) > 6 else "")
+
+
 def _verified_lines(result: Any, expected: bool, repo: Any, keyed: bool) -> list[str]:
     """What verify established, one fact a line."""
     lines = [f"Audit log verified: {_entries(result.entries)}, head {result.head}"]
@@ -571,7 +579,7 @@ def _verified_lines(result: Any, expected: bool, repo: Any, keyed: bool) -> list
         if result.direct:
             lines.append(f"{len(result.direct)} commit(s) reached {result.ref} without a merge or a pull request "
                          "(pushed directly):")
-            lines += [f"  {sha[:12]} (entries {', '.join(map(str, seqs))})" for sha, seqs in result.direct]
+            lines += [f"  {sha[:12]} ({_seqs(seqs)})" for sha, seqs in result.direct]
         else:
             lines.append(f"Every commit reached {result.ref} through a merge or a pull request.")
     if result.replayed is not None:

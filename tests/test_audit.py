@@ -556,12 +556,15 @@ def test_parquet_export_has_typed_columns(db_url: str, db: psycopg.Connection[An
     per_author = duckdb.sql(f"""SELECT author_email, strftime(recorded_at, '%Y-%m') AS month, count(*)
                                 FROM '{out}' GROUP BY ALL ORDER BY 1""").fetchall()
     assert [(r[0], r[2]) for r in per_author] == [("alice@example.com", 3), ("bob@example.com", 2)]
-    # Every query docs/auditing.md shows runs on the export.
+    # Every query docs/auditing.md shows runs on the export (and the runs export).
+    runs = tmp_path / "runs.parquet"
+    assert run(db_url, "export", str(tmp_path / "again.parquet"), "--runs", str(runs)).output.endswith(
+        f"Exported 3 runs to {runs}\n")
     docs = (Path(__file__).resolve().parent.parent / "docs" / "auditing.md").read_text()
     queries = [block.split("```")[0] for block in docs.split("```sql\n")[1:]]
-    assert len(queries) >= 3
+    assert len(queries) >= 7
     for query in queries:
-        inner = query.strip().rstrip(";").replace("'audit.parquet'", f"'{out}'")
+        inner = query.strip().rstrip(";").replace("'audit.parquet'", f"'{out}'").replace("'runs.parquet'", f"'{runs}'")
         duckdb.sql(f"SELECT count(*) FROM ({inner})").fetchall()  # timestamps stay in DuckDB (no pytz)
 
 
