@@ -450,11 +450,14 @@ def _entries(n: int) -> str:
 
 @cli.group("audit")
 def audit_group() -> None:
-    """Read, verify and export the reconciler's audit log.
+    """Read, verify, anchor and export the reconciler's audit log and its runs.
 
     Every applied change has one entry: when, what (before, after, fields), who
-    asked for it (commit author), who applied it, and from which manifest. Entries
-    form a hash chain, so changes to the log after the fact are detected.
+    asked for it (commit author, and the merge and pull request it came through),
+    who applied it (with the CI run), from which manifest and which plan; a change
+    made outside git that an apply observed has one too. Entries and runs form hash
+    chains (keyed with RECONCILER_AUDIT_KEY), so changes to the log after the fact
+    are detected.
     """
 
 

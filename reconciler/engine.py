@@ -483,7 +483,7 @@ def _reviews(repo: GitRepository | None, plan: Plan, ci_request: int | None) -> 
         return {}
     commits = {a.commit for a in [*plan.authors.values(), *plan.adopters.values()] if a.commit}
     ref = plan.commit if repo.commit_exists(plan.commit) else "HEAD"
-    return reviews(repo, {repo.resolve(sha) or sha for sha in commits}, ref, ci_request=ci_request)
+    return reviews(repo, commits, ref, ci_request=ci_request)  # attribution names commits by full sha
 
 
 def _scrubbed(error: ReconcilerError, plan: Plan, environ: Mapping[str, str]) -> ReconcilerError:

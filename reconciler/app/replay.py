@@ -1,7 +1,7 @@
 """``audit verify --replay``: every entry a commit asked for is held against that commit in git.
 
-For an entry with reason ``manifest`` (or none, from before reasons were recorded) that
-names a commit, the commit must exist, its author must be the one the entry names, and
+For an entry with reason ``manifest`` that names a commit (entries written before reasons
+were recorded are not replayed: their commits were found by lines, not by meaning), the commit must exist, its author must be the one the entry names, and
 the file the entry names must, at that commit, declare the object with what the entry
 recorded: every field it changed has the ``after`` value (in ``metadata`` and
 ``retention``, every key whose value changed); a purge is declared ``purge: true``; an
@@ -83,7 +83,7 @@ def replay(entries: Iterable[Entry], repo: GitRepository, fail: Any) -> Replayed
     checked = skipped = 0
     try:
         for entry in entries:
-            if entry.reason not in (None, "manifest"):
+            if entry.reason != "manifest":  # entries from before reasons were recorded are not replayed
                 continue
             if entry.commit_sha is None or entry.uncommitted:
                 skipped += 1

@@ -21,6 +21,7 @@ The first problem raises AuditVerificationError naming the entry (or run) and wh
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ from ..git.review import reviews
 from ..runs import Run
 from .anchors import Anchor
 from .replay import Replayed, replay
+
+
+_FULL = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,7 @@ def _check_commits(repo: GitRepository, found: _Pass) -> tuple[str, tuple[tuple[
             _fail(f"{entry.label}: commit {sha} is not in the repository at {repo.root}{shallow}", entry.seq)
         if not repo.is_ancestor(sha, ref):
             _fail(f"{entry.label}: commit {sha} is not reachable from {ref} in {repo.root}", entry.seq)
-        full[repo.resolve(sha) or sha] = sha
+        full[sha if _FULL.match(sha) else repo.resolve(sha) or sha] = sha
     arrived = reviews(repo, list(full), ref)
     direct = tuple((full[sha], tuple(found.seqs_of[full[sha]])) for sha, review in arrived.items() if review.direct)
     return ref, tuple(sorted(direct, key=lambda item: item[1][0]))
