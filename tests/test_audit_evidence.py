@@ -132,8 +132,8 @@ def _record(owner: str, tags: list[str], deleted: bool = False, **extra: Any) ->
 def test_a_hand_edit_a_commit_matches_is_observed_and_adopted() -> None:
     desired = Desired("record:obs/s1", "record", {"owner": "b"}, LOC)
     applied = Applied("record:obs/s1", "record", "default", {"owner": "a"})
-    result = diff({desired.address: desired}, {"record:obs/s1": _record("b", [], by="eve@x", at="2026-03-06T10:00:00.000Z")},
-                  {"record:obs/s1": applied}, source="default")
+    live = _record("b", [], by="eve@x", at="2026-03-06T10:00:00.000Z")
+    result = diff({desired.address: desired}, {"record:obs/s1": live}, {"record:obs/s1": applied}, source="default")
     assert result.changes == () and [b.reason for b in result.bookkeeping] == ["refresh"]
     found = result.outside["record:obs/s1"]
     assert (found.fields, found.before, found.after, found.adopted) == (("owner",), {"owner": "a"}, {"owner": "b"},

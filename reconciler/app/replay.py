@@ -1,8 +1,9 @@
 """``audit verify --replay``: every entry a commit asked for is held against that commit in git.
 
 For an entry with reason ``manifest`` that names a commit (entries written before reasons
-were recorded are not replayed: their commits were found by lines, not by meaning), the commit must exist, its author must be the one the entry names, and
-the file the entry names must, at that commit, declare the object with what the entry
+were recorded are not replayed: their commits were found by lines, not by meaning), the
+commit must exist, its author must be the one the entry names, and the file the entry
+names must, at that commit, declare the object with what the entry
 recorded: every field it changed has the ``after`` value (in ``metadata`` and
 ``retention``, every key whose value changed); a purge is declared ``purge: true``; an
 archive of an object no longer declared is a commit that removed it from that file. An
