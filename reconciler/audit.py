@@ -1,4 +1,4 @@
-"""The reconciler's audit log: chain, verify, export.
+"""The reconciler's audit log: entries, their chain, and what an apply records.
 
 Every applied change becomes one entry of ``reconciler.audit_log``, written in the
 apply's transaction. Entries form a hash chain::
@@ -6,54 +6,69 @@ apply's transaction. Entries form a hash chain::
     hash = sha256(prev_hash + canonical(entry))      (UTF-8, lowercase hex)
 
 where the first entry's ``prev_hash`` is 64 zeros and ``canonical(entry)`` is the
-JSON object of every column except ``hash``, with sorted keys, no whitespace and
-unescaped UTF-8, after these normalisations, chosen so that what PostgreSQL hands
-back re-serialises byte for byte:
+JSON object of every column except ``hash`` and ``mac``, with sorted keys, no
+whitespace and unescaped UTF-8, after these normalisations, chosen so that what
+PostgreSQL hands back re-serialises byte for byte:
 
 - floats (anywhere, also inside ``before``/``after``) that are integral become the
   integer their shortest decimal form names (``1.0`` → ``1``, ``1e300`` → ``10**300``):
   jsonb keeps numbers as decimals and gives ``1e300`` back as that integer; other
   floats keep Python's shortest repr (``0.1``, ``1e-07``), which a decimal round trip
   preserves; NaN and infinities are refused (jsonb cannot hold them);
-- ``recorded_at`` is UTC text with microseconds, ``2026-11-21T10:04:05.123456Z``;
-- ``fields`` is a JSON array of strings; absent values are ``null``.
+- ``recorded_at`` (and ``commit_date``, ``changed_at``) are UTC text with
+  microseconds, ``2026-11-21T10:04:05.123456Z``;
+- ``fields`` is a JSON array of strings; absent values are ``null``;
+- a column added after the first version (``reason``, ``commit_date``,
+  ``merge_commit``, ``pull_request``, ``ci_url``, ``applied_by``, ``changed_at``,
+  ``evidence``) is left out of the object when it is null, so that entries written
+  before it existed still verify.
 
-``reconciler audit verify`` recomputes the chain; an entry changed, removed or
-reordered breaks it at that entry. Removing the newest entries leaves a valid,
-shorter chain: only a head hash kept outside the database shows it
-(``--expect-head``, docs/auditing.md).
+With ``RECONCILER_AUDIT_KEY`` set, each entry also gets ``mac = HMAC-SHA256(key,
+hash)``: a role that can insert rows but does not hold the key cannot write an entry
+that verifies with it. Once the newest entry carries a MAC, an apply without the key
+(or with another key) is refused, so a keyed log stays keyed.
+
+Each apply also records one run (reconciler/runs.py), chained the same way, stating
+how many entries it appended: ``reconciler audit verify`` checks both chains and holds
+them against each other (reconciler/app/verification.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
-import re
-import tempfile
 from collections.abc import Generator, Iterable, Mapping, Sequence
-from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import runs as run_chain
+from .audit_output import (  # re-exported: the audit log's listing and export
+    EXPORT_FORMATS as EXPORT_FORMATS,
+)
+from .audit_output import EXPORT_TYPES as EXPORT_TYPES
+from .audit_output import export as export
+from .audit_output import export_format as export_format
+from .audit_output import render_json as render_json
+from .audit_output import render_text as render_text
 from .catalog import audit_log
 from .catalog.audit_log import Filters as Filters  # re-exported for the CLI
+from .chain import GENESIS as GENESIS
+from .chain import canonical as canonical
+from .chain import chain_hash as chain_hash
+from .chain import keyed_problem, later_columns, mac_of
+from .chain import plain as plain
+from .chain import utc_text as utc_text
+from .diff import OutOfBand, is_archived
 from .errors import ConfigurationError, ReconcilerError
 from .plan import MASK, Author, Plan, mask
-from .git.repository import GitRepository
 from .text import clean
 
-GENESIS = "0" * 64
-EXPORT_FORMATS = ("parquet", "csv")
-# Longest value shown in ``audit log`` text; JSON output is never shortened.
-VALUE_LIMIT = 200
-
-_HASH = re.compile(r"^[0-9a-f]{64}$")
+if TYPE_CHECKING:
+    from .app.verification import Verified
+    from .git.repository import GitRepository
+    from .git.review import Review
 
 
 class AuditVerificationError(ReconcilerError):
@@ -90,6 +105,12 @@ class Draft:
     reason: str | None = None
     commit_date: datetime | None = None
     protect: bool | None = None
+    merge_commit: str | None = None
+    pull_request: int | None = None
+    ci_url: str | None = None
+    applied_by: Mapping[str, Any] | None = None
+    changed_at: datetime | None = None
+    evidence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,12 +140,19 @@ class Entry:
     reason: str | None = None
     commit_date: datetime | None = None
     protect: bool | None = None
+    merge_commit: str | None = None
+    pull_request: int | None = None
+    ci_url: str | None = None
+    applied_by: Mapping[str, Any] | None = None
+    changed_at: datetime | None = None
+    evidence: str | None = None
+    mac: str | None = None
 
     @classmethod
     def from_row(cls, *values: Any) -> Entry:
         """An entry from the columns as catalog.audit_log reads them (JSON columns as text)."""
         row = dict(zip(audit_log.COLUMNS, values, strict=True))
-        for name in ("before", "after"):
+        for name in audit_log.JSON_COLUMNS:
             row[name] = None if row[name] is None else json.loads(row[name])
         row["fields"] = tuple(row["fields"] or ())
         return cls(**row)
@@ -135,9 +163,9 @@ class Entry:
         return f"entry {self.seq} ({clean(self.address)}, run {clean(self.run_id)})"
 
     def body(self) -> dict[str, Any]:
-        """Every column but ``hash``, normalised: the object the hash covers."""
+        """Every column but ``hash`` and ``mac``, normalised: the object the hash covers."""
         out = {name: getattr(self, name) for name in _HASHED}
-        _later(out)
+        later_columns(out, audit_log.LATER_COLUMNS)
         out["recorded_at"] = utc_text(self.recorded_at)
         out["fields"] = list(self.fields)
         out["before"] = plain(self.before)
@@ -150,7 +178,9 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         """The entry as ``audit log --format json`` shows it."""
-        return {**dict.fromkeys(audit_log.LATER_COLUMNS), **self.body(), "hash": self.hash}
+        body = self.body()
+        return {name: self.hash if name == "hash" else self.mac if name == "mac" else body.get(name)
+                for name in audit_log.COLUMNS}
 
     def row(self) -> tuple[Any, ...]:
         """The values to COPY, in COLUMNS order (JSON columns as normalised JSON text)."""
@@ -158,79 +188,35 @@ class Entry:
         return _row(self, texts)
 
 
-_HASHED = tuple(name for name in audit_log.COLUMNS if name != "hash")
-
-
-def _later(body: dict[str, Any]) -> None:
-    """Columns added after the first version are hashed only when set (entries written before
-    they existed hold null there, and must still verify); timestamps as ``utc_text``."""
-    for name in audit_log.LATER_COLUMNS:
-        value = body.get(name)
-        if value is None:
-            body.pop(name, None)
-        elif isinstance(value, datetime):
-            body[name] = utc_text(value)
-
-
-def plain(value: Any) -> Any:
-    """``value`` with integral floats as integers and tuples as lists (see the module docstring)."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
-    if kind is dict:
-        return {k if type(k) is str else str(k): plain(v) for k, v in value.items()}
-    if kind is list or kind is tuple:
-        return [plain(v) for v in value]
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} cannot be recorded in the audit log (JSON has no such number)")
-        return int(Decimal(repr(value))) if value.is_integer() else float(value)
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    raise TypeError(f"a {type(value).__name__} cannot be recorded in the audit log")
-
-
-def canonical(value: Any) -> str:
-    """Canonical JSON text: sorted keys, no whitespace, UTF-8 left unescaped."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def utc_text(moment: datetime) -> str:
-    """A timestamp as fixed-format UTC text with microseconds."""
-    if moment.tzinfo is None:
-        raise ValueError("audit timestamps must carry a time zone")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def chain_hash(prev_hash: str, body: str) -> str:
-    """sha256 over the previous hash followed by the entry's canonical text."""
-    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+_HASHED = tuple(name for name in audit_log.COLUMNS if name not in audit_log.UNHASHED)
 
 
 def _row(entry: Entry, texts: tuple[str | None, ...]) -> tuple[Any, ...]:
     """``entry.row()``, given ``before`` and ``after`` already as canonical JSON text."""
-    return tuple(
-        texts[0] if name == "before" else texts[1] if name == "after"
-        else list(value) if name == "fields" else value
-        for name, value in ((name, getattr(entry, name)) for name in audit_log.COLUMNS))
+    out = []
+    for name in audit_log.COLUMNS:
+        value = getattr(entry, name)
+        if name == "before":
+            value = texts[0]
+        elif name == "after":
+            value = texts[1]
+        elif name == "fields":
+            value = list(value)
+        elif name == "applied_by" and value is not None:
+            value = canonical(plain(value))
+        out.append(value)
+    return tuple(out)
 
 
-def seal(drafts: Sequence[Draft], *, after_seq: int, after_hash: str, recorded_at: datetime) -> list[Entry]:
-    """Give drafts their places after the current head: seq, time, prev_hash and hash."""
+def seal(drafts: Sequence[Draft], *, after_seq: int, after_hash: str, recorded_at: datetime,
+         key: bytes | None = None) -> list[Entry]:
+    """Give drafts their places after the current head: seq, time, prev_hash, hash (and with a key, mac)."""
     return [entry for entry, _ in _sealed(drafts, after_seq=after_seq, after_hash=after_hash,
-                                          recorded_at=recorded_at)]
+                                          recorded_at=recorded_at, key=key)]
 
 
 def _sealed(drafts: Sequence[Draft], *, after_seq: int, after_hash: str,
-            recorded_at: datetime) -> list[tuple[Entry, tuple[Any, ...]]]:
+            recorded_at: datetime, key: bytes | None = None) -> list[tuple[Entry, tuple[Any, ...]]]:
     """``seal``, each entry with its row to COPY (its JSON serialised once)."""
     entries: list[tuple[Entry, tuple[Any, ...]]] = []
     prev = after_hash
@@ -243,9 +229,9 @@ def _sealed(drafts: Sequence[Draft], *, after_seq: int, after_hash: str,
         texts = (None if before is None else canonical(before), None if after is None else canonical(after))
         body = {**values, "recorded_at": recorded_text, "fields": list(draft.fields),  # as Entry.body()
                 "before": _MARK, "after": _MARK}
-        _later(body)
+        later_columns(body, audit_log.LATER_COLUMNS)
         prev = chain_hash(prev, _spliced(canonical(body), texts))
-        entry = Entry(**values, hash=prev)
+        entry = Entry(**values, hash=prev, mac=mac_of(key, prev))
         entries.append((entry, _row(entry, texts)))
     return entries
 
@@ -269,60 +255,163 @@ def _spliced(text: str, texts: tuple[str | None, str | None]) -> str:
 # --- recording an apply ----------------------------------------------------------------------
 
 
-def drafts_for(plan: Plan, *, run_id: str, applier: str, applying: Author | None = None) -> list[Draft]:
-    """One draft per change of the plan, secrets masked exactly as the plan JSON masks them.
+@dataclass(frozen=True)
+class Context:
+    """What every entry of one apply shares: the run, who applies, and how commits reached the branch."""
+
+    run_id: str
+    applier: str
+    applying: Author | None = None  # whoever applies, as changes no commit asked for name them
+    applied_by: Mapping[str, Any] | None = None  # the identity the CI or the machine gives
+    ci_url: str | None = None
+    reviews: Mapping[str, Review] | None = None  # commit → how it reached the branch
+
+
+def drafts_for(plan: Plan, *, run_id: str, applier: str, applying: Author | None = None,
+               context: Context | None = None) -> list[Draft]:
+    """The entries an apply of ``plan`` records: one per change, secrets masked exactly as the
+    plan JSON masks them, each preceded by the change made outside git it reverts or adopts
+    (an entry of its own, reason ``out-of-band``) and by the adoption of what the tree now
+    declares as the catalog holds it (reason ``adoption``); objects with no catalog change
+    whose out-of-band change the tree now declares get those two entries alone.
 
     Manifest paths are the plan's: relative to the repository root when there is one. A
     change no commit asked for (or an uncommitted one) names ``applying``, whoever applies
     now, whoever computed the plan.
     """
+    ctx = context or Context(run_id, applier, applying)
+    ctx = replace(ctx, run_id=run_id, applier=applier, applying=applying or ctx.applying)
     digest = plan.digest()
-    drafts = []
+    drafts: list[Draft] = []
     for change in plan.changes:
-        secrets = plan.secrets.get(change.address, {})
-        hidden = plan.masked_paths(change.address)
-        author = plan.author_of(change.address)
-        name, email = (applying.name, applying.email) if author.applier and applying else (author.name, author.email)
-        drafts.append(Draft(
-            run_id=run_id, source=plan.source, address=change.address, kind=change.kind, action=change.action,
-            # Drafts are only read (seal copies them), so fields without secrets are shared.
-            before=mask(change.before, hidden, MASK) if hidden else change.before,
-            after=mask(change.after, secrets, None) if secrets else change.after,
-            fields=tuple(change.fields), commit_sha=author.commit, author_name=name,
-            author_email=email, uncommitted=bool(author.uncommitted),
-            manifest_path=change.location.path if change.location else None,
-            manifest_line=change.location.line if change.location else None,
-            applier=applier, plan_digest=digest, reason=change.reason,
-            commit_date=datetime.fromisoformat(author.date) if author.date else None,
-            protect=change.protect if change.action != "purge" else None))
+        found = plan.outside.get(change.address)
+        if found is not None:
+            drafts += _outside_drafts(plan, ctx, digest, change.address, change.kind, change.location, found)
+        drafts.append(_change_draft(plan, ctx, digest, change))
+    changed = {change.address for change in plan.changes} if plan.outside else set()
     for entry in plan.bookkeeping:
-        # Taking over an object with protect: true changes nothing in the catalog, but the flag
-        # goes into the chain like every other change of it.
+        found = plan.outside.get(entry.address)
+        if found is not None and entry.address not in changed:
+            drafts += _outside_drafts(plan, ctx, digest, entry.address, entry.kind, entry.location, found)
         if entry.reason == "adopt" and entry.protect:
-            name, email = (applying.name, applying.email) if applying else ("unknown", "")
-            drafts.append(Draft(
-                run_id=run_id, source=plan.source, address=entry.address, kind=entry.kind, action="update",
-                before=None, after=None, fields=("protect",), commit_sha=plan.commit, author_name=name,
-                author_email=email, uncommitted=False, manifest_path=entry.location.path,
-                manifest_line=entry.location.line, applier=applier, plan_digest=digest, reason="adoption",
-                protect=True))
+            drafts.append(_protect_draft(plan, ctx, digest, entry))
     return drafts
 
 
-def append(conn: audit_log.Connection, drafts: Sequence[Draft], *,
-           lock_timeout: float | None = None) -> list[Entry]:
-    """Append the drafts to the log inside the caller's transaction; nothing for no drafts.
+def _common(plan: Plan, ctx: Context, digest: str, commit: str | None) -> dict[str, Any]:
+    review = ctx.reviews.get(commit) if ctx.reviews and commit else None
+    return {"run_id": ctx.run_id, "source": plan.source, "applier": ctx.applier, "plan_digest": digest,
+            "ci_url": ctx.ci_url, "applied_by": ctx.applied_by,
+            "merge_commit": review.merge_commit if review else None,
+            "pull_request": review.pull_request if review else None}
 
-    The append lock is held from reading the head until the caller commits, so two
-    applies never chain onto the same head; it is waited for at most ``lock_timeout``
-    seconds (None: as the session's own lock_timeout allows), then LockTimeout names its holder.
+
+def _named(author: Author, ctx: Context) -> tuple[str, str]:
+    applying = ctx.applying
+    if author.applier and applying is not None:
+        return applying.name, applying.email
+    return author.name, author.email
+
+
+def _change_draft(plan: Plan, ctx: Context, digest: str, change: Any) -> Draft:
+    secrets = plan.secrets.get(change.address, {})
+    hidden = plan.masked_paths(change.address)  # secrets now, and paths that held one at an earlier apply
+    author = plan.author_of(change.address)
+    name, email = _named(author, ctx)
+    return Draft(
+        address=change.address, kind=change.kind, action=change.action,
+        # Drafts are only read (seal copies them), so fields without secrets are shared.
+        before=mask(change.before, hidden, MASK) if hidden else change.before,
+        after=mask(change.after, secrets, None) if secrets else change.after,
+        fields=tuple(change.fields), commit_sha=author.commit, author_name=name,
+        author_email=email, uncommitted=bool(author.uncommitted),
+        manifest_path=change.location.path if change.location else None,
+        manifest_line=change.location.line if change.location else None,
+        reason=change.reason, commit_date=_moment(author.date),
+        protect=change.protect if change.action != "purge" else None, **_common(plan, ctx, digest, author.commit))
+
+
+def _protect_draft(plan: Plan, ctx: Context, digest: str, entry: Any) -> Draft:
+    """Taking over an object with protect: true changes nothing in the catalog, but the flag
+    goes into the chain like every other change of it."""
+    name, email = (ctx.applying.name, ctx.applying.email) if ctx.applying else ("unknown", "")
+    return Draft(address=entry.address, kind=entry.kind, action="update", before=None, after=None,
+                 fields=("protect",), commit_sha=plan.commit, author_name=name, author_email=email,
+                 uncommitted=False, manifest_path=entry.location.path, manifest_line=entry.location.line,
+                 reason="adoption", protect=True, **_common(plan, ctx, digest, plan.commit))
+
+
+def _outside_drafts(plan: Plan, ctx: Context, digest: str, address: str, kind: str, location: Any,
+                    found: OutOfBand) -> list[Draft]:
+    """The out-of-band change itself, then the adoption of what the tree now declares as it is."""
+    where: dict[str, Any] = {"manifest_path": location.path if location else None,
+                             "manifest_line": location.line if location else None}
+    was, now = is_archived(kind, found.before), found.after is not None and is_archived(kind, found.after)
+    action = "purge" if found.after is None else "archive" if now and not was else "restore" if was and not now \
+        else "update"
+    by = found.by or "unknown"
+    drafts = [Draft(address=address, kind=kind, action=action, before=found.before, after=found.after,
+                    fields=found.fields, commit_sha=None, author_name=by,
+                    author_email=by if "@" in by else "", uncommitted=False, reason="out-of-band",
+                    changed_at=_moment(found.at), evidence=found.evidence, **where,
+                    **_common(plan, ctx, digest, None))]
+    if found.adopted and found.after is not None:
+        author = plan.adopters.get(address) or ctx.applying or Author("unknown", "", None, applier=True)
+        name, email = _named(author, ctx)
+        held = {name_: found.after[name_] for name_ in found.adopted}
+        drafts.append(Draft(address=address, kind=kind, action="update", before=held, after=held,
+                            fields=found.adopted, commit_sha=author.commit, author_name=name, author_email=email,
+                            uncommitted=bool(author.uncommitted), reason="adoption",
+                            commit_date=_moment(author.date), **where, **_common(plan, ctx, digest, author.commit)))
+    return drafts
+
+
+def _moment(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def append(conn: audit_log.Connection, drafts: Sequence[Draft], *, run: run_chain.RunDraft | None = None,
+           key: bytes | None = None, lock_timeout: float | None = None) -> list[Entry]:
+    """Append the drafts to the log, and ``run`` to the runs, inside the caller's transaction.
+
+    The append lock is held from reading the heads until the caller commits, so two
+    applies never chain onto the same head. With ``key``, every entry and the run carry a
+    MAC; a log whose newest entry or run is keyed refuses an append without that key. The lock
+    is waited for at most ``lock_timeout`` seconds (None: as the session's lock_timeout
+    allows), then LockTimeout names its holder.
     """
-    if not drafts:
+    if not drafts and run is None:
         return []
     head = audit_log.lock_head(conn, lock_timeout)
-    sealed = _sealed(drafts, after_seq=head.seq, after_hash=head.hash or GENESIS, recorded_at=head.now)
-    audit_log.append(conn, (row for _, row in sealed))
+    problem = (keyed_problem("entry", head.seq, head.hash, head.mac, key)
+               or keyed_problem("run", head.run_seq, head.run_hash, head.run_mac, key))
+    if problem:
+        raise ConfigurationError(f"{problem}; nothing was applied")
+    sealed = _sealed(drafts, after_seq=head.seq, after_hash=head.hash or GENESIS, recorded_at=head.now, key=key)
+    if sealed:
+        audit_log.append(conn, (row for _, row in sealed))
+    if run is not None:
+        audit_log.insert_run(conn, run_chain.seal(run, head, entries=len(sealed), first_entry=head.seq + 1,
+                                                  key=key).values())
     return [entry for entry, _ in sealed]
+
+
+def record_unapplied(conn: audit_log.Connection, run: run_chain.RunDraft, key: bytes | None,
+                     lock_timeout: float | None = None) -> str | None:
+    """Record a refused or failed apply as a run with no entries, in a transaction of its own after
+    the rollback; returns why it could not be (never raises)."""
+    def build(head: audit_log.Head) -> Sequence[Any] | str:
+        problem = (keyed_problem("entry", head.seq, head.hash, head.mac, key)
+                   or keyed_problem("run", head.run_seq, head.run_hash, head.run_mac, key))
+        if problem:
+            return problem
+        return run_chain.seal(run, head, entries=0, first_entry=head.seq + 1, key=key).values()
+
+    return audit_log.record_unapplied_run(
+        conn, build, lock_timeout, lambda: run_chain.outside_chain(run, datetime.now(UTC)).values())
 
 
 def scrub(text: str, values: Iterable[str]) -> str:
@@ -333,104 +422,32 @@ def scrub(text: str, values: Iterable[str]) -> str:
     return text
 
 
-# --- verifying -------------------------------------------------------------------------------
+# --- verifying and listing --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Verified:
-    """What ``audit verify`` established."""
+def verify(url: str, *, expect_head: str | None = None, repo: GitRepository | None = None,
+           **checks: Any) -> Verified:
+    """Verify the log (reconciler/app/verification.py): both chains, the entry counts of the
+    runs, and whatever ``checks`` ask for (anchors, the key, git, replay)."""
+    from .app.verification import verify as run_checks
 
-    entries: int
-    head: str
-    anchor_seq: int | None = None  # where the expected head is (0: the empty log's genesis)
-    commits: int | None = None  # distinct commits checked against git
-    ref: str | None = None
-
-    @property
-    def after_anchor(self) -> int:
-        """Entries appended after the expected head."""
-        return self.entries - (self.anchor_seq or 0)
+    return run_checks(url, expect_head=expect_head, repo=repo, **checks)
 
 
-def verify(url: str, *, expect_head: str | None = None, repo: GitRepository | None = None) -> Verified:
-    """Recompute the chain over the whole log, in seq order; raise at the first bad entry.
-
-    With ``expect_head`` (a hash kept outside the database), the log must contain it:
-    a log that lost its newest entries verifies as a chain but no longer holds it.
-    With ``repo``, every entry's commit must be in that repository, reachable from its
-    default branch.
-    """
-    expected = expect_head.strip().lower() if expect_head is not None else None
-    if expected is not None and not _HASH.match(expected):
-        raise ConfigurationError(f"--expect-head {expect_head!r} is not a hash (64 hex digits, as verify prints it)")
-    anchor: int | None = 0 if expected == GENESIS else None
-    previous: Entry | None = None
-    first_of: dict[str, Entry] = {}
-    count = 0
-    with closing(audit_log.read_entries(url, Entry.from_row)) as entries:
-        for entry in entries:
-            problem = _problem(entry, previous)
-            if problem:
-                raise AuditVerificationError(problem, seq=entry.seq)
-            count += 1
-            if entry.hash == expected:
-                anchor = entry.seq
-            if entry.commit_sha is not None:
-                first_of.setdefault(entry.commit_sha, entry)
-            previous = entry
-    head = previous.hash if previous else GENESIS
-    if expected is not None and anchor is None:
-        raise AuditVerificationError(
-            f"the expected head {expected} is not in the log (it holds {count} entries, head {head}): "
-            "entries after it were removed (the tail was truncated), or the log was rewritten")
-    ref = _check_commits(repo, first_of) if repo is not None else None
-    return Verified(count, head, anchor, len(first_of) if repo is not None else None, ref)
-
-
-def _problem(entry: Entry, previous: Entry | None) -> str | None:
-    """Why ``entry`` breaks the chain after ``previous``, or None."""
-    expected_seq = previous.seq + 1 if previous else 1
-    if entry.seq != expected_seq:
-        if previous is None:
-            return f"entry 1 missing (the log starts at entry {entry.seq})"
-        return f"entry {expected_seq} missing (sequence jumps from {previous.seq} to {entry.seq})"
-    if entry.prev_hash != (previous.hash if previous else GENESIS):
-        return f"{entry.label}: out of order or its predecessor changed (prev_hash mismatch)"
-    try:
-        computed = entry.computed_hash()
-    except (TypeError, ValueError) as error:
-        return f"{entry.label}: content changed ({error})"
-    if computed != entry.hash:
-        return f"{entry.label}: content changed"
-    return None
-
-
-def _check_commits(repo: GitRepository, first_of: Mapping[str, Entry]) -> str:
-    """Every commit in the repository and reachable from its default branch; returns that ref."""
-    ref = repo.default_branch()
-    shallow = " (this is a shallow clone: fetch the full history)" if repo.is_shallow() else ""
-    for sha, entry in first_of.items():  # in order of first appearance
-        if not repo.commit_exists(sha):
-            raise AuditVerificationError(
-                f"{entry.label}: commit {sha} is not in the repository at {repo.root}{shallow}", seq=entry.seq)
-        if not repo.is_ancestor(sha, ref):
-            raise AuditVerificationError(
-                f"{entry.label}: commit {sha} is not reachable from {ref} in {repo.root}", seq=entry.seq)
-    return ref
-
-
-# --- listing ---------------------------------------------------------------------------------
-
-
-def parse_since(text: str) -> datetime:
-    """An ISO date or time for ``--since``; one without a zone is UTC."""
+def parse_time(text: str, option: str = "--since") -> datetime:
+    """An ISO date or time for a time option; one without a zone is UTC."""
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ConfigurationError(
-            f"--since {text!r} is not an ISO date or time (e.g. 2026-01-31, 2026-01-31T12:00, "
+            f"{option} {text!r} is not an ISO date or time (e.g. 2026-01-31, 2026-01-31T12:00, "
             "2026-01-31T12:00:00+02:00)") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO date or time for ``--since``; one without a zone is UTC."""
+    return parse_time(text, "--since")
 
 
 def entries(url: str, filters: Filters) -> Generator[Entry, None, None]:
@@ -438,113 +455,9 @@ def entries(url: str, filters: Filters) -> Generator[Entry, None, None]:
     return audit_log.read_entries(url, Entry.from_row, filters, newest_first=True)
 
 
-def render_json(found: Iterable[Entry]) -> str:
-    """Entries as a JSON array (every column, full values)."""
-    return json.dumps([e.to_json() for e in found], indent=2, ensure_ascii=False) + "\n"
-
-
-def render_text(found: Iterable[Entry]) -> str:
-    """Entries as blocks: when, what, who asked (author and commit), who applied, old → new."""
-    blocks = [_block(entry) for entry in found]
-    return "\n".join(blocks) if blocks else "No audit log entries.\n"
-
-
-def _block(entry: Entry) -> str:
-    when = entry.recorded_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    commit = entry.commit_sha[:12] if entry.commit_sha else "no commit"
-    if entry.uncommitted:
-        commit += " (uncommitted)"
-    elif entry.reason not in (None, "manifest") and entry.commit_sha:
-        commit = f"value declared in {commit}"
-    if entry.commit_date is not None and entry.reason in (None, "manifest"):
-        commit += f" of {entry.commit_date.astimezone(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
-    who = "author" if entry.reason in (None, "manifest") and not entry.uncommitted else "by"
-    reason = f" ({entry.reason})" if entry.reason and entry.reason != "manifest" else ""
-    lines = [f"entry {entry.seq}  {when}  {entry.action} {clean(entry.address)}{reason}",
-             f"  {who:<9} {clean(entry.author_name)} <{clean(entry.author_email)}>, {commit}",
-             f"  applier   {clean(entry.applier)}, {clean(entry.run_id)}, source {clean(entry.source)}"]
-    if entry.manifest_path:
-        line = f":{entry.manifest_line}" if entry.manifest_line else ""
-        lines.append(f"  manifest  {clean(entry.manifest_path)}{line}")
-    before, after = entry.before or {}, entry.after or {}
-    names = entry.fields or tuple(sorted(set(before) | set(after)))
-    label = "  changed   "
-    for name in names:
-        if name in before or name in after:
-            old = _value(before[name]) if entry.before is not None and name in before else "(none)"
-            new = _value(after[name]) if entry.after is not None and name in after else "(none)"
-            lines.append(f"{label}{clean(name)}: {old} → {new}")
-        else:
-            lines.append(f"{label}{clean(name)}")
-        label = " " * len(label)
-    return "\n".join(lines) + "\n"
-
-
-def _value(value: Any) -> str:
-    text = clean(canonical(plain(value)))
-    return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 1] + "…"
-
-
-# --- exporting -------------------------------------------------------------------------------
-
-# The export's columns and their DuckDB types.
-EXPORT_TYPES = {
-    "seq": "BIGINT", "recorded_at": "TIMESTAMPTZ", "run_id": "VARCHAR", "source": "VARCHAR",
-    "address": "VARCHAR", "kind": "VARCHAR", "action": "VARCHAR", "before": "JSON", "after": "JSON",
-    "fields": "VARCHAR[]", "commit_sha": "VARCHAR", "author_name": "VARCHAR", "author_email": "VARCHAR",
-    "uncommitted": "BOOLEAN", "manifest_path": "VARCHAR", "manifest_line": "INTEGER", "applier": "VARCHAR",
-    "plan_digest": "VARCHAR", "prev_hash": "VARCHAR", "hash": "VARCHAR", "reason": "VARCHAR",
-    "commit_date": "TIMESTAMPTZ", "protect": "BOOLEAN",
-}
-
-
-def export_format(path: Path, chosen: str | None) -> str:
-    """The format asked for, else the file's suffix (``.csv``), else Parquet."""
-    if chosen is not None:
-        return chosen
-    return "csv" if path.suffix.lower() == ".csv" else "parquet"
-
-
-def export(url: str, path: Path, fmt: str) -> int:
-    """Write every entry to ``path`` as Parquet (typed columns) or CSV; returns how many.
-
-    PostgreSQL streams the log as NDJSON into a temporary file beside ``path``; DuckDB
-    converts it in one statement, into a temporary file renamed over ``path`` at the end.
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigurationError(f"unknown export format {fmt!r} (use {' or '.join(EXPORT_FORMATS)})")
-    directory = path.resolve().parent
-    if not directory.is_dir():
-        raise ConfigurationError(f"cannot write {path}: {directory} is not a directory")
-    try:
-        with tempfile.TemporaryDirectory(prefix=".reconciler-export-", dir=directory) as work:
-            ndjson = Path(work) / "audit.ndjson"
-            with ndjson.open("wb") as out:
-                count = audit_log.write_ndjson(url, out)
-            staged = Path(work) / f"audit.{fmt}"
-            _convert(ndjson, staged, fmt)
-            os.replace(staged, path)
-    except OSError as error:
-        raise ConfigurationError(f"cannot write {path}: {error.strerror or error}") from None
-    return count
-
-
-def _convert(ndjson: Path, target: Path, fmt: str) -> None:
-    import duckdb  # only the export needs it
-
-    try:
-        with duckdb.connect() as db:
-            db.execute("SET TimeZone = 'UTC'")
-            relation = db.read_json(str(ndjson), format="newline_delimited", columns=EXPORT_TYPES)
-            if fmt == "parquet":
-                relation.write_parquet(str(target))
-            else:
-                # CSV has no lists: the changed fields become a JSON array, like before/after.
-                columns = ", ".join("to_json(fields)::VARCHAR AS fields" if c == "fields" else f'"{c}"'
-                                    for c in EXPORT_TYPES)
-                relation.project(columns).write_csv(str(target), header=True)
-    except duckdb.Error as error:
-        raise ReconcilerError(f"exporting the audit log with DuckDB failed: {error}") from None
+def runs(url: str, *, limit: int | None = None, source: str | None = None) -> Generator[run_chain.Run, None, None]:
+    """The runs ``audit runs`` lists, newest first."""
+    return audit_log.read_runs(url, run_chain.Run.from_row, newest_first=True, limit=limit, source=source)
 
 
 # --- the catalog ------------------------------------------------------------------------------

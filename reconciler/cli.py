@@ -365,7 +365,9 @@ def _write_file(path: Path, text: str) -> None:
 )
 @target_option
 @signed_option
+@click.pass_context
 def apply(
+    ctx: click.Context,
     path: Path,
     database_url: str | None,
     plan_file: Path | None,
@@ -415,11 +417,35 @@ def apply(
             if not click.confirm("Apply these changes to the catalog?", err=True):
                 click.echo("Apply cancelled; nothing was written.", err=True)
                 raise click.exceptions.Exit(1)
-    outcome = apply_plan(workspace, result, options, progress=_progress, advance=_RecordBar())
+    outcome = apply_plan(workspace, result, options, progress=_progress, advance=_RecordBar(),
+                         command=_invocation(ctx))
     if human:
         click.echo(render_apply_result(outcome.to_json(), color=_color(sys.stdout.isatty())), nl=False)
     else:
         click.echo(render_apply_result_json(outcome.to_json()), nl=False)
+
+
+def _invocation(ctx: click.Context) -> str:
+    """How the command was invoked, for the runs chain: the command, its argument and every option
+    given, in a canonical order, never the database URL (it may hold a password)."""
+    import shlex
+
+    words = ["reconciler", ctx.info_name or ""]
+    for param in ctx.command.params:
+        name = param.name or ""
+        value = ctx.params.get(name)
+        if name == "database_url" or ctx.get_parameter_source(name) in (None, click.core.ParameterSource.DEFAULT):
+            continue
+        if isinstance(param, click.Argument):
+            words.append(shlex.quote(str(value)))
+            continue
+        flag = max(param.opts, key=len)
+        for item in value if isinstance(value, tuple) else (value,):
+            if item is True:
+                words.append(flag)
+            elif item is not False and item is not None:
+                words += [flag, shlex.quote(str(item))]
+    return " ".join(words)
 
 
 # --- audit ---------------------------------------------------------------------------------
@@ -431,12 +457,25 @@ def _entries(n: int) -> str:
 
 @cli.group("audit")
 def audit_group() -> None:
-    """Read, verify and export the reconciler's audit log.
+    """Read, verify, anchor and export the reconciler's audit log and its runs.
 
     Every applied change has one entry: when, what (before, after, fields), who
-    asked for it (commit author), who applied it, and from which manifest. Entries
-    form a hash chain, so changes to the log after the fact are detected.
+    asked for it (commit author, and the merge and pull request it came through),
+    who applied it (with the CI run), from which manifest and which plan; a change
+    made outside git that an apply observed has one too. Entries and runs form hash
+    chains (keyed with RECONCILER_AUDIT_KEY), so changes to the log after the fact
+    are detected.
     """
+
+
+def _repository(path: Path, option: str) -> Any:
+    from .errors import ConfigurationError
+    from .git.repository import GitRepository
+
+    repo = GitRepository.discover(path)
+    if repo is None:
+        raise ConfigurationError(f"{option} {path} is not inside a git repository")
+    return repo
 
 
 @audit_group.command("verify")
@@ -450,48 +489,131 @@ def audit_group() -> None:
     ),
 )
 @click.option(
+    "--anchor",
+    "anchor_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="An anchor written by `audit anchor --file`: the log must still hold the entry and run it names, "
+         "with their hashes. Repeatable.",
+)
+@click.option(
+    "--notes",
+    "notes_path",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Check every anchor kept in the git notes (refs/notes/reconciler-audit) of the repository at PATH.",
+)
+@click.option(
     "--git",
     "git_path",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     metavar="PATH",
     help=(
         "Also check that every entry's commit is in the git repository at PATH and reachable "
-        "from its default branch (origin/HEAD, else the current branch)."
+        "from its default branch (origin/HEAD, else the current branch), and list the commits that "
+        "reached it without a merge or a pull request."
     ),
 )
-def audit_verify(database_url: str | None, expect_head: str | None, git_path: Path | None) -> None:
-    """Recompute the audit log's hash chain; exit 1 naming the first bad entry.
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="With --git: hold every entry a commit asked for against that commit: it must declare the "
+         "object with the values the entry recorded, and have the author it names.",
+)
+def audit_verify(database_url: str | None, expect_head: str | None, anchor_files: tuple[Path, ...],
+                 notes_path: Path | None, git_path: Path | None, replay: bool) -> None:
+    """Recompute the audit log's hash chains; exit 1 naming the first bad entry.
 
-    Detects an entry that was changed, removed or reordered after it was written.
-    Prints the head hash: keep it outside the database and pass it to a later
-    --expect-head, so that a log cut short is detected too.
+    Detects an entry or run that was changed, removed or reordered after it was
+    written, entries no run accounts for, and (with RECONCILER_AUDIT_KEY set) any
+    entry not written with the key. Prints the head hash: keep it outside the
+    database (or use `audit anchor`) and pass it to a later --expect-head or
+    --anchor, so that a log cut short is detected too.
     """
-    from .audit import catalog_url, verify
-    from .errors import ConfigurationError
-    from .git.repository import GitRepository
+    import os
 
-    repo = None
-    if git_path is not None:
-        repo = GitRepository.discover(git_path)
-        if repo is None:
-            raise ConfigurationError(f"--git {git_path} is not inside a git repository")
-    result = verify(catalog_url(database_url, Path.cwd()), expect_head=expect_head, repo=repo)
-    click.echo(f"Audit log verified: {_entries(result.entries)}, head {result.head}")
-    if expect_head is not None:
-        if result.after_anchor:
-            click.echo(f"The expected head is entry {result.anchor_seq}; "
-                       f"{_entries(result.after_anchor)} appended after it.")
-        else:
-            click.echo("The expected head is the current head.")
+    from .app import anchors as anchoring
+    from .audit import catalog_url, verify
+    from .chain import audit_key
+    from .errors import ConfigurationError
+
+    if replay and git_path is None:
+        raise ConfigurationError("--replay needs --git PATH (the repository whose commits the entries name)")
+    repo = _repository(git_path, "--git") if git_path is not None else None
+    given = [anchor for path in anchor_files for anchor in anchoring.read_file(path)]
+    if notes_path is not None:
+        found = anchoring.read_notes(_repository(notes_path, "--notes"))
+        if not found:
+            raise ConfigurationError(f"--notes {notes_path}: the repository has no audit anchor notes "
+                                     "(refs/notes/reconciler-audit); fetch them, or take one with `audit anchor --git`")
+        given += found
+    key = audit_key(os.environ)
+    result = verify(catalog_url(database_url, Path.cwd()), expect_head=expect_head, repo=repo, key=key,
+                    anchors=given, replay_git=replay)
+    for line in _verified_lines(result, expect_head is not None, repo, key is not None):
+        click.echo(line)
+
+
+def _seqs(seqs: tuple[int, ...]) -> str:
+    """Entry numbers, the first few of a long list and how many in all."""
+    if len(seqs) == 1:
+        return f"entry {seqs[0]}"
+    shown = ", ".join(map(str, seqs[:6]))
+    return f"entries {shown}" + (f", … ({len(seqs)} in all)" if len(seqs) > 6 else "")
+
+
+def _verified_lines(result: Any, expected: bool, repo: Any, keyed: bool) -> list[str]:
+    """What verify established, one fact a line."""
+    lines = [f"Audit log verified: {_entries(result.entries)}, head {result.head}"]
+    runs = f"Runs verified: {result.runs} run{'' if result.runs == 1 else 's'}, head {result.runs_head}; " + (
+        "each holds exactly the entries it appended" if result.runs else "none recorded yet")
+    if result.unchained_runs:
+        runs += f" ({result.unchained_runs} recorded before the runs chain are not covered)"
+    lines.append(runs)
+    if result.keyed_from is not None:
+        lines.append(f"Keyed from entry {result.keyed_from}: every entry since carries a MAC; " + (
+            "each matches RECONCILER_AUDIT_KEY." if keyed else "set RECONCILER_AUDIT_KEY to check them (not checked)."))
+    elif keyed:
+        lines.append("RECONCILER_AUDIT_KEY is set, but no entry carries a MAC: the log was written without a key.")
+    if expected:
+        lines.append(f"The expected head is entry {result.anchor_seq}; {_entries(result.after_anchor)} appended "
+                     "after it." if result.after_anchor else "The expected head is the current head.")
+    if result.anchors:
+        newest = max(result.anchors, key=lambda a: (a.entries, a.runs))
+        lines.append(f"{len(result.anchors)} anchor(s) checked: the log still holds each anchored entry and run "
+                     f"with its hash (the newest: entry {newest.entries}, run {newest.runs}, taken at "
+                     f"{clean(newest.taken_at)}).")
     if repo is not None:
-        click.echo(f"All {result.commits} commit(s) are in {repo.root} and reachable from {result.ref}.")
+        lines.append(f"All {result.commits} commit(s) are in {repo.root} and reachable from {result.ref}.")
+        if result.direct:
+            lines.append(f"{len(result.direct)} commit(s) reached {result.ref} without a merge or a pull request "
+                         "(pushed directly):")
+            lines += [f"  {sha[:12]} ({_seqs(seqs)})" for sha, seqs in result.direct]
+        else:
+            lines.append(f"Every commit reached {result.ref} through a merge or a pull request.")
+    if result.replayed is not None:
+        skipped = result.replayed.skipped
+        lines.append(f"Replayed {_entries(result.replayed.checked)} against git: each named commit declares the "
+                     "values recorded, with the author named" + (
+                         f" ({_entries(skipped)} uncommitted, with no commit to hold)." if skipped else "."))
+    return lines
 
 
 @audit_group.command("log")
 @database_option
 @click.option("--address", metavar="ADDRESS", help="Only this object (e.g. dataset:observatory-readings).")
 @click.option("--since", metavar="WHEN", help="Only entries recorded at or after this ISO date or time (UTC unless it says).")
+@click.option("--until", metavar="WHEN", help="Only entries recorded before this ISO date or time.")
 @click.option("--author", metavar="EMAIL", help="Only changes whose commit author has this email.")
+@click.option("--applier", metavar="NAME",
+              help="Only entries applied by this actor (the CI actor, the CI account's email, a local git "
+                   "email or OS user).")
+@click.option("--run", "run_id", metavar="RUN_ID", help="Only the entries of this run (run-…).")
+@click.option("--reason", type=click.Choice(["manifest", "drift", "secret", "adoption", "out-of-band"]),
+              help="Only entries made for this reason.")
+@click.option("--committed-since", metavar="WHEN", help="Only entries whose commit is dated at or after this.")
+@click.option("--committed-until", metavar="WHEN", help="Only entries whose commit is dated before this.")
 @click.option(
     "--format",
     "output_format",
@@ -501,14 +623,83 @@ def audit_verify(database_url: str | None, expect_head: str | None, git_path: Pa
     help="One block per entry, or a JSON array with every column.",
 )
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N entries (the newest).")
-def audit_log(database_url: str | None, address: str | None, since: str | None, author: str | None,
-              output_format: str, limit: int | None) -> None:
+def audit_log(database_url: str | None, address: str | None, since: str | None, until: str | None,
+              author: str | None, applier: str | None, run_id: str | None, reason: str | None,
+              committed_since: str | None, committed_until: str | None, output_format: str,
+              limit: int | None) -> None:
     """List audit log entries, newest first: who asked for each value, and when."""
-    from .audit import Filters, catalog_url, entries, parse_since, render_json, render_text
+    from .audit import Filters, catalog_url, entries, parse_time, render_json, render_text
 
-    filters = Filters(address, parse_since(since) if since is not None else None, author, limit)
+    def moment(text: str | None, option: str) -> Any:
+        return parse_time(text, option) if text is not None else None
+
+    filters = Filters(address, moment(since, "--since"), author, limit, moment(until, "--until"), applier, run_id,
+                      reason, moment(committed_since, "--committed-since"),
+                      moment(committed_until, "--committed-until"))
     found = entries(catalog_url(database_url, Path.cwd()), filters)
     click.echo(render_json(found) if output_format == "json" else render_text(found), nl=False)
+
+
+@audit_group.command("runs")
+@database_option
+@click.option("--source", metavar="NAME", help="Only the runs of this source.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One block per run, or a JSON array with every column.",
+)
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N runs (the newest).")
+def audit_runs(database_url: str | None, source: str | None, output_format: str, limit: int | None) -> None:
+    """List applies, newest first: outcome, who applied (with the CI run), command, commit, plan
+    digest, changes per action, and the audit entries each appended."""
+    from .audit import catalog_url, runs
+    from .runs import render_json, render_text
+
+    found = runs(catalog_url(database_url, Path.cwd()), limit=limit, source=source)
+    click.echo(render_json(found) if output_format == "json" else render_text(found), nl=False)
+
+
+@audit_group.command("anchor")
+@database_option
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write the anchor to FILE (replacing it), e.g. for a CI artefact.")
+@click.option("--git", "git_path", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="PATH",
+              help="Add the anchor to the git note (refs/notes/reconciler-audit) of the applied commit in the "
+                   "repository at PATH; push it with `git push origin refs/notes/reconciler-audit`.")
+@click.option("--commit", "commit", metavar="REV",
+              help="With --git: note this commit instead of the newest applied run's.")
+def audit_anchor(database_url: str | None, file: Path | None, git_path: Path | None, commit: str | None) -> None:
+    """Keep the audit log's head outside the database, for later `audit verify --anchor/--notes`.
+
+    An anchor names how many entries and runs the log holds and the hash of the newest
+    of each; verify then detects a log cut short or rewritten since.
+    """
+    from .app import anchors as anchoring
+    from .audit import catalog_url
+    from .errors import ConfigurationError
+
+    if file is None and git_path is None:
+        raise ConfigurationError("say where to keep the anchor: --file FILE, --git PATH, or both")
+    if commit is not None and git_path is None:
+        raise click.UsageError("--commit needs --git PATH")
+    url = catalog_url(database_url, Path.cwd())
+    anchor = anchoring.take(url)
+    click.echo(f"Anchor: entry {anchor.entries} (head {anchor.head}), run {anchor.runs} (head {anchor.runs_head})")
+    if file is not None:
+        anchoring.write_file(file, anchor)
+        click.echo(f"Wrote the anchor to {file}")
+    if git_path is not None:
+        repo = _repository(git_path, "--git")
+        target = repo.resolve(commit) if commit is not None else anchoring.applied_commit(url, repo) or repo.head()
+        if target is None:
+            raise ConfigurationError(f"--commit {commit!r} names no commit in {repo.root}" if commit is not None
+                                     else f"{repo.root} has no commit to note the anchor on")
+        anchoring.write_note(repo, target, anchor)
+        click.echo(f"Added the anchor to the git note of commit {target[:12]} in {repo.root} "
+                   "(refs/notes/reconciler-audit); push it: git push origin refs/notes/reconciler-audit")
 
 
 @audit_group.command("export")
@@ -520,7 +711,9 @@ def audit_log(database_url: str | None, address: str | None, since: str | None, 
     type=click.Choice(["parquet", "csv"]),
     help="Parquet with typed columns (default), or CSV; without it a .csv FILE is written as CSV.",
 )
-def audit_export(file: Path, database_url: str | None, output_format: str | None) -> None:
+@click.option("--runs", "runs_file", type=click.Path(dir_okay=False, path_type=Path), metavar="RUNS_FILE",
+              help="Also write every run to RUNS_FILE, in the same format (join on run_id).")
+def audit_export(file: Path, database_url: str | None, output_format: str | None, runs_file: Path | None) -> None:
     """Write every audit log entry to FILE for analysis (DuckDB, pandas, a warehouse).
 
     Parquet keeps the types: seq BIGINT, recorded_at TIMESTAMP WITH TIME ZONE,
@@ -528,8 +721,12 @@ def audit_export(file: Path, database_url: str | None, output_format: str | None
     """
     from .audit import catalog_url, export, export_format
 
-    count = export(catalog_url(database_url, Path.cwd()), file, export_format(file, output_format))
+    url = catalog_url(database_url, Path.cwd())
+    count = export(url, file, export_format(file, output_format))
     click.echo(f"Exported {_entries(count)} to {file}")
+    if runs_file is not None:
+        written = export(url, runs_file, export_format(runs_file, output_format), runs=True)
+        click.echo(f"Exported {written} run{'' if written == 1 else 's'} to {runs_file}")
 
 
 # --- import --------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ class Live:
     updated_at: str | None = None
     updated_by: str | None = None
     in_sync: bool = False
+    policy_updated_at: str | None = None  # a dataset's retention policy moves on its own clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,32 @@ class Bookkeeping:
 
 
 @dataclass(frozen=True)
+class OutOfBand:
+    """A change made to a managed object outside git since the reconciler last applied it.
+
+    ``fields`` are the managed fields whose catalog value is no longer the one last applied
+    (keys someone else owns in a JSON field do not count); ``before`` holds them as applied,
+    ``after`` as the catalog holds them now (None: the object is gone). Of those fields,
+    ``adopted`` are the ones the tree now declares as the catalog has them: apply adopts
+    them instead of reverting them. ``by`` and ``at`` say who made the change and when, as
+    far as the catalog tells (``evidence`` says where that was read).
+    """
+
+    fields: tuple[str, ...]
+    before: Mapping[str, Any]
+    after: Mapping[str, Any] | None
+    adopted: tuple[str, ...] = ()
+    by: str | None = None
+    at: str | None = None
+    evidence: str | None = None
+
+    @property
+    def reverted(self) -> tuple[str, ...]:
+        """The fields apply sets back to what the tree declares."""
+        return tuple(name for name in self.fields if name not in self.adopted)
+
+
+@dataclass(frozen=True)
 class Finding:
     """A problem that blocks the plan (``error``) or a note worth showing (``note``)."""
 
@@ -159,6 +186,7 @@ class DiffResult:
     bookkeeping: tuple[Bookkeeping, ...] = ()
     unmanaged: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
+    outside: Mapping[str, OutOfBand] = field(default_factory=dict)  # address → change made outside git
 
 
 def jsonb_text(value: Any) -> str:
@@ -357,23 +385,68 @@ def _changed(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> 
     return tuple(name for name in FIELDS[kind] if not same(name, before.get(name), after.get(name)))
 
 
-def _drifted(kind: str, live: Live, applied: Applied | None, changed: tuple[str, ...],
+def _outside(kind: str, live: Live, applied: Applied, skip: frozenset[str],
              secret_paths: frozenset[str] = frozenset()) -> tuple[str, ...]:
-    """Changed fields whose live value is no longer what the reconciler last applied; paths
-    that held a secret are left out of the comparison (the record holds the template)."""
-    if applied is None:
-        return ()
+    """Managed fields whose live value is no longer what the reconciler last left there: the
+    value it applied, or for a field with a default the manifest left out, that default.
+
+    In a JSON object field only the keys the reconciler applied count (the others belong to
+    someone else); fields in ``skip`` never do, and paths that hold or held a secret (recorded
+    as ``${env:...}`` text) are left out of the comparison.
+    """
     out = []
-    for name in changed:
-        if name in applied.fields and not same(name, _without(applied.fields[name], name, secret_paths),
-                                               _without(live.fields.get(name), name, secret_paths)):
-            if name in MERGED_FIELDS:
-                mine = applied.fields[name] or {}
-                theirs = live.fields.get(name) or {}
-                if all(same(name, {k: mine[k]}, {k: theirs.get(k)}) for k in mine):
-                    continue  # only keys someone else owns differ: not drift
-            out.append(name)
+    for name in FIELDS[kind]:
+        if name in skip:
+            continue
+        mine = applied.fields[name] if name in applied.fields else DEFAULTS[kind].get(name, _ABSENT)
+        if mine is _ABSENT:
+            continue
+        mine = _without(mine, name, secret_paths)
+        theirs = _without(live.fields.get(name), name, secret_paths)
+        if same(name, mine, theirs):
+            continue
+        if name in MERGED_FIELDS:
+            ours, now = mine or {}, theirs or {}
+            if all(same(name, {k: ours[k]}, {k: now.get(k)}) for k in ours):
+                continue  # only keys someone else owns differ
+        out.append(name)
     return tuple(out)
+
+
+def _out_of_band(kind: str, live: Live | None, applied: Applied, fields: tuple[str, ...],
+                 adopted: tuple[str, ...]) -> OutOfBand:
+    """The change made outside git to ``fields``, with who and when as the live row tells."""
+    before = {name: applied.fields[name] if name in applied.fields else DEFAULTS[kind].get(name)
+              for name in fields}
+    if live is None:
+        return OutOfBand(fields, before, None, adopted)
+    after = {name: live.fields.get(name) for name in fields}
+    for name in MERGED_FIELDS.intersection(fields):
+        # The whole object as it was: the keys someone else owns as they are, ours as applied.
+        before[name] = {**(after[name] or {}), **(before[name] or {})}
+    at = live.updated_at
+    if live.policy_updated_at is not None and "retention" in fields:
+        own = live.policy_updated_at
+        at = own if set(fields) == {"retention"} or at is None else max(own, at)
+    return OutOfBand(fields, before, after, adopted, live.updated_by, at)
+
+
+def drift_message(outside: OutOfBand, *, declared: bool = True) -> str:
+    """The plan's drift finding for a change made outside git: what, who, when, and what apply does."""
+    who = outside.by or "someone outside git"
+    when = f" at {outside.at}" if outside.at else ""
+    source = f" ({outside.evidence})" if outside.evidence else ""
+    if outside.after is None:
+        return f"deleted outside git by {who}{when}{source}; apply creates it again"
+    what = f"{', '.join(outside.fields)} changed outside git by {who}{when}{source}"
+    if not declared:
+        return f"{what}; no manifest declares it any more, so apply archives it as it is"
+    if not outside.adopted:
+        return f"{what}; apply reverts it"
+    if not outside.reverted:
+        return f"{what}; the tree now declares the same value, so apply adopts it"
+    return (f"{what}; apply reverts {', '.join(outside.reverted)} and adopts {', '.join(outside.adopted)}, "
+            "which the tree now declares")
 
 
 def unchanged(desired: Desired, live: Live, applied: Applied) -> bool:
@@ -419,11 +492,16 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
             out.note(desired.address, "purge: true, but it does not exist in the catalog; nothing to do",
                      desired.location)
             return
+        if applied is not None:  # it was applied, and is gone: deleted outside git
+            out.observed(desired, _out_of_band(kind, None, applied, tuple(n for n in FIELDS[kind]
+                                                                          if n in applied.fields), ()))
         after = target_fields(kind, desired, None, None)
         out.changes.append(Change(desired.address, kind, "create", None, after, FIELDS[kind],
                                   dict(desired.record), desired.location, None, desired.protect,
                                   paths=FIELDS[kind]))
         return
+    outside = _outside(kind, live, applied, frozenset(), _secret_paths(desired, applied)) \
+        if applied is not None else ()
     if desired.purge:
         if desired.protect:
             out.error(desired.address, "protect and purge are both true; set protect: false to purge it",
@@ -432,6 +510,9 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
         if applied is not None and applied.protect:
             out.error(desired.address, _STILL_PROTECTED.format(verb="purge"), desired.location)
             return
+        if outside:
+            assert applied is not None
+            out.observed(desired, _out_of_band(kind, live, applied, outside, ()))
         out.changes.append(Change(desired.address, kind, "purge", _purged(kind, live, applied), None, (),
                                   dict(desired.record), desired.location, live.token, False))
         return
@@ -445,21 +526,19 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
     if action == "archive" and applied is not None and applied.protect:
         out.error(desired.address, _STILL_PROTECTED.format(verb="archive"), desired.location)
         return
+    if outside:
+        assert applied is not None
+        out.observed(desired, _out_of_band(kind, live, applied, outside,
+                                           tuple(n for n in outside if n not in changed)))
     protect_moves = applied is not None and applied.protect != desired.protect
     if changed or protect_moves:
         fields = changed + (("protect",) if protect_moves else ())
-        drift = _drifted(kind, live, applied, tuple(c for c in changed if not _has_secret(desired, c)),
-                         _secret_paths(desired, applied))
+        drift = tuple(name for name in changed if name in outside)
         asked = _asked(desired, applied, fields)
         out.changes.append(Change(desired.address, kind, action, dict(live.fields), after, fields,
                                   dict(desired.record), desired.location, live.token, desired.protect,
                                   drift, tuple(changed_paths(live.fields, after, changed)),
                                   _reason(desired, live, applied, asked, changed), asked))
-        if drift:
-            who = live.updated_by or "someone outside git"
-            when = f" at {live.updated_at}" if live.updated_at else ""
-            out.findings.append(Finding(desired.address, "drift", f"{', '.join(drift)} changed outside "
-                                        f"git by {who}{when}; apply reverts it", desired.location))
     elif applied is None:
         out.bookkeeping.append(Bookkeeping(desired.address, kind, "adopt", dict(desired.record),
                                            desired.location, desired.protect, live.token))
@@ -605,11 +684,6 @@ def _without(value: Any, name: str, paths: frozenset[str]) -> Any:
     return copy
 
 
-def _has_secret(desired: Desired, field_name: str) -> bool:
-    """Secret values are recorded as their ${env:...} text, so they cannot show drift."""
-    return any(path.split(".", 1)[0] == field_name for path in desired.secret_paths)
-
-
 def _moved(applied: Applied, location: Location) -> bool:
     """Moved to another file: worth recording, so a later removal is traced to the right file.
 
@@ -634,6 +708,11 @@ def _plan_removed(applied: Applied, live: Live | None, out: _Collector) -> None:
         out.error(applied.address, "its manifest was removed but it is protected; restore the manifest "
                   "and commit protect: false before removing it", location)
         return
+    outside = _outside(applied.kind, live, applied, frozenset())
+    if outside:
+        found = _out_of_band(applied.kind, live, applied, outside, ())
+        out.outside[applied.address] = found
+        out.findings.append(Finding(applied.address, "drift", drift_message(found, declared=False), location))
     after = archived(applied.kind, live.fields)
     changed = _changed(applied.kind, live.fields, after)
     out.changes.append(Change(applied.address, applied.kind, "archive", dict(live.fields), after,
@@ -646,6 +725,12 @@ class _Collector:
     bookkeeping: list[Bookkeeping] = field(default_factory=list)
     unmanaged: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    outside: dict[str, OutOfBand] = field(default_factory=dict)
+
+    def observed(self, desired: Desired, found: OutOfBand) -> None:
+        """Record a change made outside git to a declared object, and say so in the plan."""
+        self.outside[desired.address] = found
+        self.findings.append(Finding(desired.address, "drift", drift_message(found), desired.location))
 
     def error(self, address: str, message: str, location: Location | None) -> None:
         self.findings.append(Finding(address, "error", message, location))
@@ -685,7 +770,7 @@ def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapp
         _diff_all(desired, live, applied, source, out)
         _refuse_purges_in_use(out, live, stored_on or {})
     return DiffResult(tuple(out.changes), tuple(out.bookkeeping), tuple(out.unmanaged),
-                      tuple(out.findings))
+                      tuple(out.findings), out.outside)
 
 
 def _diff_all(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],

@@ -16,8 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from . import audit  # the audit log (issue 5)
-from .catalog.audit_log import protection_recorded, record_unapplied_run
+from . import audit
+from .catalog.outside import with_evidence
+from .chain import audit_key
+from .ci import Identity, ci_identity, local_identity
+from .runs import RunDraft
+from .catalog.audit_log import protection_recorded
 from .catalog.connection import (
     connect,
     describe,
@@ -39,13 +43,14 @@ from .catalog.writer import (
     write_records,
     write_storage_targets,
 )
-from .diff import Change, Desired, Finding, Live, diff
+from .diff import Change, DiffResult, Desired, Finding, Live, diff, drift_message
 from .errors import ConfigurationError, ConflictError, ReconcilerError
 from .manifests.config import load_config
 from .model import folded
 from .app.attribution import attribute
 from .git.repository import GitRepository
-from .plan import Author, FileDigest, Plan, from_diff, mask, walk_path
+from .git.review import Review, reviews
+from .plan import FORMAT_VERSION, Author, FileDigest, Plan, from_diff, mask, walk_path
 from .policy import Policy, check
 from .text import clean
 
@@ -126,10 +131,18 @@ def open_workspace(tree: Path, database_url: str | None) -> Workspace:
 
 def applier() -> str:
     """Who runs this apply: the CI actor where there is one, else the OS user."""
-    for variable in CI_ACTOR_VARIABLES:
-        if os.environ.get(variable):
-            return os.environ[variable]
-    return os_user()
+    found = ci_identity(os.environ)
+    return found.actor if found is not None else os_user()
+
+
+def who_applies(repo: GitRepository | None, environ: Mapping[str, str]) -> Identity:
+    """Whoever applies, as the audit log records it: the CI run's actor and identifiers, or
+    (marked local) the OS user with the local git identity."""
+    found = ci_identity(environ)
+    if found is not None:
+        return found
+    name, email = repo.user_identity() if repo is not None else (None, None)
+    return local_identity(os_user(), name, email)
 
 
 def os_user() -> str:
@@ -204,17 +217,23 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
             base, complete = last_applied_commit(conn, ws.source)
             purged = [a for a, d in state.desired.items() if d.kind == "storage-target" and d.purge]
             stored_on = datasets_stored_on(conn, purged) if purged else {}
+            result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on)
+            if result.outside:
+                result = _observed(conn, result, state.desired)
         break
     _check_targets(targets, state.desired, catalog.live)
     declared = Counter(item.location.path for item in state.desired.values())
     read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
     findings = link_findings(state.links, state.desired, catalog.live)
     findings += lookalike_findings(state.desired, catalog.live)
-    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on)
     known = _values_at(base, catalog.applied, result.changes) if complete else None
     attribution = attribute(ws.repo, ws.tree, result.changes, state.desired, base, applier_identity(ws.repo),
                             changed=changed, known=known, head=at_commit)
     authors = attribution.authors
+    adopting = _adoptions(result, state.desired)
+    adopters = attribute(ws.repo, ws.tree, adopting, state.desired, base, applier_identity(ws.repo), changed=changed,
+                         known=_values_at(base, catalog.applied, adopting) if complete else None
+                         ).authors if adopting else {}
     findings += policy_findings(ws.policy, result.changes, authors)
     findings += identity_findings(result.changes, authors)
     if require_signed:
@@ -224,10 +243,34 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     plan = from_diff(result, source=ws.source, commit=commit, dirty=attribution.dirty, tree=tree,
                      created_at=datetime.now(UTC).isoformat(timespec="seconds"), authors=authors,
                      secrets=state.secrets, extra_findings=tuple(findings), files=read, reused_files=len(skip),
-                     removals=attribution.removals, attribution_problem=attribution.problem,
+                     removals=attribution.removals, attribution_problem=attribution.problem, adopters=adopters,
                      remembered={c.address: catalog.applied[c.address].secret_paths for c in result.changes
                                  if c.address in catalog.applied and catalog.applied[c.address].secret_paths})
     return plan.narrowed(tuple(targets))
+
+
+def _observed(conn: psycopg.Connection[Any], result: DiffResult, desired: Mapping[str, Desired]) -> DiffResult:
+    """The diff with who changed each object outside git, and when, read from the services' audit
+    rows (catalog/outside.py), and its drift findings saying so."""
+    outside = with_evidence(conn, result.outside)
+    where = {f.address: f.location for f in result.findings if f.severity == "drift"}
+    findings = [f for f in result.findings if not (f.severity == "drift" and f.address in outside)]
+    findings += [Finding(address, "drift", drift_message(found, declared=address in desired), where.get(address))
+                 for address, found in outside.items()]
+    return replace(result, outside=outside, findings=tuple(findings))
+
+
+def _adoptions(result: DiffResult, desired: Mapping[str, Desired]) -> list[Change]:
+    """For every object whose out-of-band change the tree now declares, the change a commit would
+    have asked for to declare it: attributed like one, it names the commit that made the tree say so."""
+    out = []
+    for address, found in sorted(result.outside.items()):
+        item = desired.get(address)
+        if found.adopted and item is not None and found.after is not None:
+            out.append(Change(address, item.kind, "update", found.after, found.after, found.adopted,
+                              dict(item.record), item.location, None, item.protect, reason="manifest",
+                              asked=found.adopted))
+    return out
 
 
 def _values_at(base: str | None, applied: Mapping[str, Any], changes: Sequence[Change]) -> dict[str, Any] | None:
@@ -430,8 +473,12 @@ def _mass_archive(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str
 def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
                environ: Mapping[str, str] | None = None,
                progress: Callable[[str], None] = lambda _: None,
-               advance: Callable[[int, int], None] | None = None) -> ApplyResult:
-    """Execute a plan in one transaction under the source's lock, or refuse with nothing written."""
+               advance: Callable[[int, int], None] | None = None, command: str | None = None) -> ApplyResult:
+    """Execute a plan in one transaction under the source's lock, or refuse with nothing written.
+
+    Every change is recorded in the audit log, with the change made outside git it reverts
+    or adopts before it, and the run in the runs chain (``command``: how it was invoked).
+    """
     if plan.source != ws.source:
         raise Refusal(f"the plan is for source {plan.source!r} but this repository is source {ws.source!r}")
     run_id = f"run-{uuid.uuid4()}"
@@ -439,12 +486,19 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
         _check_refusals(ws, plan, options)
         return ApplyResult(run_id, "no-op")
     env = os.environ if environ is None else environ
+    key = audit_key(env)
     applying = applier_identity(ws.repo)
+    identity = who_applies(ws.repo, env)
     writes = [_write(c, plan, env, applying) for c in plan.changes]
-    drafts = audit.drafts_for(plan, run_id=run_id, applier=applier(), applying=applying)
+    context = audit.Context(run_id, identity.actor, applying, identity.to_json(), identity.url,
+                            _reviews(ws.repo, plan, identity.pull_request))
+    drafts = audit.drafts_for(plan, run_id=run_id, applier=identity.actor, applying=applying, context=context)
+    run = RunDraft(run_id, ws.source, identity.actor, plan.commit, plan.digest(), "applied", plan.summary,
+                   complete=plan.commit is not None and not plan.targets and not plan.dirty, command=command,
+                   applied_by=identity.to_json(), ci_url=identity.url)
     expected = {c.address: (c.kind, c.against) for c in plan.changes}
     expected.update({b.address: (b.kind, b.against) for b in plan.bookkeeping})
-    conn = connect(ws.database_url, application_name=f"reconciler apply {run_id[4:12]} {applier()}"[:63])
+    conn = connect(ws.database_url, application_name=f"reconciler apply {run_id[4:12]} {identity.actor}"[:63])
     try:
         started = time.monotonic()
         progress(f"waiting for the apply lock of source {ws.source!r}")
@@ -454,23 +508,22 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
             _check_refusals(ws, plan, options, conn)
             progress("checking the catalog against the plan")
             recheck(conn, expected, ws.source)
-            _execute(conn, writes, progress, advance)
+            _execute(conn, writes, progress, advance, run_id)
             progress("recording what was applied")
             write_managed(conn, _managed(plan, ws), [c.address for c in plan.changes if c.action == "purge"],
                           ws.source, run_id, commit=plan.commit,
                           removed=[(c.address, c.kind) for c in plan.changes if c.desired is None])
-            _record_run(conn, run_id, ws, plan)
-            # The audit log (issue 5): one chained entry per change, committed with them.
+            # One chained entry per change (and per change made outside git), and the run, committed with them.
             progress("appending to the audit log")
-            audit.append(conn, drafts, lock_timeout=options.lock_timeout)
+            audit.append(conn, drafts, run=run, key=key, lock_timeout=options.lock_timeout)
             if plan.files and not plan.targets:  # what a later plan may pass over (catalog/settled.py)
                 record_files(conn, ws.source, run_id, plan.files)
     except psycopg.Error as error:
         failure = _scrubbed(translate(error, conn, touched=expected, lock_timeout=options.lock_timeout), plan, env)
-        _record_unapplied(conn, run_id, ws, plan, failure, progress)  # the audit log (issue 5)
+        _record_unapplied(conn, run, failure, key, progress, options.lock_timeout)
         raise failure from None
     except ReconcilerError as error:
-        _record_unapplied(conn, run_id, ws, plan, _scrubbed(error, plan, env), progress)  # the audit log (issue 5)
+        _record_unapplied(conn, run, _scrubbed(error, plan, env), key, progress, options.lock_timeout)
         raise
     finally:
         conn.close()
@@ -478,6 +531,15 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
             "purge": "purged"}
     return ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": done[c.action]}
                                            for c in plan.changes])
+
+
+def _reviews(repo: GitRepository | None, plan: Plan, ci_request: int | None) -> dict[str, Review]:
+    """How each commit the plan names reached the branch it was applied from (the plan's commit)."""
+    if repo is None or plan.commit is None:
+        return {}
+    commits = {a.commit for a in [*plan.authors.values(), *plan.adopters.values()] if a.commit}
+    ref = plan.commit if repo.commit_exists(plan.commit) else "HEAD"
+    return reviews(repo, commits, ref, ci_request=ci_request)  # attribution names commits by full sha
 
 
 def _scrubbed(error: ReconcilerError, plan: Plan, environ: Mapping[str, str]) -> ReconcilerError:
@@ -488,16 +550,16 @@ def _scrubbed(error: ReconcilerError, plan: Plan, environ: Mapping[str, str]) ->
     return error
 
 
-def _record_unapplied(conn: psycopg.Connection[Any], run_id: str, ws: Workspace, plan: Plan,
-                      error: ReconcilerError, progress: Callable[[str], None]) -> None:
-    """The audit log (issue 5): a refused or failed apply leaves a runs row, written after the
-    rollback; if even that fails, the original error is still the one raised."""
+def _record_unapplied(conn: psycopg.Connection[Any], run: RunDraft, error: ReconcilerError, key: bytes | None,
+                      progress: Callable[[str], None], lock_timeout: float | None = None) -> None:
+    """A refused or failed apply leaves a run (no entries), written after the rollback, waiting
+    for the audit log's lock no longer than the apply did; if even that fails, the original
+    error is still the one raised."""
     outcome = "refused" if isinstance(error, Refusal | ConflictError) else "failed"
-    problem = record_unapplied_run(
-        conn, run_id=run_id, source=ws.source, applier=applier(), commit=plan.commit,
-        plan_digest=plan.digest(), outcome=outcome, message=error.message, counts=plan.summary)
+    problem = audit.record_unapplied(conn, replace(run, outcome=outcome, message=error.message, complete=False), key,
+                                     lock_timeout)
     if problem:
-        progress(f"could not record the {outcome} run {run_id}: {problem}")
+        progress(f"could not record the {outcome} run {run.run_id}: {problem}")
 
 
 def check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions) -> None:
@@ -544,7 +606,9 @@ def rederive(ws: Workspace, saved: Plan, *, environ: Mapping[str, str] | None = 
         shown = differences[:20] + ([f"… and {len(differences) - 20} more"] if len(differences) > 20 else [])
         raise Refusal(f"the saved plan is not what the tree at {where} and the catalog give now; nothing was "
                       "written:\n  " + "\n  ".join(clean(d) for d in shown) + "\nmake a new plan and review it")
-    return replace(derived, created_at=saved.created_at)
+    # What only informs (when it was made, notes, unmanaged objects) is the reviewed file's, so
+    # the audit log names the reviewed plan by its own digest.
+    return replace(derived, created_at=saved.created_at, findings=saved.findings, unmanaged=saved.unmanaged)
 
 
 def _moved_since(saved: Plan, derived: Plan) -> list[str]:
@@ -611,7 +675,31 @@ def load_plan_file(path: Path) -> tuple[Plan, dict[str, Any]]:
         raise ConfigurationError(f"cannot read plan file {path}: {error}") from None
     if not isinstance(data, dict):
         raise ConfigurationError(f"{path} is not a reconciler plan")
+    _check_plan_schema(path, data)
     return Plan.from_json(data), data
+
+
+def _check_plan_schema(path: Path, data: Mapping[str, Any]) -> None:
+    """Refuse a file the plan's JSON Schema (schemas/plan.schema.json) does not accept, naming
+    the first place it fails (an unknown action, a missing key, a value of the wrong type)."""
+    import jsonschema
+
+    from .manifests.schema import schema_dirs
+
+    if data.get("format_version") != FORMAT_VERSION:
+        return  # Plan.from_json says which version it is and which one is read
+    for directory in schema_dirs():
+        schema_file = directory / "plan.schema.json"
+        if schema_file.is_file():
+            schema = json.loads(schema_file.read_text(encoding="utf-8"))
+            break
+    else:
+        raise ConfigurationError("the plan's JSON Schema is missing from this installation; reinstall reconciler")
+    problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if problem is not None:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.absolute_path).lstrip(".")
+        raise ConfigurationError(f"{path} is not a reconciler plan: {clean(where or 'the top level')}: "
+                                 f"{clean(problem.message[:300])}")
 
 
 def _check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions,
@@ -672,7 +760,7 @@ def resolve_secrets(fields: Mapping[str, Any], secrets: Mapping[str, str],
 
 
 def _execute(conn: psycopg.Connection[Any], writes: Sequence[Write], progress: Callable[[str], None],
-             advance: Callable[[int, int], None] | None = None) -> None:
+             advance: Callable[[int, int], None] | None = None, run_id: str | None = None) -> None:
     by_kind: dict[str, list[Write]] = {"storage-target": [], "dataset": [], "record": []}
     for w in writes:
         by_kind[w.kind].append(w)
@@ -681,7 +769,7 @@ def _execute(conn: psycopg.Connection[Any], writes: Sequence[Write], progress: C
         write_storage_targets(conn, by_kind["storage-target"])
     if by_kind["dataset"]:
         progress(f"writing {len(by_kind['dataset'])} dataset change(s)")
-        write_datasets(conn, by_kind["dataset"])
+        write_datasets(conn, by_kind["dataset"], run_id=run_id)
     if by_kind["record"]:
         progress(f"writing {len(by_kind['record'])} record change(s)")
         total = len(by_kind["record"])
@@ -717,13 +805,3 @@ def _managed_row(plan: Plan, ws: Workspace, address: str, kind: str, desired: Ma
     commit = None if author is not None and author.uncommitted else plan.commit
     return Managed(address, kind, applied, protect, commit, path, location.line, location.end_line,
                    tuple(secrets or ()))
-
-
-def _record_run(conn: psycopg.Connection[Any], run_id: str, ws: Workspace, plan: Plan) -> None:
-    conn.execute(
-        """INSERT INTO reconciler.runs (run_id, source, applier, commit_sha, plan_digest, finished_at,
-               outcome, counts, complete)
-           VALUES (%s, %s, %s, %s, %s, clock_timestamp(), 'applied', %s, %s)""",
-        (run_id, ws.source, applier(), plan.commit, plan.digest(),
-         psycopg.types.json.Jsonb(plan.summary), plan.commit is not None and not plan.targets and not plan.dirty),
-    )

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .diff import ACTIONS, Bookkeeping, Change, DiffResult, Finding, Location
+from .diff import ACTIONS, Bookkeeping, Change, DiffResult, Finding, Location, OutOfBand
 from .errors import ConfigurationError
 
 FORMAT_VERSION = 2
@@ -75,6 +75,8 @@ class Plan:
     # Paths that held a secret at an earlier apply (address → paths): their catalog values
     # are masked in ``before`` like current secrets, after a reference is removed or changed.
     remembered: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False)
+    outside: Mapping[str, OutOfBand] = field(default_factory=dict)  # address → change made outside git
+    adopters: Mapping[str, Author] = field(default_factory=dict)  # address → who declared what apply adopts
     # Not part of the plan's JSON: the manifest files this plan read (path → digest and
     # object count, for an apply of the whole plan to record; empty for a saved plan) and
     # how many of them it passed over as unchanged since the last apply.
@@ -109,12 +111,22 @@ class Plan:
         return self.authors.get(address) or Author("unknown", "unknown", None, True)
 
     def digest(self) -> str:
-        """SHA-256 of the plan's canonical JSON: names the reviewed plan in the audit log."""
+        """SHA-256 of what the plan does and what it was computed against: names the reviewed
+        plan in the audit log.
+
+        The canonical JSON of the plan without ``created_at`` (two plans of the same tree
+        and catalog are the same plan, whenever they were made) and without the name and
+        email of whoever applies where a change names them (``applier``: they are whoever
+        runs the command, not part of the plan).
+        """
         return self._digest
 
     @functools.cached_property
     def _digest(self) -> str:
-        return hashlib.sha256(canonical_json(self._body).encode("utf-8")).hexdigest()
+        body = {key: value for key, value in self._body.items() if key != "created_at"}
+        body["changes"] = [_impersonal(change) for change in body["changes"]]
+        body["bookkeeping"] = [_impersonal(entry) for entry in body["bookkeeping"]]
+        return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
     def to_json(self, *, include_digest: bool = True) -> dict[str, Any]:
         """The plan as the documented JSON (schemas/plan.schema.json); secrets masked.
@@ -137,7 +149,8 @@ class Plan:
             "created_at": self.created_at,
             "summary": self.summary,
             "changes": [self._change_json(c) for c in self.changes],
-            "bookkeeping": [_bookkeeping_json(b, self.secrets.get(b.address, {})) for b in self.bookkeeping],
+            "bookkeeping": [_bookkeeping_json(b, self.secrets.get(b.address, {}), self._outside_json(b.address))
+                            for b in self.bookkeeping],
             "unmanaged": list(self.unmanaged),
             "findings": [_finding_json(f) for f in self.findings],
             "targets": list(self.targets),
@@ -181,19 +194,30 @@ class Plan:
             "fields": list(change.fields),
             "paths": list(change.paths),
             "source": _location_json(change.location),
-            "author": {"name": author.name, "email": author.email, "commit": author.commit,
-                       "uncommitted": author.uncommitted, "date": author.date, "applier": author.applier},
+            "author": _author_json(author),
             "removal": None if removal is None else {"path": removal.path, "commit": removal.commit,
                                                      "file_removed": removal.file_removed},
             "against": change.against,
             "protect": change.protect,
             "drift": list(change.drift),
             "desired": _masked(change.desired, secrets, None),
+            "outside": self._outside_json(change.address),
         }
 
+    def _outside_json(self, address: str) -> dict[str, Any] | None:
+        found = self.outside.get(address)
+        if found is None:
+            return None
+        adopter = self.adopters.get(address)
+        return {"fields": list(found.fields), "before": dict(found.before),
+                "after": None if found.after is None else dict(found.after), "adopted": list(found.adopted),
+                "by": found.by, "at": found.at, "evidence": found.evidence,
+                "adopted_by": None if adopter is None else _author_json(adopter)}
+
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Plan:
-        """Read a saved plan back; refuses other format versions and edited files."""
+    def from_json(cls, data: Mapping[str, Any], *, check_digest: bool = True) -> Plan:
+        """Read a saved plan back; refuses other format versions and (with ``check_digest``)
+        files whose digest does not match what they hold."""
         if data.get("format_version") != FORMAT_VERSION:
             raise ConfigurationError(
                 f"unsupported plan format_version {data.get('format_version')!r} (expected {FORMAT_VERSION})"
@@ -211,10 +235,15 @@ class Plan:
                 findings=tuple(_finding_from(f) for f in data["findings"]),
                 targets=tuple(data.get("targets", [])),
                 secrets=_secrets_from(data),
+                outside={e["address"]: _outside_from(e["outside"]) for e in [*data["changes"], *data["bookkeeping"]]
+                         if e.get("outside")},
+                adopters={e["address"]: Author(**e["outside"]["adopted_by"])
+                          for e in [*data["changes"], *data["bookkeeping"]]
+                          if e.get("outside") and e["outside"].get("adopted_by")},
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigurationError(f"the plan file is not a reconciler plan: {error}") from None
-        if data.get("digest") != plan.digest():
+        if check_digest and data.get("digest") != plan.digest():
             raise ConfigurationError("the plan file was modified after it was written (its digest does not "
                                      "match its content); make a new plan")
         return plan
@@ -236,6 +265,8 @@ class Plan:
             unmanaged=tuple(a for a in self.unmanaged if a in wanted),
             findings=tuple(f for f in self.findings if f.address in wanted or not f.address) + notes,
             targets=targets,
+            outside={a: o for a, o in self.outside.items() if a in wanted},
+            adopters={a: o for a, o in self.adopters.items() if a in wanted},
         )
 
 
@@ -271,10 +302,11 @@ def from_diff(result: DiffResult, *, source: str, commit: str | None, dirty: boo
               extra_findings: tuple[Finding, ...] = (), files: Mapping[str, FileDigest] | None = None,
               reused_files: int = 0, removals: Mapping[str, Removal] | None = None,
               attribution_problem: str | None = None, tree: str | None = None,
-              remembered: Mapping[str, frozenset[str]] | None = None) -> Plan:
+              remembered: Mapping[str, frozenset[str]] | None = None,
+              adopters: Mapping[str, Author] | None = None) -> Plan:
     """Wrap a diff result with its provenance into a Plan."""
     return Plan(source=source, commit=commit, dirty=dirty, created_at=created_at, tree=tree,
-                remembered=dict(remembered or {}),
+                remembered=dict(remembered or {}), outside=dict(result.outside), adopters=dict(adopters or {}),
                 files=dict(files or {}), reused_files=reused_files, removals=dict(removals or {}),
                 attribution_problem=attribution_problem,
                 changes=result.changes, authors=dict(authors), bookkeeping=result.bookkeeping,
@@ -345,10 +377,33 @@ def _finding_from(data: Mapping[str, Any]) -> Finding:
     return Finding(data["address"], data["severity"], data["message"], _location_from(data.get("source")))
 
 
-def _bookkeeping_json(entry: Bookkeeping, secrets: Mapping[str, str]) -> dict[str, Any]:
+def _bookkeeping_json(entry: Bookkeeping, secrets: Mapping[str, str],
+                      outside: dict[str, Any] | None) -> dict[str, Any]:
     return {"address": entry.address, "kind": entry.kind, "reason": entry.reason,
             "desired": _masked(entry.desired, secrets, None), "source": _location_json(entry.location),
-            "protect": entry.protect, "against": entry.against}
+            "protect": entry.protect, "against": entry.against, "outside": outside}
+
+
+def _author_json(author: Author) -> dict[str, Any]:
+    return {"name": author.name, "email": author.email, "commit": author.commit,
+            "uncommitted": author.uncommitted, "date": author.date, "applier": author.applier}
+
+
+def _impersonal(entry: dict[str, Any]) -> dict[str, Any]:
+    """A change or bookkeeping entry of the plan's JSON with whoever applies left unnamed."""
+    author, outside = entry.get("author"), entry.get("outside")
+    if author is not None and author["applier"]:
+        entry = {**entry, "author": {**author, "name": None, "email": None}}
+    if outside is not None and outside["adopted_by"] is not None and outside["adopted_by"]["applier"]:
+        entry = {**entry, "outside": {**outside, "adopted_by": {**outside["adopted_by"], "name": None,
+                                                                  "email": None}}}
+    return entry
+
+
+def _outside_from(data: Mapping[str, Any]) -> OutOfBand:
+    return OutOfBand(tuple(data["fields"]), dict(data["before"]),
+                     None if data["after"] is None else dict(data["after"]), tuple(data["adopted"]),
+                     data["by"], data["at"], data["evidence"])
 
 
 def _bookkeeping_from(data: Mapping[str, Any]) -> Bookkeeping:

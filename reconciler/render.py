@@ -270,6 +270,8 @@ def _text_header(data: Mapping[str, Any]) -> str:
         f"at commit {clean(commit)[:7]}" if commit else "(no commit)")
     if data.get("dirty"):
         line += " (the working tree has uncommitted changes)"
+    if data.get("digest"):
+        line += f"\nPlan digest: {clean(data['digest'])}"
     if data.get("attribution_problem"):
         line += f"\nAttribution impossible: {clean(data['attribution_problem'])}; apply refuses this plan"
     targets = data.get("targets") or []
@@ -433,6 +435,8 @@ def _md_head(data: Mapping[str, Any]) -> str:
         facts.append(f"limited to {_plural(len(data['targets']), 'target', 'targets')} (`--target`)")
     if data.get("attribution_problem"):
         facts.append(f"⚠️ attribution impossible: {_md(data['attribution_problem'])}; apply refuses this plan")
+    if data.get("digest"):
+        facts.append(f"plan digest {_code(data['digest'])}")
     table = ["| action | count |", "| --- | ---: |"]
     table += [f"| {action} | {data['summary'].get(action, 0)} |" for action in ACTIONS]
     return "## Reconciler plan\n\n" + " · ".join(facts) + "\n\n" + "\n".join(table)
@@ -488,7 +492,8 @@ def _md_groups(data: Mapping[str, Any], base: str | None = None) -> list[_Group]
         _Group(1, f"### ❌ Errors ({len(errors):,})", [_md_finding(f, "❌ ") for f in errors], "findings",
                "Apply refuses this plan until these are fixed.", fold_label=f"{len(errors):,} errors"),
         _Group(3, f"### ⚠️ Drift ({len(drifts):,})", [_md_finding(f, "⚠️ ") for f in drifts], "findings",
-               "Changed in the catalog outside git; apply reverts these.", fold_label=f"{len(drifts):,} drifted"),
+               "Changed in the catalog outside git; apply records each change, then reverts it "
+               "(or adopts it, where the tree now declares the same value).", fold_label=f"{len(drifts):,} drifted"),
         _Group(2, f"### 🛑 Destructive changes ({len(purges):,}) — need `--allow-purge`",
                [_md_change(c, drift, base) for c in purges], "changes",
                "> 🛑 These objects are **deleted permanently**. `apply` refuses them "

@@ -111,9 +111,11 @@ def test_update_archive_restore_and_record_versions(db_url: str, db: psycopg.Con
     plan = apply(db_url, step2)
     assert plan.summary == {"create": 0, "update": 2, "archive": 1, "restore": 0, "purge": 0}
     audit = db.execute("SELECT action, metadata FROM timestore.dataset_access_audit ORDER BY created_at").fetchall()
+    (run_id,) = db.execute("SELECT run_id FROM reconciler.runs ORDER BY seq DESC LIMIT 1").fetchone() or ("",)
+    # The services' shape, with the reconciler's run id in the free-form metadata.
     assert audit[-1] == ("admin.dataset.updated", {"before": {"description": None},
                                                    "after": {"description": "Minute readings"},
-                                                   "fieldsChanged": ["description"]})
+                                                   "fieldsChanged": ["description"], "reconcilerRunId": run_id})
     rows = db.execute("SELECT record_key, tags, version, deleted_at IS NOT NULL FROM metastore.metastore_records "
                       "ORDER BY record_key").fetchall()
     assert rows == [("sensor-1", ["iot"], 2, False), ("sensor-2", [], 2, True)]
@@ -312,7 +314,9 @@ def test_dataset_audit_payloads_have_the_shape_the_repository_layer_writes(
     created = dict(db.execute("SELECT dataset_slug, metadata FROM timestore.dataset_access_audit "
                               "WHERE action = 'admin.dataset.created'").fetchall())
     ours, theirs = created["readings"], created["by-ingestion"]
-    assert set(ours) == set(theirs) == {"dataset", "created"}
+    # The services' shape; the reconciler adds its run id, so each row can be matched with its log.
+    assert set(ours) == set(theirs) | {"reconcilerRunId"} == {"dataset", "created", "reconcilerRunId"}
+    assert (ours["reconcilerRunId"],) == db.execute("SELECT run_id FROM reconciler.runs").fetchone()
     assert set(ours["dataset"]) == set(theirs["dataset"])
     assert ours["dataset"]["slug"] == "readings" and ours["dataset"]["defaultStorageTargetId"] == "st-ch"
     assert ours["dataset"]["id"].startswith("ds-") and ours["created"] is True

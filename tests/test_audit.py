@@ -308,7 +308,9 @@ def test_chain_verifies_after_applies_by_different_authors(db_url: str, db: psyc
     assert chain[0][0] == "0" * 64 and all(chain[i][0] == chain[i - 1][1] for i in range(1, 5))
     result = run(db_url, "verify")
     assert result.exit_code == 0
-    assert result.output == f"Audit log verified: 5 entries, head {hashes[-1]}\n"
+    (runs_head,) = db.execute("SELECT hash FROM reconciler.runs ORDER BY seq DESC LIMIT 1").fetchone() or ("",)
+    assert result.output == (f"Audit log verified: 5 entries, head {hashes[-1]}\n"
+                             f"Runs verified: 3 runs, head {runs_head}; each holds exactly the entries it appended\n")
 
 
 def test_the_log_is_append_only_for_the_careless(db_url: str, db: psycopg.Connection[Any]) -> None:
@@ -374,10 +376,16 @@ def test_a_truncated_tail_is_detected_with_the_anchored_head(db_url: str, db: ps
     older = run(db_url, "verify", "--expect-head", hashes[2].upper())
     assert older.exit_code == 0 and "The expected head is entry 3; 2 entries appended after it." in older.output
     tamper(db, "DELETE FROM reconciler.audit_log WHERE seq >= 4")
-    assert run(db_url, "verify").exit_code == 0  # a shorter chain is still a chain...
+    inside = run(db_url, "verify")  # a cut inside a run: the runs chain still claims the entries
+    assert inside.exit_code == 1 and "run 2 (run-" in inside.output
+    assert "it appended 2 entries from entry 3, but the log holds 1 entries of it from entry 3" in inside.output
+    # Cut along with the runs that wrote the entries, both chains are shorter chains still...
+    db.execute("DELETE FROM reconciler.runs WHERE seq >= 2")
+    tamper(db, "DELETE FROM reconciler.audit_log WHERE seq >= 3")
+    assert run(db_url, "verify").exit_code == 0
     result = run(db_url, "verify", "--expect-head", hashes[-1])
-    assert result.exit_code == 1  # ...but it no longer holds the head kept outside the database
-    assert f"the expected head {hashes[-1]} is not in the log (it holds 3 entries, head {hashes[2]})" in result.output
+    assert result.exit_code == 1  # ...but they no longer hold the head kept outside the database
+    assert f"the expected head {hashes[-1]} is not in the log (it holds 2 entries, head {hashes[1]})" in result.output
     assert "truncated" in result.output
     assert run(db_url, "verify", "--expect-head", "abc").exit_code == 1
 
@@ -548,12 +556,15 @@ def test_parquet_export_has_typed_columns(db_url: str, db: psycopg.Connection[An
     per_author = duckdb.sql(f"""SELECT author_email, strftime(recorded_at, '%Y-%m') AS month, count(*)
                                 FROM '{out}' GROUP BY ALL ORDER BY 1""").fetchall()
     assert [(r[0], r[2]) for r in per_author] == [("alice@example.com", 3), ("bob@example.com", 2)]
-    # Every query docs/auditing.md shows runs on the export.
+    # Every query docs/auditing.md shows runs on the export (and the runs export).
+    runs = tmp_path / "runs.parquet"
+    assert run(db_url, "export", str(tmp_path / "again.parquet"), "--runs", str(runs)).output.endswith(
+        f"Exported 3 runs to {runs}\n")
     docs = (Path(__file__).resolve().parent.parent / "docs" / "auditing.md").read_text()
     queries = [block.split("```")[0] for block in docs.split("```sql\n")[1:]]
-    assert len(queries) >= 3
+    assert len(queries) >= 7
     for query in queries:
-        inner = query.strip().rstrip(";").replace("'audit.parquet'", f"'{out}'")
+        inner = query.strip().rstrip(";").replace("'audit.parquet'", f"'{out}'").replace("'runs.parquet'", f"'{runs}'")
         duckdb.sql(f"SELECT count(*) FROM ({inner})").fetchall()  # timestamps stay in DuckDB (no pytz)
 
 

@@ -445,7 +445,10 @@ def test_a_writer_committing_before_the_recheck_makes_the_apply_fail_naming_the_
                                                               ("record:obs/sensor-2", ())]
     apply_plan(ws(db_url), replan, ApplyOptions())
     assert make(db_url, UPDATES).changes == ()
-    assert audit.verify(db_url).entries == 6
+    # Two changes, and before the revert the writer's change itself, as its own entry.
+    assert audit.verify(db_url).entries == 7
+    assert db.execute("SELECT address, reason, author_email FROM reconciler.audit_log WHERE seq = 5").fetchone() == (
+        "record:obs/sensor-1", "out-of-band", "svc@example.com")
 
 
 def test_a_writer_blocked_by_the_applys_row_lock_writes_after_it_commits(

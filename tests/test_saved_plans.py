@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.plan import canonical_json
+from reconciler.errors import ConfigurationError
+from reconciler.plan import Plan, canonical_json
 
 from .helpers import ALICE, BOB, apply, commit, invoke, write
 
@@ -64,7 +65,11 @@ def catalog_dump(db: psycopg.Connection[Any]) -> list[Any]:
 def resealed(data: dict[str, Any]) -> dict[str, Any]:
     """The edited plan with its digest recomputed, as the documented format lets anyone do."""
     body = {k: v for k, v in data.items() if k != "digest"}
-    return {**body, "digest": hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()}
+    try:
+        digest = Plan.from_json(body, check_digest=False).digest()
+    except (ConfigurationError, KeyError, TypeError, ValueError):  # no longer a plan: any digest, it is refused
+        digest = hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+    return {**body, "digest": digest}
 
 
 def save(repo: Path, db_url: str, path: Path) -> dict[str, Any]:
@@ -268,3 +273,17 @@ def test_target_pulls_in_what_it_needs_and_refuses_what_matches_nothing(
     assert [c["address"] for c in again["changes"]] == ["record:fleet/r2"]  # no drift left behind
     nothing = invoke(git_repo, db_url, "plan", "--target", "dataset:no-such-thing")
     assert nothing.exit_code == 1 and "--target matches nothing" in nothing.output
+
+
+def test_a_saved_plan_the_schema_refuses_is_named_where_it_fails(
+        git_repo: Path, db_url: str, tmp_path: Path) -> None:
+    write(git_repo, "manifests/tree.yaml", TREE)
+    commit(git_repo, ALICE, "tree")
+    saved = tmp_path / "plan.json"
+    data = save(git_repo, db_url, saved)
+    data["changes"][0]["action"] = "delete"
+    saved.write_text(json.dumps(resealed(data)))
+    result = invoke(git_repo, db_url, "apply", "--plan", str(saved))
+    assert result.exit_code == 1
+    assert f"{saved} is not a reconciler plan: changes[0].action: 'delete' is not one of" in result.output
+    assert "unexpected" not in result.output

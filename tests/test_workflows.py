@@ -878,6 +878,7 @@ DOCUMENTED_MODULES = (
     "reconciler/app/attribution.py", "reconciler/manifests/config.py", "reconciler/catalog/writer.py",
     "reconciler/catalog/migrations.py", "reconciler/catalog/connection.py", "reconciler/catalog/embedded.py",
     "reconciler/importer.py", "reconciler/manifests/output.py",
+    "reconciler/audit.py", "reconciler/chain.py", "reconciler/app/anchors.py", "reconciler/app/verification.py",
 )
 _ERROR_CALLS = {"ReconcilerError", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "MigrationError",
                 "ConflictError", "Refusal", "LockTimeout", "UsageError", "AuditVerificationError"}

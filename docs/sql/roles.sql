@@ -41,7 +41,12 @@ GRANT INSERT, UPDATE, DELETE ON
     reconciler.applied_files
 TO reconciler_apply;
 
--- ... and the audit rows written with them: appended, never changed.
+-- ... and the audit rows written with them: appended, never changed. (Apply also reads
+-- the services' audit rows, to name who changed an object outside git: SELECT above.)
+-- A role that can INSERT into reconciler.audit_log and reconciler.runs could append a
+-- well-chained fake entry; set RECONCILER_AUDIT_KEY where apply runs (a CI secret, never
+-- in the database) so that such an entry fails `reconciler audit verify`, and use
+-- `reconciler audit verify --replay` (docs/auditing.md).
 GRANT INSERT ON
     timestore.dataset_access_audit,
     timestore.lifecycle_audit_log,

@@ -96,6 +96,12 @@ class _Parsed:
         self.reader.close()
 
 
+def declared_in(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
+    """Every object one version of a file declares (valid documents only), by address, each as
+    ``declared_value`` gives it: what ``audit verify --replay`` compares entries with."""
+    return _declarations(data, path)
+
+
 def _declarations(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
     """Every object one version of a file declares (valid documents only), by address."""
     from ..desired import desired_of, record_fields

@@ -110,7 +110,7 @@ def dataset_live(row: tuple[Any, ...]) -> Live:
     fields = {"name": name, "description": description, "status": status, "storageTarget": target,
               "metadata": metadata or {}, "retention": policy}
     return Live(f"dataset:{slug}", "dataset", fields, token=f"{updated}|{policy_updated or '-'}",
-                updated_at=updated)
+                updated_at=updated, policy_updated_at=policy_updated)
 
 
 class JsonObject(Mapping[str, Any]):

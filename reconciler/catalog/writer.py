@@ -278,12 +278,15 @@ _UPDATE_DATASET = sql.SQL(
        WHERE slug = %s""").format(target=_TARGET_ID)
 
 
-def write_datasets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> None:
+def write_datasets(conn: psycopg.Connection[Any], writes: Sequence[Write], *, run_id: str | None = None) -> None:
     """Write dataset changes and, in the same transaction, the services' audit rows.
 
     Columns change only when a column field changed; a retention-only change writes
     the policy and its lifecycle row and leaves the dataset row (and its updated_at) alone.
+    The audit rows carry ``run_id`` (as ``reconcilerRunId``) in their free-form JSON, so
+    they can be matched with the reconciler's own log.
     """
+    tag = Jsonb({"reconcilerRunId": run_id} if run_id else {})
     creates = [w for w in writes if w.action == "create"]
     column_changes = [w for w in writes if w.action in ("update", "archive", "restore")
                       and set(w.fields) & set(_AUDIT_KEY)]
@@ -300,10 +303,10 @@ def write_datasets(conn: psycopg.Connection[Any], writes: Sequence[Write]) -> No
               *_metadata_patch(w), identity(w.address)) for w in column_changes],
         )
         _write_retention(cur, [w for w in writes if w.action != "purge"
-                               and (w.action == "create" or "retention" in w.fields)])
+                               and (w.action == "create" or "retention" in w.fields)], run_id)
         cur.executemany(
             _DATASET_AUDIT,
-            [(new_id("da"), w.actor, _DATASET_ACTION[w.action], *_dataset_audit(w), identity(w.address))
+            [(new_id("da"), w.actor, _DATASET_ACTION[w.action], *_dataset_audit(w), tag, identity(w.address))
              for w in [*creates, *column_changes, *purges]],
         )
         cur.executemany("DELETE FROM timestore.datasets WHERE slug = %s",
@@ -322,7 +325,7 @@ _DATASET_AUDIT = sql.SQL(
                   'status', d.status, 'writeFormat', d.write_format,
                   'defaultStorageTargetId', d.default_storage_target_id, 'metadata', d.metadata,
                   'updatedAt', to_char(d.updated_at AT TIME ZONE 'UTC',
-                                       'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"'))) || %s::jsonb),
+                                       'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"'))) || %s::jsonb) || %s::jsonb,
               clock_timestamp()
        FROM timestore.datasets d WHERE d.slug = %s""")
 
@@ -339,7 +342,7 @@ def _dataset_audit(write: Write) -> tuple[Jsonb | None, Jsonb]:
                   "fieldsChanged": [_AUDIT_KEY[f] for f in fields]}), Jsonb({})
 
 
-def _write_retention(cur: psycopg.Cursor[Any], writes: Sequence[Write]) -> None:
+def _write_retention(cur: psycopg.Cursor[Any], writes: Sequence[Write], run_id: str | None = None) -> None:
     sets = [w for w in writes if _a(w, "retention") is not None]
     drops = [w for w in writes if _a(w, "retention") is None and w.action != "create"]
     # A new policy is written whole; an existing one is patched in SQL, like metadata, so
@@ -363,7 +366,8 @@ def _write_retention(cur: psycopg.Cursor[Any], writes: Sequence[Write]) -> None:
            SELECT %s, id, 'admin.retention.updated', %s, clock_timestamp()
            FROM timestore.datasets WHERE slug = %s""",
         [(new_id("la"), Jsonb({"before": (w.before or {}).get("retention"), "after": _a(w, "retention"),
-                               "actor": w.actor}), identity(w.address))
+                               "actor": w.actor, **({"reconcilerRunId": run_id} if run_id else {})}),
+          identity(w.address))
          for w in [*sets, *drops]],
     )
 

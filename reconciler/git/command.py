@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,14 +44,15 @@ def environment() -> dict[str, str]:
 
 
 def run_git(cwd: Path, subcommand: str, *args: str, ok: Container[int] = (0,),
-            stdin: bytes | None = None) -> Output:
-    """Run one read-only git command; any failure becomes a one-line ConfigurationError."""
+            stdin: bytes | None = None, extra_env: Mapping[str, str] | None = None) -> Output:
+    """Run one git command (read-only, but for the audit anchor's note); any failure becomes a
+    one-line ConfigurationError. ``extra_env`` is added to the environment git runs in."""
     command = ["git", "--no-pager", subcommand, *args]
     try:
         done = subprocess.run(
             command,
             cwd=cwd,
-            env=environment(),
+            env={**environment(), **(extra_env or {})},
             input=stdin,
             capture_output=True,
             check=False,

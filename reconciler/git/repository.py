@@ -126,6 +126,73 @@ class GitRepository:
             results[sha] = output.returncode == 0
         return results
 
+    # --- what the audit's checks read ----------------------------------------------------------
+
+    def resolve(self, ref: str) -> str | None:
+        """The full sha of the commit ``ref`` names; None when it names none."""
+        if ref.startswith("-"):
+            return None
+        output = self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}",
+                           ok=(0, 1, 128))
+        return (output.stdout.strip() or None) if output.returncode == 0 else None
+
+    def graph(self, tip: str) -> dict[str, tuple[str, ...]]:
+        """Every commit ``tip`` reaches, with its parents (``tip`` first)."""
+        if not _FULL_SHA.match(tip):
+            raise ConfigurationError(f"not a full commit name: {tip!r}")
+        output = self._git("rev-list", "--parents", tip)
+        graph: dict[str, tuple[str, ...]] = {}
+        for line in output.stdout.splitlines():
+            sha, *parents = line.split()
+            graph[sha] = tuple(parents)
+        return graph
+
+    def messages(self, shas: Iterable[str]) -> dict[str, str]:
+        """The full message of each commit (full shas), read with one ``git log --no-walk``."""
+        listed = sorted({sha for sha in shas if _FULL_SHA.match(sha)})
+        if not listed:
+            return {}
+        output = self._git("log", "--no-walk=unsorted", "--stdin", "--no-color", "--format=%x01%H%x02%B",
+                           stdin="\n".join(listed).encode("ascii") + b"\n")
+        out = {}
+        for item in output.stdout.split("\x01")[1:]:
+            sha, _, message = item.partition("\x02")
+            out[sha.strip()] = message
+        return out
+
+    def commit_facts(self, sha: str) -> tuple[str, str, str, tuple[str, ...]] | None:
+        """A commit's author name, author email, author date (ISO 8601) and parents; None when unknown."""
+        if not _SHA.match(sha.lower()):
+            return None
+        output = self._git("show", "-s", "--no-color", "--format=%aN%x00%aE%x00%aI%x00%P", sha, "--",
+                           ok=(0, 128))
+        if output.returncode != 0:
+            return None
+        name, email, date, parents = (output.stdout.rstrip("\n").split("\x00") + ["", "", "", ""])[:4]
+        return name, email, date, tuple(parents.split())
+
+    def blob_at(self, commit: str, path: str) -> str | None:
+        """The blob name of ``path`` at ``commit`` (a plain file only); None when there is none."""
+        if not _FULL_SHA.match(commit):
+            return None
+        output = self._git("ls-tree", "-z", "--full-tree", commit, "--", path, ok=(0, 128))
+        for entry in output.stdout.split("\x00"):
+            meta, _, found = entry.partition("\t")
+            parts = meta.split()
+            if found == path and len(parts) == 3 and parts[1] == "blob" and parts[0] in ("100644", "100755"):
+                return parts[2]
+        return None
+
+    def files_mentioning(self, commit: str, text: str, suffixes: Sequence[str]) -> list[str]:
+        """The files at ``commit`` whose name ends in one of ``suffixes`` and whose content holds
+        ``text`` (fixed string), by path from the root."""
+        if not _FULL_SHA.match(commit) or not text:
+            return []
+        output = self._git("grep", "-l", "-z", "-I", "-F", "-e", text, commit, ok=(0, 1))
+        prefix = f"{commit}:"
+        found = (path[len(prefix):] if path.startswith(prefix) else path for path in output.stdout.split("\x00"))
+        return [path for path in found if path.endswith(tuple(suffixes))]
+
     # --- what attribution reads ---------------------------------------------------------------
 
     def changed_paths(self, pathspec: str) -> set[str]:
