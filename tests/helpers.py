@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,15 @@ def apply(repo: Path, db_url: str, *args: str, tree: str = "manifests") -> Resul
     result = invoke(repo, db_url, "apply", "--auto-approve", *args, tree=tree)
     assert result.exit_code == 0, result.output
     return result
+
+
+# What JavaScript's String.prototype.trim removes, from the ECMAScript definition rather than
+# from the package's own table: WhiteSpace (TAB, VT, FF, ZWNBSP and every Zs space) and
+# LineTerminator (LF, CR, LS, PS).
+JS_WHITESPACE = "\t\v\f\ufeff\n\r\u2028\u2029" + "".join(
+    chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Zs")
+
+
+def js_trimmed(text: str) -> str:
+    """``text.trim()`` as JavaScript (and so the platform's services) trims."""
+    return text.strip(JS_WHITESPACE)

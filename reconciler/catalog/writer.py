@@ -11,8 +11,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ..diff import normalize_tags, same
+from ..diff import same
 from ..errors import ConflictError, DatabaseError, LockTimeout, ReconcilerError
+from ..service_rules import normalize_tags
 from ..text import clean
 from ._common import new_id
 from .connection import explain
