@@ -174,12 +174,17 @@ def validate(path: Path) -> None:
     addresses and links inside the tree. Needs no database. Exits 0 with a
     summary when the tree is valid, or 1 listing every problem as
     path:line:column: message. Links to objects the tree does not declare are
-    listed; plan checks them against the catalog.
+    listed; plan checks them against the catalog. Values the platform's services
+    accept but cannot serve back (a record key longer than the metastore's API
+    takes in a URL) are warnings, path:line:column: warning: message; they do not
+    change the exit code.
     """
     from .manifests import load_tree
-    from .manifests.report import summary, unresolved_lines
+    from .manifests.report import summary, unresolved_lines, warning_line
 
     tree = load_tree(path)  # a ManifestError lists every problem, one per line (_UserFacingError)
+    for warning in tree.warnings:
+        click.echo(warning_line(warning), err=True)
     click.echo(summary(tree))
     for line in unresolved_lines(tree):
         click.echo(line)

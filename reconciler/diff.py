@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+from .service_rules import normalize_tags as normalize_tags  # the metastore's rule, one copy
 
 # Kinds and actions as the plan JSON names them (SPEC section 4).
 KINDS = ("storage-target", "dataset", "record")
@@ -228,20 +230,6 @@ def canonical(field_name: str, value: Any) -> str:
     if field_name in SET_FIELDS and value is not None:
         value = sorted(set(normalize_tags(value)))
     return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def normalize_tags(tags: Iterable[str] | None) -> list[str]:
-    """Tags as the services store them: trimmed, empty ones dropped, de-duplicated in order.
-
-    The diff compares and the writer writes through this one function, so a tag list
-    given through the Python API never shows a perpetual diff.
-    """
-    seen: dict[str, None] = {}
-    for tag in tags or ():
-        trimmed = tag.strip()
-        if trimmed:
-            seen.setdefault(trimmed, None)
-    return list(seen)
 
 
 def _plain(value: Any) -> Any:

@@ -16,6 +16,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StrictBool,
     StrictInt,
     StringConstraints,
@@ -23,13 +25,16 @@ from pydantic import (
     field_validator,
 )
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from .errors import ConfigurationError
+from .service_rules import IAM_KEYS, js_trim, normalize_dataset_metadata, utf16_length
 
 API_VERSION: Final = "reconciler/v1"
 
-# Limits. They are the catalog services' own rules; docs/manifests.md lists them.
+# Limits. They are the catalog services' own rules; docs/manifests.md lists them. Text
+# lengths are counted as the services count them, in UTF-16 code units (service_rules.py).
 STORAGE_TARGET_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 DATASET_SLUG_PATTERN: Final = r"^[A-Za-z0-9._-]+$"
 NAMESPACE_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9:._-]*$"
@@ -44,7 +49,7 @@ MAX_JSON_DEPTH: Final = 64
 # message nor JSON could show it.
 MAX_INT_DIGITS: Final = 4300
 TOO_MANY_DIGITS: Final = 10**MAX_INT_DIGITS
-IAM_KEYS: Final = ("readScopes", "writeScopes")
+EXECUTION_KEYS: Final = ("backend", "options")
 
 # What a pattern means, in words, for error messages.
 PATTERN_HELP: Final[Mapping[str, str]] = {
@@ -62,7 +67,6 @@ RetentionMode = Literal["time", "size", "hybrid"]
 # "$${" stands for a literal "${".
 _ENV_TOKEN = re.compile(r"\$\$\{|\$\{(?P<body>[^}]*)\}|\$\{")
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
-_SLUG = re.compile(DATASET_SLUG_PATTERN)
 
 # Validation context the manifest loader passes: it has already checked that every
 # value is plain JSON (string keys, finite numbers, bounded depth), so the models
@@ -200,7 +204,7 @@ def folded(text: str) -> str:
 
 
 def _valid(text: str, pattern: str, max_length: int, min_length: int = 1) -> bool:
-    return min_length <= len(text) <= max_length and re.match(pattern, text) is not None
+    return min_length <= utf16_length(text) <= max_length and re.fullmatch(pattern, text) is not None
 
 
 # --- JSON values --------------------------------------------------------------------------
@@ -238,26 +242,59 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
 def _clean_strings(
     values: Any, *, max_items: int, max_length: int, what: str, subpath: JsonPath = ()
 ) -> list[str]:
-    """Trim each entry and drop repeats (first occurrence wins), then check the limits."""
+    """A list of short strings (tags, IAM scopes) checked as the services' request schemas
+    check it, then normalised as they store it.
+
+    The count and each entry's length (1 to ``max_length`` UTF-16 code units) are
+    checked on the list as given, before trimming, as zod checks them; an entry that
+    is only white space is refused too (the services would silently drop it). The
+    result is trimmed and de-duplicated (``service_rules.normalize_tags``).
+    """
     if not isinstance(values, list | tuple):
         raise problem(f"must be a list of {what}s, got {describe(values)}", *subpath)
     found: list[tuple[JsonPath, str]] = []
-    seen: dict[str, None] = {}
     for index, entry in enumerate(values):
         if not isinstance(entry, str):
             found.append(((*subpath, index), f"must be a string, got {describe(entry)}"))
             continue
-        entry = entry.strip()
-        if not 1 <= len(entry) <= max_length:
-            message = f"each {what} must be 1 to {max_length} characters after trimming, got {len(entry)}"
+        length = utf16_length(entry)
+        if not 1 <= length <= max_length:
+            message = f"each {what} must be 1 to {max_length} characters, got {length}{_units(entry, length)}"
             found.append(((*subpath, index), message))
-            continue
-        seen.setdefault(entry, None)
-    if len(seen) > max_items:
-        found.append((subpath, f"at most {max_items} {what}s, got {len(seen)}"))
+        elif not js_trim(entry):
+            found.append(((*subpath, index), f"each {what} must hold more than white space"))
+    if len(values) > max_items:
+        found.append((subpath, f"at most {max_items} {what}s, got {len(values)}"))
     if found:
         raise problems(found)
+    seen: dict[str, None] = {}
+    for entry in values:
+        seen.setdefault(js_trim(entry), None)
     return list(seen)
+
+
+# Added to a length in a message when it differs from the number of characters a reader sees.
+_UTF16_NOTE: Final = (
+    " (the platform's services count UTF-16 code units: a character outside the Basic Multilingual "
+    "Plane, such as an emoji, counts as 2)"
+)
+
+
+def _units(text: str, length: int) -> str:
+    return _UTF16_NOTE if length != len(text) else ""
+
+
+def length_problem(text: str, min_length: int, max_length: int | None) -> str | None:
+    """What is wrong with the length of ``text`` (UTF-16 code units, as the services
+    count), or None when it is within the limits."""
+    length = utf16_length(text)
+    if length < min_length:
+        if min_length == 1:
+            return "must not be empty"
+        return f"must be at least {min_length} characters, got {length}{_units(text, length)}"
+    if max_length is not None and length > max_length:
+        return f"must be at most {max_length} characters, got {length}{_units(text, length)}"
+    return None
 
 
 def describe(value: Any) -> str:
@@ -285,43 +322,64 @@ def _normalize_tags(value: Any) -> tuple[str, ...]:
     return tuple(_clean_strings(value, max_items=MAX_TAGS, max_length=MAX_TAG_LENGTH, what="tag"))
 
 
-def _normalize_iam(metadata: dict[str, Any]) -> dict[str, Any]:
-    """``metadata.iam``: trimmed, de-duplicated scopes; empty lists and an empty iam removed."""
-    if "iam" not in metadata:
-        return metadata
-    iam = metadata["iam"]
-    if not isinstance(iam, Mapping):
-        raise problem(f"must be a mapping of {' and '.join(IAM_KEYS)}, got {describe(iam)}", "iam")
-    expected = " or ".join(IAM_KEYS)
-    unknown: list[tuple[JsonPath, str]] = [
-        (("iam", key), f"unknown field {key!r}; expected {expected}") for key in iam if key not in IAM_KEYS
-    ]
+def _check_dataset_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Dataset metadata checked as the timestore's request schema checks it, then
+    normalised as the timestore stores it (``service_rules.normalize_dataset_metadata``).
+
+    ``iam`` is null or ``{readScopes?, writeScopes?}`` and nothing else; ``execution``
+    is null or ``{backend, options?}`` and nothing else, with a non-blank ``backend``
+    string and ``options`` a mapping. Every other key is free. (null removes the key,
+    as it does in the timestore.)
+    """
     found: list[tuple[JsonPath, str]] = []
-    clean: dict[str, list[str]] = {}
+    unknown: list[tuple[JsonPath, str]] = []
+    if "iam" in metadata:
+        _check_iam(metadata["iam"], found, unknown)
+    if "execution" in metadata:
+        _check_execution(metadata["execution"], found, unknown)
+    if found or unknown:
+        raise problems(found, keys=unknown)
+    return normalize_dataset_metadata(metadata)
+
+
+def _check_iam(iam: Any, found: list[tuple[JsonPath, str]], unknown: list[tuple[JsonPath, str]]) -> None:
+    if iam is None:
+        return  # the timestore reads null as "no IAM restrictions" and removes the key
+    if not isinstance(iam, Mapping):
+        found.append((("iam",), f"must be null or a mapping of {' and '.join(IAM_KEYS)}, got {describe(iam)}"))
+        return
+    expected = " or ".join(IAM_KEYS)
+    unknown.extend((("iam", key), f"unknown field {key!r}; expected {expected}") for key in iam if key not in IAM_KEYS)
     for key in IAM_KEYS:
         if key not in iam:
             continue
         try:
-            scopes = _clean_strings(
-                iam[key],
-                max_items=MAX_SCOPES,
-                max_length=MAX_SCOPE_LENGTH,
-                what="scope",
-                subpath=("iam", key),
-            )
+            _clean_strings(iam[key], max_items=MAX_SCOPES, max_length=MAX_SCOPE_LENGTH, what="scope",
+                           subpath=("iam", key))
         except PydanticCustomError as error:
             found.extend((path, message) for path, message, _ in (error.context or {})["problems"])
-            continue
-        if scopes:
-            clean[key] = scopes
-    if found or unknown:
-        raise problems(found, keys=unknown)
-    result = dict(metadata)
-    if clean:
-        result["iam"] = clean
-    else:
-        del result["iam"]
-    return result
+
+
+def _check_execution(execution: Any, found: list[tuple[JsonPath, str]],
+                     unknown: list[tuple[JsonPath, str]]) -> None:
+    if execution is None:
+        return  # the timestore reads null as "no execution" and removes the key
+    if not isinstance(execution, Mapping):
+        found.append((("execution",), f"must be null or a mapping of backend and options, got {describe(execution)}"))
+        return
+    expected = " or ".join(EXECUTION_KEYS)
+    unknown.extend((("execution", key), f"unknown field {key!r}; expected {expected}")
+                   for key in execution if key not in EXECUTION_KEYS)
+    backend = execution.get("backend")
+    if "backend" not in execution:
+        found.append((("execution",), "missing required field 'backend'"))
+    elif not isinstance(backend, str):
+        found.append((("execution", "backend"), f"must be a string, got {describe(backend)}"))
+    elif not js_trim(backend):
+        found.append((("execution", "backend"), "must name a backend, got only white space"
+                      if backend else "must not be empty"))
+    if "options" in execution and not isinstance(execution["options"], Mapping):
+        found.append((("execution", "options"), f"must be a mapping, got {describe(execution['options'])}"))
 
 
 def _check_env_refs(config: dict[str, Any]) -> dict[str, Any]:
@@ -378,9 +436,7 @@ def substitute_env(text: str, environ: Mapping[str, str]) -> str:
 
 def _check_dataset_slug_link(metadata: dict[str, Any]) -> dict[str, Any]:
     slug = metadata.get("datasetSlug")
-    if "datasetSlug" in metadata and not (
-        isinstance(slug, str) and 3 <= len(slug) <= 120 and _SLUG.match(slug)
-    ):
+    if "datasetSlug" in metadata and not (isinstance(slug, str) and _valid(slug, DATASET_SLUG_PATTERN, 120, 3)):
         raise problem(
             f"must be a dataset slug (3 to 120 letters, digits, '.', '_' and '-'), got {describe(slug)}",
             "datasetSlug",
@@ -396,26 +452,74 @@ def _not_null(value: Any) -> Any:
 
 # --- field types --------------------------------------------------------------------------
 
+# Patterns that admit only ASCII, where a length in UTF-16 code units is the number of characters.
+_ASCII_PATTERNS: Final = frozenset({STORAGE_TARGET_NAME_PATTERN, DATASET_SLUG_PATTERN, NAMESPACE_PATTERN})
+LENGTH_UNIT_COMMENT: Final = (
+    "The length limits count UTF-16 code units, as the platform's services do: a character outside "
+    "the Basic Multilingual Plane (an emoji, say) counts as 2. A JSON Schema validator counts it as 1, "
+    "so it accepts some strings near the limit that reconciler validate refuses."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TextLimits:
+    """The limits of a text field, checked as the platform's services check them: the
+    length in UTF-16 code units (``service_rules.utf16_length``), then the pattern.
+
+    Used as ``Annotated[str, StringConstraints(strict=True), TextLimits(...)]``; the JSON
+    Schema gets minLength, maxLength and pattern, and a note on the unit.
+    """
+
+    min_length: int
+    max_length: int | None = None
+    pattern: str | None = None
+
+    def check(self, value: str) -> str:
+        """``value`` unchanged, or a validation error saying what is wrong."""
+        wrong = length_problem(value, self.min_length, self.max_length)
+        if wrong is None and self.pattern is not None and re.fullmatch(self.pattern, value) is None:
+            wrong = f"must contain {PATTERN_HELP[self.pattern]}, got {describe(value)}"
+        if wrong is not None:
+            raise problem(wrong)
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema.update(self.json_schema())
+        return json_schema
+
+    def json_schema(self) -> dict[str, Any]:
+        """minLength, maxLength, pattern and, where the unit matters, the note on it."""
+        out: dict[str, Any] = {"minLength": self.min_length} if self.min_length else {}
+        if self.max_length is not None:
+            out["maxLength"] = self.max_length
+        if self.pattern is not None:
+            out["pattern"] = self.pattern
+        if self.max_length is not None and self.pattern not in _ASCII_PATTERNS:
+            out["$comment"] = LENGTH_UNIT_COMMENT
+        return out
+
+
 StorageTargetName = Annotated[
-    str, StringConstraints(strict=True, min_length=1, max_length=120, pattern=STORAGE_TARGET_NAME_PATTERN)
+    str, StringConstraints(strict=True), TextLimits(1, 120, STORAGE_TARGET_NAME_PATTERN)
 ]
-DatasetSlug = Annotated[
-    str, StringConstraints(strict=True, min_length=3, max_length=120, pattern=DATASET_SLUG_PATTERN)
-]
-Namespace = Annotated[
-    str, StringConstraints(strict=True, min_length=1, max_length=128, pattern=NAMESPACE_PATTERN)
-]
-RecordKey = Annotated[
-    str, StringConstraints(strict=True, min_length=1, max_length=256, pattern=RECORD_KEY_PATTERN)
-]
-Description = Annotated[str, StringConstraints(strict=True, max_length=1000)]
-DatasetName = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=160)]
-Owner = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)]
-SchemaHash = Annotated[str, StringConstraints(strict=True, min_length=6, max_length=256)]
+DatasetSlug = Annotated[str, StringConstraints(strict=True), TextLimits(3, 120, DATASET_SLUG_PATTERN)]
+Namespace = Annotated[str, StringConstraints(strict=True), TextLimits(1, 128, NAMESPACE_PATTERN)]
+RecordKey = Annotated[str, StringConstraints(strict=True), TextLimits(1, 256, RECORD_KEY_PATTERN)]
+Description = Annotated[str, StringConstraints(strict=True), TextLimits(0, 1000)]
+DatasetName = Annotated[str, StringConstraints(strict=True), TextLimits(1, 160)]
+Owner = Annotated[str, StringConstraints(strict=True), TextLimits(1, 256)]
+SchemaHash = Annotated[str, StringConstraints(strict=True), TextLimits(6, 256)]
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 
-_TAG_SCHEMA = {"maxItems": MAX_TAGS, "items": {"type": "string", "minLength": 1, "maxLength": MAX_TAG_LENGTH}}
+_TAG_SCHEMA = {
+    "maxItems": MAX_TAGS,
+    "items": {"type": "string", "minLength": 1, "maxLength": MAX_TAG_LENGTH, "$comment": LENGTH_UNIT_COMMENT},
+}
 Tags = Annotated[
     tuple[str, ...],
     BeforeValidator(_normalize_tags),
@@ -441,20 +545,40 @@ RecordMetadata = Annotated[
 _SCOPES_SCHEMA = {
     "type": "array",
     "maxItems": MAX_SCOPES,
-    "items": {"type": "string", "minLength": 1, "maxLength": MAX_SCOPE_LENGTH},
+    "items": {"type": "string", "minLength": 1, "maxLength": MAX_SCOPE_LENGTH, "$comment": LENGTH_UNIT_COMMENT},
+}
+_EXECUTION_SCHEMA = {
+    "anyOf": [
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["backend"],
+            "properties": {
+                "backend": {"type": "string", "minLength": 1, "pattern": "\\S"},
+                "options": {"type": "object"},
+            },
+        },
+        {"type": "null"},
+    ]
 }
 DatasetMetadata = Annotated[
     dict[str, Any],
     AfterValidator(_check_json),
-    AfterValidator(_normalize_iam),
+    AfterValidator(_check_dataset_metadata),
     Field(
         json_schema_extra={
             "properties": {
                 "iam": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {key: _SCOPES_SCHEMA for key in IAM_KEYS},
-                }
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {key: _SCOPES_SCHEMA for key in IAM_KEYS},
+                        },
+                        {"type": "null"},
+                    ]
+                },
+                "execution": _EXECUTION_SCHEMA,
             }
         }
     ),
@@ -532,6 +656,9 @@ class Retention(_Base):
     cold_storage_after_hours: PositiveInt | None = Field(
         default=None, description="Move data to cold storage after this many hours."
     )
+    metadata: JsonObject | None = Field(
+        default=None, description="Free JSON object (the timestore ignores a policy whose metadata is not one)."
+    )
 
     def as_policy(self) -> dict[str, Any]:
         """The policy as the catalog stores it (camelCase, unset keys left out)."""
@@ -551,7 +678,10 @@ class Dataset(_Kind):
     )
     metadata: DatasetMetadata = Field(
         default_factory=dict,
-        description="Free JSON object; iam holds readScopes and writeScopes (trimmed, de-duplicated).",
+        description=(
+            "Free JSON object; iam holds readScopes and writeScopes (trimmed, de-duplicated); "
+            "execution is null or {backend, options}."
+        ),
     )
     retention: Retention | None = None
     protect: StrictBool = Field(default=False, description="Never archive or purge while true.")

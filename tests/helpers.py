@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+import unicodedata
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +68,30 @@ def apply(repo: Path, db_url: str, *args: str, tree: str = "manifests") -> Resul
     result = invoke(repo, db_url, "apply", "--auto-approve", *args, tree=tree)
     assert result.exit_code == 0, result.output
     return result
+
+
+# What JavaScript's String.prototype.trim removes, from the ECMAScript definition rather than
+# from the package's own table: WhiteSpace (TAB, VT, FF, ZWNBSP and every Zs space) and
+# LineTerminator (LF, CR, LS, PS).
+JS_WHITESPACE = "\t\v\f\ufeff\n\r\u2028\u2029" + "".join(
+    chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Zs")
+
+
+def js_trimmed(text: str) -> str:
+    """``text.trim()`` as JavaScript (and so the platform's services) trims."""
+    return text.strip(JS_WHITESPACE)
+
+
+def js_iso(moment: datetime) -> str:
+    """A timestamp as JavaScript's ``Date.prototype.toISOString`` writes it (what the
+    timestore's JSON holds for a Date): UTC, milliseconds truncated, ``Z``."""
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def dataset_snapshot(row: Any) -> dict[str, Any]:
+    """A dataset row (catalog.rows.DatasetRow) as the timestore's ``serializeDatasetForAudit``
+    writes it into audit metadata, worked out here independently of the package's SQL."""
+    return {"id": row.id, "slug": row.slug, "name": row.name, "description": row.description, "status": row.status,
+            "writeFormat": row.write_format, "defaultStorageTargetId": row.default_storage_target_id,
+            "metadata": row.metadata, "updatedAt": js_iso(row.updated_at)}

@@ -9,14 +9,24 @@ from typing import Any
 import psycopg
 import pytest
 
+from reconciler.catalog.datasets import get_dataset as _get_dataset
 from reconciler.catalog.locks import lock_source, register_source
+from reconciler.catalog.rows import DatasetRow
 from reconciler.catalog.state import read_state
 from reconciler.diff import Desired, Location, diff
 from reconciler.engine import ApplyOptions, Refusal, Workspace, apply_plan
 from reconciler.errors import ConflictError, LockTimeout
 from reconciler.plan import Author, Plan, from_diff
 
+from .helpers import dataset_snapshot
+
 ALICE = Author("Alice", "alice@example.com", "a" * 40)
+
+
+def get_dataset(db: psycopg.Connection[Any], slug: str) -> DatasetRow:
+    row = _get_dataset(db, slug)
+    assert row is not None
+    return row
 
 
 def loc(line: int = 1) -> Location:
@@ -108,13 +118,14 @@ def test_update_archive_restore_and_record_versions(db_url: str, db: psycopg.Con
                             metadata={"iam": {"readScopes": ["timestore:read"]}},
                             retention={"mode": "time", "rules": {"maxAgeHours": 720}}),
              rec("obs", "sensor-1", owner="team-obs", tags=["iot"], metadata={"datasetSlug": "readings"})]
+    before = get_dataset(db, "readings")
     plan = apply(db_url, step2)
     assert plan.summary == {"create": 0, "update": 2, "archive": 1, "restore": 0, "purge": 0}
     audit = db.execute("SELECT action, metadata FROM timestore.dataset_access_audit ORDER BY created_at").fetchall()
     (run_id,) = db.execute("SELECT run_id FROM reconciler.runs ORDER BY seq DESC LIMIT 1").fetchone() or ("",)
     # The services' shape, with the reconciler's run id in the free-form metadata.
-    assert audit[-1] == ("admin.dataset.updated", {"before": {"description": None},
-                                                   "after": {"description": "Minute readings"},
+    assert audit[-1] == ("admin.dataset.updated", {"before": dataset_snapshot(before),
+                                                   "after": dataset_snapshot(get_dataset(db, "readings")),
                                                    "fieldsChanged": ["description"], "reconcilerRunId": run_id})
     rows = db.execute("SELECT record_key, tags, version, deleted_at IS NOT NULL FROM metastore.metastore_records "
                       "ORDER BY record_key").fetchall()
@@ -178,7 +189,7 @@ def test_create_refused_when_someone_created_it_meanwhile(db_url: str, db: psyco
     assert db.execute("SELECT count(*) FROM timestore.datasets").fetchone() == (0,)
 
 
-def test_purge_needs_allow_purge_and_keeps_audit_history(db_url: str, db: psycopg.Connection[Any]) -> None:
+def test_purge_needs_allow_purge_and_follows_the_services_purge(db_url: str, db: psycopg.Connection[Any]) -> None:
     apply(db_url, CATALOG)
     purge = [CATALOG[0], ds("readings", purge=True), rec("obs", "sensor-1", purge=True), CATALOG[3]]
     plan = make(db_url, purge)
@@ -190,8 +201,14 @@ def test_purge_needs_allow_purge_and_keeps_audit_history(db_url: str, db: psycop
     assert db.execute("SELECT dataset_slug, action, dataset_id FROM timestore.dataset_access_audit "
                       "ORDER BY created_at").fetchall() == [
         ("readings", "admin.dataset.created", None), ("readings", "admin.dataset.purged", None)]
+    # The metastore's purge: the key's audit rows go, none is written; the other record's stay.
     assert db.execute("SELECT action FROM metastore.metastore_record_audits WHERE record_key = 'sensor-1' "
-                      "ORDER BY id").fetchall() == [("create",), ("purge",)]
+                      "ORDER BY id").fetchall() == []
+    assert db.execute("SELECT action FROM metastore.metastore_record_audits WHERE record_key = 'sensor-2' "
+                      "ORDER BY id").fetchall() == [("create",)]
+    # The reconciler's own audit log keeps the purge and the history before it.
+    assert db.execute("SELECT action FROM reconciler.audit_log WHERE address = 'record:obs/sensor-1' "
+                      "ORDER BY seq").fetchall() == [("create",), ("purge",)]
     assert db.execute("SELECT count(*) FROM reconciler.managed_objects WHERE address IN "
                       "('dataset:readings', 'record:obs/sensor-1')").fetchone() == (0,)
 
@@ -315,11 +332,15 @@ def test_dataset_audit_payloads_have_the_shape_the_repository_layer_writes(
                               "WHERE action = 'admin.dataset.created'").fetchall())
     ours, theirs = created["readings"], created["by-ingestion"]
     # The services' shape; the reconciler adds its run id, so each row can be matched with its log.
-    assert set(ours) == set(theirs) | {"reconcilerRunId"} == {"dataset", "created", "reconcilerRunId"}
+    assert set(ours) == set(theirs) | {"reconcilerRunId"} == {"request", "dataset", "idempotencyKey", "created",
+                                                              "reconcilerRunId"}
     assert (ours["reconcilerRunId"],) == db.execute("SELECT run_id FROM reconciler.runs").fetchone()
-    assert set(ours["dataset"]) == set(theirs["dataset"])
-    assert ours["dataset"]["slug"] == "readings" and ours["dataset"]["defaultStorageTargetId"] == "st-ch"
-    assert ours["dataset"]["id"].startswith("ds-") and ours["created"] is True
+    assert set(ours["dataset"]) == set(theirs["dataset"]) and set(ours["request"]) == set(theirs["request"])
+    assert ours["dataset"] == dataset_snapshot(get_dataset(db, "readings"))
+    assert ours["request"] == {"slug": "readings", "name": "Readings", "description": None, "status": "active",
+                               "writeFormat": "clickhouse", "defaultStorageTargetId": "st-ch",
+                               "metadata": {"iam": {"readScopes": ["timestore:read"]}}}
+    assert ours["created"] is True and ours["idempotencyKey"] is None
     apply(db_url, [CATALOG[0], ds("readings", purge=True)], allow_purge=True)
     (purged,) = db.execute("SELECT metadata FROM timestore.dataset_access_audit "
                            "WHERE action = 'admin.dataset.purged'").fetchone() or (None,)

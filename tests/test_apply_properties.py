@@ -27,6 +27,7 @@ from reconciler.catalog.state import read_state
 from reconciler.diff import Desired, Location, diff, same
 from reconciler.engine import ApplyOptions, Workspace, apply_plan
 from reconciler.plan import Author, Plan, from_diff
+from .helpers import js_trimmed
 
 AUTHOR = Author("Prop Tester", "prop@example.com", "c" * 40)
 SOURCE = "default"
@@ -102,7 +103,7 @@ def describe_plan(plan: Plan) -> list[tuple[str, str, tuple[str, ...], tuple[str
 # --- strategies -----------------------------------------------------------------------------
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)  # PostgreSQL text has no NUL
-NONEMPTY_TEXT = TEXT.filter(lambda s: s.strip() != "")
+NONEMPTY_TEXT = TEXT.filter(lambda s: js_trimmed(s) != "")
 LEAVES = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
           | st.floats(allow_nan=False, allow_infinity=False) | TEXT)
 JSON = st.recursive(LEAVES, lambda inner: st.lists(inner, max_size=3)
@@ -390,8 +391,8 @@ def assert_catalog_matches(conn: psycopg.Connection[Any], objects: Sequence[Desi
                 assert row["owner"] == fields["owner"], where
             if "schemaHash" in fields:
                 assert row["schema_hash"] == fields["schemaHash"], where
-            if "tags" in fields:  # stored trimmed, without empty or repeated tags (SPEC section 2)
-                expected = {t.strip() for t in fields["tags"]} - {""}
+            if "tags" in fields:  # stored trimmed as JavaScript trims, without empty or repeated tags (SPEC §2)
+                expected = {js_trimmed(t) for t in fields["tags"]} - {""}
                 assert set(row["tags"]) == expected, (where, row["tags"])
             assert same("metadata", owned(row["metadata"]), fields.get("metadata") or {}), (where, row["metadata"])
 
@@ -593,7 +594,7 @@ def test_record_tags_reach_the_catalog_trimmed_and_de_duplicated(db_url: str,
     with empty_catalog(db_url) as url, psycopg.connect(url, autocommit=True) as conn:
         apply_desired(url, objects)
         for namespace, key, tags in conn.execute("SELECT namespace, record_key, tags FROM metastore.metastore_records"):
-            assert tags == list(dict.fromkeys(t.strip() for t in tags)), (namespace, key, tags)
+            assert tags == list(dict.fromkeys(js_trimmed(t) for t in tags)), (namespace, key, tags)
         for namespace, key, tags in conn.execute(
                 "SELECT namespace, record_key, tags FROM metastore.metastore_record_audits"):
-            assert tags == list(dict.fromkeys(t.strip() for t in tags)), (namespace, key, tags)
+            assert tags == list(dict.fromkeys(js_trimmed(t) for t in tags)), (namespace, key, tags)

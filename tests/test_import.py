@@ -369,7 +369,7 @@ def test_objects_no_manifest_can_express_are_skipped_with_the_reason(
         ("warning: skipped record:n/dangling: metadata.datasetSlug names dataset 'gone-away', which is neither "
          "in the catalog nor in the tree (the plan would refuse the broken link)"),
         ("warning: skipped record:n/long-tag: it cannot be written as a valid manifest: tags[0]: each tag must "
-         "be 1 to 64 characters after trimming, got 65"),
+         "be 1 to 64 characters, got 65"),
         ("warning: skipped storage-target:home: config.root holds '${', which a manifest reads as an environment "
          "variable reference"),
     ]

@@ -114,8 +114,11 @@ def test_equal_intent_gives_equal_records() -> None:
 @pytest.mark.parametrize(
     ("tags", "loc", "message"),
     [
-        (["ok", "x" * 65], ("tags",), "[1]: each tag must be 1 to 64 characters after trimming, got 65"),
-        (["ok", "   "], ("tags",), "[1]: each tag must be 1 to 64 characters after trimming, got 0"),
+        (["ok", "x" * 65], ("tags",), "[1]: each tag must be 1 to 64 characters, got 65"),
+        (["ok", ""], ("tags",), "[1]: each tag must be 1 to 64 characters, got 0"),
+        (["ok", "   "], ("tags",), "[1]: each tag must hold more than white space"),
+        # The metastore checks each tag as given, before trimming.
+        (["ok", " " + "x" * 64], ("tags",), "[1]: each tag must be 1 to 64 characters, got 65"),
         (["ok", 5], ("tags",), "[1]: must be a string, got 5"),
         ([f"t{n}" for n in range(129)], ("tags",), "at most 128 tags, got 129"),
         ("iot", ("tags",), "must be a list of tags, got 'iot'"),
@@ -127,9 +130,14 @@ def test_record_tag_limits(tags: Any, loc: tuple[str, ...], message: str) -> Non
     assert errors(excinfo) == [(loc, message)]
 
 
-def test_128_distinct_tags_are_allowed_and_repeats_do_not_count() -> None:
+def test_128_tags_are_allowed_and_repeats_count_as_the_services_count_them() -> None:
     tags = [f"t{n}" for n in range(128)]
-    assert len(Record(namespace="ns", key="k", tags=tags + tags).tags) == 128
+    assert len(Record(namespace="ns", key="k", tags=tags).tags) == 128
+    assert Record(namespace="ns", key="k", tags=["a", " a", "b"]).tags == ("a", "b")
+    # The metastore's request schema counts the list as given, repeats included.
+    with pytest.raises(ValidationError) as excinfo:
+        Record(namespace="ns", key="k", tags=[*tags, "t0"])
+    assert errors(excinfo) == [(("tags",), "at most 128 tags, got 129")]
 
 
 @pytest.mark.parametrize("value", ["yes", 1, "true", None])
@@ -265,7 +273,7 @@ def test_iam_problems_are_all_reported() -> None:
     assert [message for _, message, _ in context["problems"]] == [
         "unknown field 'adminScopes'; expected readScopes or writeScopes",
         "at most 16 scopes, got 17",
-        "each scope must be 1 to 128 characters after trimming, got 129",
+        "each scope must be 1 to 128 characters, got 129",
     ]
 
 
@@ -273,7 +281,7 @@ def test_iam_must_be_a_mapping() -> None:
     with pytest.raises(ValidationError) as excinfo:
         Dataset(slug="abc", name="A", metadata={"iam": ["timestore:read"]})
     assert errors(excinfo) == [
-        (("metadata",), "iam: must be a mapping of readScopes and writeScopes, got a list")
+        (("metadata",), "iam: must be null or a mapping of readScopes and writeScopes, got a list")
     ]
 
 

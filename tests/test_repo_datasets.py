@@ -19,6 +19,8 @@ from reconciler.catalog import storage_targets as st
 from reconciler.catalog.rows import DatasetRow
 from reconciler.errors import ConflictError, NotFoundError
 
+from .helpers import dataset_snapshot
+
 ACTOR = "ada@example.com"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
@@ -64,10 +66,11 @@ def test_create_writes_the_dataset_and_a_created_audit_row(db: psycopg.Connectio
     assert re.fullmatch(f"da-{UUID}", audit.id)
     assert (audit.action, audit.actor_id, audit.success) == ("admin.dataset.created", ACTOR, True)
     assert (audit.dataset_id, audit.dataset_slug, audit.actor_scopes) == (row.id, "readings", [])
-    assert audit.metadata["created"] is True
-    assert audit.metadata["dataset"]["slug"] == "readings"
-    assert audit.metadata["dataset"]["defaultStorageTargetId"] == "st-warm"
-    assert audit.metadata["dataset"]["metadata"] == row.metadata
+    # POST /admin/datasets's row: the request with every default filled in, the dataset.
+    assert audit.metadata == {
+        "request": {"slug": "readings", "name": "Readings", "description": None, "status": "active",
+                    "writeFormat": "clickhouse", "defaultStorageTargetId": "st-warm", "metadata": row.metadata},
+        "dataset": dataset_snapshot(row), "idempotencyKey": None, "created": True}
 
 
 def test_create_conflicts_and_missing_storage_target(db: psycopg.Connection[Any], dataset: DatasetRow) -> None:
@@ -95,7 +98,7 @@ def test_get_and_list_include_the_retention_policy(db: psycopg.Connection[Any], 
     assert ds.get_dataset(db, "nope") is None and ds.get_dataset_by_id(db, "ds-nope") is None
 
 
-def test_update_audits_only_the_changed_fields(db: psycopg.Connection[Any], dataset: DatasetRow) -> None:
+def test_update_audits_both_snapshots_and_the_changed_fields(db: psycopg.Connection[Any], dataset: DatasetRow) -> None:
     st.create_storage_target(db, name="cold", kind="s3")
     updated = ds.update_dataset(
         db, "readings", expected_updated_at=dataset.updated_at, actor="bob@example.com",
@@ -107,10 +110,10 @@ def test_update_audits_only_the_changed_fields(db: psycopg.Connection[Any], data
     audit = ds.list_dataset_audit(db, "readings")[-1]
     assert (audit.action, audit.actor_id, audit.success) == ("admin.dataset.updated", "bob@example.com", True)
     assert audit.dataset_id == dataset.id
+    # The timestore's PATCH row: both snapshots in full, fieldsChanged in diffDatasets' order.
     assert audit.metadata == {
-        "before": {"name": "Readings", "defaultStorageTargetId": "st-warm", "metadata": {"tableName": "readings"}},
-        "after": {"name": "Readings v2", "defaultStorageTargetId": "st-cold",
-                  "metadata": {"tableName": "readings", "unit": "C"}},
+        "before": dataset_snapshot(dataset),
+        "after": dataset_snapshot(updated),
         "fieldsChanged": ["name", "defaultStorageTargetId", "metadata"],
     }
 
@@ -165,11 +168,12 @@ def test_archive_and_restore(db: psycopg.Connection[Any], dataset: DatasetRow) -
     assert restored.status == "active" and restored.updated_at > archived.updated_at
     created, archive, restore = ds.list_dataset_audit(db, "readings")
     assert created.action == "admin.dataset.created"
+    # The timestore's archive row, and its PATCH row for the restore (it has no restore).
     assert (archive.action, archive.actor_id) == ("admin.dataset.archived", "bob@example.com")
-    assert archive.metadata == {"before": {"status": "active"}, "after": {"status": "inactive"},
-                                "fieldsChanged": ["status"]}
+    assert archive.metadata == {"before": dataset_snapshot(dataset), "after": dataset_snapshot(archived),
+                                "reason": None, "idempotent": False}
     assert (restore.action, restore.actor_id) == ("admin.dataset.updated", "cy@example.com")
-    assert restore.metadata == {"before": {"status": "inactive"}, "after": {"status": "active"},
+    assert restore.metadata == {"before": dataset_snapshot(archived), "after": dataset_snapshot(restored),
                                 "fieldsChanged": ["status"]}
 
 
@@ -192,9 +196,7 @@ def test_purge_deletes_the_dataset_and_keeps_its_audit_history(
     assert all(a.dataset_id is None for a in history)  # ON DELETE SET NULL; slug kept
     last = history[-1]
     assert (last.actor_id, last.success, last.dataset_slug) == ("root@example.com", True, "readings")
-    assert last.metadata["dataset"]["id"] == dataset.id
-    assert last.metadata["dataset"]["status"] == "inactive"
-    assert last.metadata["retentionPolicy"] == {"mode": "time"}
+    assert last.metadata == {"dataset": dataset_snapshot(current), "retentionPolicy": {"mode": "time"}}
     with pytest.raises(NotFoundError):
         ds.purge_dataset(db, "readings", expected_updated_at=current.updated_at, actor=ACTOR)
 
@@ -218,12 +220,11 @@ def test_retention_insert_change_no_op_and_delete(db: psycopg.Connection[Any], d
     events = retention.list_lifecycle_events(db, dataset.id)
     assert [e.event_type for e in events] == ["admin.retention.updated"] * 3
     assert all(re.fullmatch(f"la-{UUID}", e.id) and e.manifest_id is None for e in events)
+    # The timestore's PUT .../retention payload, and nothing else; a removal keeps the shape.
     base = {"datasetId": dataset.id, "datasetSlug": "readings"}
-    assert events[0].payload == {**base, "before": None, "after": first.policy, "policy": first.policy, "actor": ACTOR}
-    assert events[1].payload == {**base, "before": first.policy, "after": second.policy, "policy": second.policy,
-                                 "actor": "bob@example.com"}
-    assert events[2].payload == {**base, "before": second.policy, "after": None, "policy": None,
-                                 "actor": "cy@example.com"}
+    assert events[0].payload == {**base, "policy": first.policy, "actor": ACTOR}
+    assert events[1].payload == {**base, "policy": second.policy, "actor": "bob@example.com"}
+    assert events[2].payload == {**base, "policy": None, "actor": "cy@example.com"}
     # Retention lives in its own table: the dataset row (and its etag) is untouched.
     assert ds.get_dataset(db, "readings").updated_at == dataset.updated_at  # type: ignore[union-attr]
 

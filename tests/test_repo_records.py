@@ -116,26 +116,28 @@ def test_soft_delete_and_restore(db: psycopg.Connection[Any], record: RecordRow)
     assert audits[1].metadata == audits[1].previous_metadata == {"unit": "celsius"}
 
 
-def test_purge_keeps_the_audit_history(db: psycopg.Connection[Any], record: RecordRow) -> None:
+def test_purge_deletes_the_key_s_audit_history_as_the_metastore_does(
+        db: psycopg.Connection[Any], record: RecordRow) -> None:
+    rec.create_record(db, namespace="observatory", key="sensors/0002", actor=ACTOR)
+    rec.create_record(db, namespace="fleet", key="sensors/0001", actor=ACTOR)
     deleted = rec.soft_delete_record(db, "observatory", "sensors/0001", expected_version=1, actor=ACTOR)
     with pytest.raises(ConflictError):
         rec.purge_record(db, "observatory", "sensors/0001", expected_version=1, actor=ACTOR)
+    assert len(rec.list_record_audits(db, "observatory", "sensors/0001")) == 2
     purged = rec.purge_record(db, "observatory", "sensors/0001", expected_version=2, actor="root@example.com")
     assert purged == deleted
     assert rec.get_record(db, "observatory", "sensors/0001") is None
-    audits = rec.list_record_audits(db, "observatory", "sensors/0001")
-    assert [a.action for a in audits] == ["create", "delete", "purge"]
-    assert all(a.record_id == record.id for a in audits)
-    last = audits[-1]
-    assert (last.actor, last.previous_version, last.version) == ("root@example.com", 2, None)
-    assert (last.previous_metadata, last.metadata) == ({"unit": "celsius"}, None)
-    assert (last.previous_tags, last.previous_owner, last.previous_schema_hash) == (
-        ["iot", "raw"], "team-obs", "sha256-abc123")
+    # Every row of the key goes, and none is written; other keys keep theirs.
+    assert rec.list_record_audits(db, "observatory", "sensors/0001") == []
+    assert [a.action for a in rec.list_record_audits(db, "observatory", "sensors/0002")] == ["create"]
+    assert [a.action for a in rec.list_record_audits(db, "fleet", "sensors/0001")] == ["create"]
     with pytest.raises(NotFoundError):
         rec.purge_record(db, "observatory", "sensors/0001", expected_version=2, actor=ACTOR)
-    # The key is free again; the new record's history continues the old one.
-    again = rec.create_record(db, namespace="observatory", key="sensors/0001", actor=ACTOR)
-    assert again.version == 1 and again.id != record.id
+    # The key used again starts a fresh history: nothing of the purged record is in it.
+    again = rec.create_record(db, namespace="observatory", key="sensors/0001", actor="new@example.com")
+    assert again.version == 1
+    assert [(a.action, a.actor, a.version) for a in rec.list_record_audits(db, "observatory", "sensors/0001")] == [
+        ("create", "new@example.com", 1)]
 
 
 def test_iter_records_streams_through_a_server_side_cursor(db: psycopg.Connection[Any]) -> None:

@@ -139,8 +139,13 @@ def test_three_steps_by_three_authors(git_repo: Path, db_url: str, db: psycopg.C
     assert "purge needs --allow-purge: record:observatory/sensor-0002" in refused.output
     assert rows(db, "SELECT count(*) FROM metastore.metastore_records") == [(3,)]
     assert invoke(git_repo, db_url, "apply", "--auto-approve", "--allow-purge").exit_code == 0
+    # As the metastore purges: the key's audit rows go and none is written; the
+    # reconciler's own audit log keeps the purge, by Carol, and the history before it.
     assert rows(db, "SELECT action, actor FROM metastore.metastore_record_audits WHERE record_key = 'sensor-0002' "
-                    "ORDER BY id") == [("create", "alice@example.com"), ("purge", "carol@example.com")]
+                    "ORDER BY id") == []
+    assert rows(db, "SELECT action, author_email FROM reconciler.audit_log "
+                    "WHERE address = 'record:observatory/sensor-0002' ORDER BY seq") == [
+        ("create", "alice@example.com"), ("purge", "carol@example.com")]
     assert rows(db, "SELECT count(*) FROM metastore.metastore_records") == [(2,)]
 
     # And once more: nothing to do, no audit row, not even a bookkeeping refresh (these

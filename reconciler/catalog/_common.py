@@ -14,7 +14,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from ..diff import normalize_tags as normalize_tags  # the services' rule, one copy
+from ..service_rules import normalize_tags as normalize_tags  # the metastore's rule, one copy
 from ..errors import ConflictError, DatabaseError, NotFoundError, ReconcilerError
 from .connection import explain
 

@@ -10,14 +10,13 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from ..errors import NotFoundError
+from ..service_rules import normalize_dataset_metadata
+from . import service_audit
 from ._common import (
-    NEXT_UPDATED_AT,
-    SAME_MILLISECOND,
     Connection,
     Timestamp,
     atomic,
     conflict,
-    iso,
     lock_fresh,
     new_id,
     not_found,
@@ -27,20 +26,19 @@ from .rows import DatasetAuditRow, DatasetRow
 TABLE = sql.Identifier("timestore", "datasets")
 AUDIT_TABLE = sql.Identifier("timestore", "dataset_access_audit")
 
-CREATED = "admin.dataset.created"
-UPDATED = "admin.dataset.updated"
-ARCHIVED = "admin.dataset.archived"
-PURGED = "admin.dataset.purged"
+CREATED = service_audit.DATASET_CREATED
+UPDATED = service_audit.DATASET_UPDATED
+ARCHIVED = service_audit.DATASET_ARCHIVED
+PURGED = service_audit.DATASET_PURGED
 
-# Column -> the key the services' audit screens use for it (before/after/fieldsChanged).
-AUDIT_KEYS: Mapping[str, str] = {
-    "name": "name",
-    "description": "description",
-    "status": "status",
-    "default_storage_target_id": "defaultStorageTargetId",
-    "metadata": "metadata",
-}
-UPDATABLE_FIELDS = frozenset(AUDIT_KEYS)
+# The columns update_dataset may change: the ones the timestore's PATCH changes.
+UPDATABLE_FIELDS = frozenset(column for _, column in service_audit.DATASET_COMPARED)
+
+# Dataset metadata as the timestore stores it; the one rule lives in service_rules.
+normalize_metadata = normalize_dataset_metadata
+
+_CREATED_AUDIT = service_audit.dataset_event("id", CREATED, service_audit.created_metadata)
+_PURGED_AUDIT = service_audit.dataset_event("slug", PURGED, service_audit.purged_metadata)
 
 _SELECT = sql.SQL(
     "SELECT d.id, d.slug, d.name, d.description, d.status, d.write_format, "
@@ -54,29 +52,6 @@ _SELECT = sql.SQL(
 def address(slug: str) -> str:
     """The address that names a dataset in messages: ``dataset:<slug>``."""
     return f"dataset:{slug}"
-
-
-def normalize_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Dataset metadata as the services store it: ``iam`` scope lists trimmed and de-duplicated.
-
-    An empty scope list is dropped and an empty ``iam`` removed. Limits (count,
-    length) are the manifest model's to check; everything else is kept as given.
-    """
-    result = dict(metadata)
-    iam = result.get("iam")
-    if isinstance(iam, Mapping):
-        cleaned: dict[str, Any] = {k: v for k, v in iam.items() if k not in ("readScopes", "writeScopes")}
-        for key in ("readScopes", "writeScopes"):
-            scopes = iam.get(key)
-            if isinstance(scopes, list):
-                unique = list(dict.fromkeys(s.strip() for s in scopes if isinstance(s, str) and s.strip()))
-                if unique:
-                    cleaned[key] = unique
-        if cleaned:
-            result["iam"] = cleaned
-        else:
-            del result["iam"]
-    return result
 
 
 def _fetch(conn: Connection, column: str, value: str, *, lock: bool = False) -> DatasetRow | None:
@@ -123,31 +98,6 @@ def lock_dataset(conn: Connection, dataset_id: str) -> DatasetRow:
     return row
 
 
-def snapshot(row: DatasetRow) -> dict[str, Any]:
-    """A dataset as the services serialise it into audit metadata."""
-    return {
-        "id": row.id,
-        "slug": row.slug,
-        "name": row.name,
-        "description": row.description,
-        "status": row.status,
-        "writeFormat": row.write_format,
-        "defaultStorageTargetId": row.default_storage_target_id,
-        "metadata": row.metadata,
-        "updatedAt": iso(row.updated_at),
-    }
-
-
-def _audit(conn: Connection, row: DatasetRow, action: str, actor: str, metadata: Mapping[str, Any]) -> None:
-    """Write one successful ``dataset_access_audit`` row for ``actor``."""
-    # clock_timestamp(), not now(): several rows in one transaction keep their order.
-    query = sql.SQL(
-        "INSERT INTO {table} (id, dataset_id, dataset_slug, actor_id, action, success, metadata, created_at) "
-        "VALUES (%s, %s, %s, %s, %s, true, %s, clock_timestamp())"
-    ).format(table=AUDIT_TABLE)
-    conn.execute(query, (new_id("da"), row.id, row.slug, actor, action, Jsonb(dict(metadata))))
-
-
 def create_dataset(
     conn: Connection,
     *,
@@ -178,9 +128,9 @@ def create_dataset(
         foreign_key=not_found(f"storage target {storage_target_id} does not exist"),
     ):
         conn.execute(query, params)
+        conn.execute(_CREATED_AUDIT, {"audit_id": new_id("da"), "actor": actor, "key": dataset_id, "run_id": None})
         row = _fetch(conn, "id", dataset_id)
         assert row is not None  # inserted just above
-        _audit(conn, row, CREATED, actor, {"dataset": snapshot(row), "created": True})
     return row
 
 
@@ -192,26 +142,22 @@ def _change(
     actor: str,
     action: str,
 ) -> DatasetRow:
-    """Lock, check freshness, write the fields that differ, and audit them; a no-op writes nothing."""
+    """Lock, check freshness, write the fields that differ, and audit them as the timestore
+    does (``action`` UPDATED or ARCHIVED); a no-op writes nothing."""
     lock_fresh(conn, TABLE, "slug", slug, expected_updated_at, address(slug))
     before = _fetch(conn, "slug", slug)
     assert before is not None  # locked by lock_fresh
     changed = {f: v for f, v in changes.items() if getattr(before, f) != v}
     if not changed:
         return before
-    assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(f)) for f in changed)
-    values = [Jsonb(v) if f == "metadata" else v for f, v in changed.items()]
-    query = sql.SQL(
-        "UPDATE {table} SET {assignments}, updated_at = {next} WHERE slug = %s AND {same}"
-    ).format(table=TABLE, assignments=assignments, next=NEXT_UPDATED_AT, same=SAME_MILLISECOND)
-    conn.execute(query, (*values, slug, expected_updated_at))
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(f), sql.Placeholder(f)) for f in changed)
+    values = {f: Jsonb(v) if f == "metadata" else v for f, v in changed.items()}
+    conn.execute(service_audit.dataset_update("slug", assignments),
+                 {**values, "key": slug, "audit_id": new_id("da"), "actor": actor, "archived": action == ARCHIVED,
+                  "run_id": None})
     after = _fetch(conn, "slug", slug)
     assert after is not None
-    _audit(conn, after, action, actor, {
-        "before": {AUDIT_KEYS[f]: getattr(before, f) for f in changed},
-        "after": {AUDIT_KEYS[f]: getattr(after, f) for f in changed},
-        "fieldsChanged": [AUDIT_KEYS[f] for f in changed],
-    })
     return after
 
 
@@ -226,8 +172,9 @@ def update_dataset(
     """Change some of name, description, status, default_storage_target_id, metadata.
 
     The dataset must still have ``expected_updated_at`` (to the millisecond), else
-    ConflictError. Writes one ``admin.dataset.updated`` row whose before/after hold
-    only the changed fields; changes equal to the current values write nothing.
+    ConflictError. Writes one ``admin.dataset.updated`` row as the timestore's PATCH
+    does: both snapshots in full and ``fieldsChanged``; changes equal to the current
+    values write nothing.
     """
     unknown = set(changes) - UPDATABLE_FIELDS
     if unknown:
@@ -245,7 +192,8 @@ def update_dataset(
 
 
 def archive_dataset(conn: Connection, slug: str, *, expected_updated_at: Timestamp, actor: str) -> DatasetRow:
-    """Set status ``inactive`` with an ``admin.dataset.archived`` row; already inactive: no-op."""
+    """Set status ``inactive`` with an ``admin.dataset.archived`` row (both snapshots, as the
+    timestore's archive writes it); already inactive: no-op."""
     with atomic(conn, f"archiving {address(slug)}"):
         return _change(conn, slug, expected_updated_at, {"status": "inactive"}, actor, ARCHIVED)
 
@@ -264,16 +212,15 @@ def purge_dataset(conn: Connection, slug: str, *, expected_updated_at: Timestamp
 
     The ``admin.dataset.purged`` row is written first, in the same transaction; the
     foreign key then sets its ``dataset_id`` to NULL and it keeps the slug and a
-    snapshot of what was deleted. Returns the row as it was.
+    snapshot of what was deleted, with its retention policy. Returns the row as it was.
     """
-    query = sql.SQL("DELETE FROM {table} WHERE slug = %s AND {same}").format(table=TABLE, same=SAME_MILLISECOND)
+    query = sql.SQL("DELETE FROM {table} WHERE slug = %s").format(table=TABLE)
     with atomic(conn, f"purging {address(slug)}", foreign_key=conflict(f"{address(slug)} is still in use", address(slug))):
         lock_fresh(conn, TABLE, "slug", slug, expected_updated_at, address(slug))
         before = _fetch(conn, "slug", slug)
         assert before is not None
-        payload = {"dataset": snapshot(before), "retentionPolicy": before.retention_policy}
-        _audit(conn, before, PURGED, actor, payload)
-        conn.execute(query, (slug, expected_updated_at))
+        conn.execute(_PURGED_AUDIT, {"audit_id": new_id("da"), "actor": actor, "key": slug, "run_id": None})
+        conn.execute(query, (slug,))
     return before
 
 

@@ -12,7 +12,8 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from ..errors import ConflictError, NotFoundError
-from ._common import NEXT_UPDATED_AT, Connection, atomic, conflict, iso, normalize_tags
+from . import service_audit
+from ._common import Connection, atomic, conflict, iso, normalize_tags
 from .rows import RecordAuditRow, RecordRow
 
 TABLE = sql.Identifier("metastore", "metastore_records")
@@ -22,15 +23,6 @@ UPDATABLE_FIELDS = frozenset({"metadata", "tags", "owner", "schema_hash"})
 _COLUMNS = sql.SQL(
     "id, namespace, record_key, metadata, tags, owner, schema_hash, version, "
     "created_at, updated_at, deleted_at, created_by, updated_by"
-)
-_AUDIT_COLUMNS = (
-    "record_id", "namespace", "record_key", "action", "actor", "previous_version", "version",
-    "metadata", "previous_metadata", "tags", "previous_tags", "owner", "previous_owner",
-    "schema_hash", "previous_schema_hash",
-)
-_AUDIT_TYPES = (
-    "int8", "text", "text", "text", "text", "int4", "int4",
-    "jsonb", "jsonb", "text[]", "text[]", "text", "text", "text", "text",
 )
 _RECORD_COPY_COLUMNS = (
     "id", "namespace", "record_key", "metadata", "tags", "owner", "schema_hash",
@@ -68,28 +60,14 @@ def _fetch(conn: Connection, namespace: str, key: str, *, lock: bool = False) ->
         return cur.execute(query, (namespace, key)).fetchone()
 
 
-def _audit_values(action: str, actor: str, after: RecordRow | None, before: RecordRow | None) -> tuple[Any, ...]:
-    """One audit row's values, in ``_AUDIT_COLUMNS`` order: new state and previous state."""
-    subject = after or before
-    assert subject is not None
-    return (
-        subject.id, subject.namespace, subject.record_key, action, actor,
-        before.version if before else None, after.version if after else None,
-        Jsonb(after.metadata) if after else None, Jsonb(before.metadata) if before else None,
-        after.tags if after else None, before.tags if before else None,
-        after.owner if after else None, before.owner if before else None,
-        after.schema_hash if after else None, before.schema_hash if before else None,
-    )
+# The metastore's create row for each new record (service_audit.record_audit_values).
+_AUDIT_CREATED = sql.SQL(
+    "INSERT INTO {audits} ({cols}) SELECT {values} FROM {table} r WHERE r.id = ANY(%(ids)s) ORDER BY r.id"
+).format(audits=AUDIT_TABLE, cols=service_audit.RECORD_AUDIT_COLUMNS, table=TABLE,
+         values=service_audit.record_audit_values(sql.Literal(service_audit.RECORD_CREATED), sql.Placeholder("actor"),
+                                                  "r", None))
 
-
-def _audit(conn: Connection, action: str, actor: str, after: RecordRow | None, before: RecordRow | None) -> None:
-    """Write one ``metastore_record_audits`` row."""
-    query = sql.SQL("INSERT INTO {table} ({cols}) VALUES ({values})").format(
-        table=AUDIT_TABLE,
-        cols=sql.SQL(", ").join(map(sql.Identifier, _AUDIT_COLUMNS)),
-        values=sql.SQL(", ").join(sql.Placeholder() * len(_AUDIT_COLUMNS)),
-    )
-    conn.execute(query, _audit_values(action, actor, after, before))
+_PURGE = service_audit.purge_records(sql.SQL("SELECT %(namespace)s::text AS namespace, %(key)s::text AS record_key"))
 
 
 def get_record(conn: Connection, namespace: str, key: str) -> RecordRow | None:
@@ -141,7 +119,7 @@ def create_record(
     with atomic(conn, f"creating {where}", unique=conflict(f"{where} already exists", where)), conn.cursor(row_factory=class_row(RecordRow)) as cur:
         row = cur.execute(query, params).fetchone()
         assert row is not None  # INSERT ... RETURNING yields the row it wrote
-        _audit(conn, "create", actor, row, None)
+        conn.execute(_AUDIT_CREATED, {"ids": [row.id], "actor": actor})
     return row
 
 
@@ -165,19 +143,26 @@ def _write(
     conn: Connection,
     before: RecordRow,
     assignments: sql.Composable,
-    values: Sequence[Any],
+    values: Mapping[str, Any],
     action: str,
     actor: str,
 ) -> RecordRow:
-    """Apply one change: bump version and updated_at, stamp updated_by, audit old and new."""
+    """Apply one change: bump version and updated_at, stamp updated_by, and write the audit
+    row of the new and the previous state, as the metastore does for ``action``."""
     query = sql.SQL(
-        "UPDATE {table} SET {assignments}, version = version + 1, updated_at = {next}, updated_by = %s "
-        "WHERE id = %s AND version = %s RETURNING {cols}"
-    ).format(table=TABLE, assignments=assignments, next=NEXT_UPDATED_AT, cols=_COLUMNS)
+        """WITH p AS (SELECT * FROM {table} WHERE id = %(id)s AND version = %(version)s),
+                n AS (UPDATE {table} AS r SET {assignments}, version = r.version + 1,
+                          updated_at = GREATEST(clock_timestamp(), r.updated_at + interval '1 millisecond'),
+                          updated_by = %(actor)s
+                      FROM p WHERE r.id = p.id RETURNING r.*),
+                audit AS (INSERT INTO {audits} ({audit_cols}) SELECT {audit_values} FROM n JOIN p ON p.id = n.id)
+           SELECT {cols} FROM n"""
+    ).format(table=TABLE, assignments=assignments, audits=AUDIT_TABLE, audit_cols=service_audit.RECORD_AUDIT_COLUMNS,
+             audit_values=service_audit.record_audit_values(sql.Literal(action), sql.Placeholder("actor"), "n", "p"),
+             cols=_COLUMNS)
     with conn.cursor(row_factory=class_row(RecordRow)) as cur:
-        after = cur.execute(query, (*values, actor, before.id, before.version)).fetchone()
+        after = cur.execute(query, {**values, "actor": actor, "id": before.id, "version": before.version}).fetchone()
     assert after is not None  # locked at this version by _lock_at_version
-    _audit(conn, action, actor, after, before)
     return after
 
 
@@ -208,9 +193,10 @@ def update_record(
         changed = {f: v for f, v in wanted.items() if getattr(before, f) != v}
         if not changed:
             return before
-        assignments = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(f)) for f in changed)
-        values = [Jsonb(v) if f == "metadata" else v for f, v in changed.items()]
-        return _write(conn, before, assignments, values, "update", actor)
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(f), sql.Placeholder(f)) for f in changed)
+        values = {f: Jsonb(v) if f == "metadata" else v for f, v in changed.items()}
+        return _write(conn, before, assignments, values, service_audit.RECORD_UPDATED, actor)
 
 
 def soft_delete_record(
@@ -221,7 +207,7 @@ def soft_delete_record(
         before = _lock_at_version(conn, namespace, key, expected_version)
         if before.deleted:
             return before
-        return _write(conn, before, sql.SQL("deleted_at = now()"), (), "delete", actor)
+        return _write(conn, before, sql.SQL("deleted_at = now()"), {}, service_audit.RECORD_DELETED, actor)
 
 
 def restore_record(
@@ -232,22 +218,19 @@ def restore_record(
         before = _lock_at_version(conn, namespace, key, expected_version)
         if not before.deleted:
             return before
-        return _write(conn, before, sql.SQL("deleted_at = NULL"), (), "restore", actor)
+        return _write(conn, before, sql.SQL("deleted_at = NULL"), {}, service_audit.RECORD_RESTORED, actor)
 
 
 def purge_record(
     conn: Connection, namespace: str, key: str, *, expected_version: int, actor: str
 ) -> RecordRow:
-    """Hard-delete the record, writing a ``purge`` audit row; earlier audit rows stay.
-
-    The purge row carries the record's last state in the ``previous_*`` columns and
-    NULL new values. Returns the row as it was.
-    """
-    query = sql.SQL("DELETE FROM {table} WHERE id = %s AND version = %s").format(table=TABLE)
+    """Hard-delete the record as the metastore's purge does: every ``metastore_record_audits``
+    row of its key goes with it and none is written, so the key, used again, starts a
+    fresh history. (``actor`` is not stored anywhere by the purge itself; the caller's
+    own log keeps who purged what.) Returns the row as it was."""
     with atomic(conn, f"purging {address(namespace, key)}"):
         before = _lock_at_version(conn, namespace, key, expected_version)
-        _audit(conn, "purge", actor, None, before)
-        conn.execute(query, (before.id, before.version))
+        conn.execute(_PURGE, {"namespace": namespace, "key": key})
     return before
 
 
@@ -255,7 +238,7 @@ def list_record_audits(conn: Connection, namespace: str, key: str) -> list[Recor
     """The record's audit rows (purged records included), oldest first."""
     query = sql.SQL(
         "SELECT id, {cols}, created_at FROM {table} WHERE namespace = %s AND record_key = %s ORDER BY id"
-    ).format(cols=sql.SQL(", ").join(map(sql.Identifier, _AUDIT_COLUMNS)), table=AUDIT_TABLE)
+    ).format(cols=service_audit.RECORD_AUDIT_COLUMNS, table=AUDIT_TABLE)
     with atomic(conn, f"reading the audit of {address(namespace, key)}"), conn.cursor(row_factory=class_row(RecordAuditRow)) as cur:
         return cur.execute(query, (namespace, key)).fetchall()
 
@@ -294,11 +277,11 @@ def _copy_rows(conn: Connection, table: sql.Identifier, columns: Sequence[str], 
 
 
 def create_records(conn: Connection, records: Sequence[NewRecord], actor: str) -> list[RecordRow]:
-    """Create many records and their ``create`` audit rows in one transaction, with COPY.
+    """Create many records and their ``create`` audit rows in one transaction.
 
-    Ids are reserved from the table's sequence in one query, then the records and
-    the audit rows are each written with one binary COPY, so the cost does not grow
-    with round trips. A record that exists already, or appears twice, refuses the
+    Ids are reserved from the table's sequence in one query, the records are written
+    with one binary COPY and their audit rows with one statement that reads them back
+    on the server, so the cost does not grow with round trips. A record that exists already, or appears twice, refuses the
     whole batch (ConflictError). Returns the new rows in the order given.
     """
     if not records:
@@ -316,9 +299,7 @@ def create_records(conn: Connection, records: Sequence[NewRecord], actor: str) -
             (i, r.namespace, r.key, dict(r.metadata), normalize_tags(r.tags), r.owner, r.schema_hash, 1, actor, actor)
             for i, r in zip(ids, records)
         ])
+        conn.execute(_AUDIT_CREATED, {"ids": ids, "actor": actor})
         with conn.cursor(row_factory=class_row(RecordRow)) as cur:
             created = cur.execute(select, (ids,)).fetchall()
-        _copy_rows(conn, AUDIT_TABLE, _AUDIT_COLUMNS, _AUDIT_TYPES, [
-            _audit_values("create", actor, row, None) for row in created
-        ])
     return created

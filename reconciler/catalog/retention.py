@@ -9,14 +9,16 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from . import service_audit
 from ._common import Connection, atomic, new_id
 from .datasets import lock_dataset
-from .rows import DatasetRow, LifecycleAuditRow, RetentionPolicyRow
+from .rows import LifecycleAuditRow, RetentionPolicyRow
 
 TABLE = sql.Identifier("timestore", "dataset_retention_policies")
 LIFECYCLE_TABLE = sql.Identifier("timestore", "lifecycle_audit_log")
 
-RETENTION_UPDATED = "admin.retention.updated"
+RETENTION_UPDATED = service_audit.RETENTION_UPDATED
+_RETENTION_EVENT = service_audit.retention_event("id")
 
 
 def _fetch(conn: Connection, dataset_id: str) -> RetentionPolicyRow | None:
@@ -53,33 +55,20 @@ def record_lifecycle_event(
     return event_id
 
 
-def _retention_event(
-    conn: Connection,
-    dataset: DatasetRow,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-    actor: str,
-) -> None:
-    """Log one ``admin.retention.updated`` event."""
-    # datasetId/datasetSlug/policy/actor are the keys the service's own event carries;
-    # before/after add what changed.
-    record_lifecycle_event(conn, dataset.id, RETENTION_UPDATED, {
-        "datasetId": dataset.id,
-        "datasetSlug": dataset.slug,
-        "policy": after,
-        "before": before,
-        "after": after,
-        "actor": actor,
-    })
+def _retention_event(conn: Connection, dataset_id: str, actor: str) -> None:
+    """Log ``admin.retention.updated`` as the timestore's PUT of a policy logs it, with the
+    policy as stored now (null once removed)."""
+    conn.execute(_RETENTION_EVENT, {"event_id": new_id("la"), "actor": actor, "key": dataset_id, "run_id": None})
 
 
 def upsert_retention_policy(
     conn: Connection, dataset_id: str, policy: Mapping[str, Any], actor: str
 ) -> RetentionPolicyRow:
-    """Set the dataset's retention policy and log ``admin.retention.updated``.
+    """Set the dataset's retention policy and log ``admin.retention.updated`` (payload
+    ``{datasetId, datasetSlug, policy, actor}``, as the timestore logs it).
 
     A policy equal to the current one changes nothing and logs nothing. The dataset
-    row is locked so concurrent upserts see each other's before/after.
+    row is locked so concurrent upserts are serialised.
     """
     wanted = dict(policy)
     query = sql.SQL(
@@ -88,12 +77,12 @@ def upsert_retention_policy(
         "updated_at = GREATEST(clock_timestamp(), p.updated_at + interval '1 millisecond')"
     ).format(table=TABLE)
     with atomic(conn, f"setting the retention policy of dataset {dataset_id}"):
-        dataset = lock_dataset(conn, dataset_id)
+        lock_dataset(conn, dataset_id)
         current = _fetch(conn, dataset_id)
         if current is not None and current.policy == wanted:
             return current
         conn.execute(query, (dataset_id, Jsonb(wanted)))
-        _retention_event(conn, dataset, current.policy if current else None, wanted, actor)
+        _retention_event(conn, dataset_id, actor)
         row = _fetch(conn, dataset_id)
     assert row is not None  # written just above
     return row
@@ -102,17 +91,18 @@ def upsert_retention_policy(
 def delete_retention_policy(conn: Connection, dataset_id: str, actor: str) -> bool:
     """Remove the dataset's retention policy (the service default applies again).
 
-    Logs ``admin.retention.updated`` with ``after`` null; returns False, logging
-    nothing, when there was no policy.
+    Logs ``admin.retention.updated`` with ``policy`` null (the timestore has no removal
+    of its own; the row keeps its shape); returns False, logging nothing, when there
+    was no policy.
     """
     query = sql.SQL("DELETE FROM {table} WHERE dataset_id = %s").format(table=TABLE)
     with atomic(conn, f"removing the retention policy of dataset {dataset_id}"):
-        dataset = lock_dataset(conn, dataset_id)
+        lock_dataset(conn, dataset_id)
         current = _fetch(conn, dataset_id)
         if current is None:
             return False
         conn.execute(query, (dataset_id,))
-        _retention_event(conn, dataset, current.policy, None, actor)
+        _retention_event(conn, dataset_id, actor)
     return True
 
 

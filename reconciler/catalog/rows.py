@@ -121,7 +121,7 @@ class PartitionRow:
     manifest_id: str
     partition_key: dict[str, Any]
     storage_target_id: str
-    file_format: str | None
+    file_format: str
     file_path: str
     file_size_bytes: int | None
     row_count: int | None

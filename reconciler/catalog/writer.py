@@ -11,9 +11,11 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ..diff import normalize_tags, same
+from ..diff import same
 from ..errors import ConflictError, DatabaseError, LockTimeout, ReconcilerError
+from ..service_rules import normalize_tags
 from ..text import clean
+from . import service_audit
 from ._common import new_id
 from .connection import explain
 from .locks import describe_holder
@@ -261,35 +263,36 @@ def _patch(patch: tuple[list[str], dict[str, Any]]) -> tuple[list[str], Jsonb]:
 
 # --- datasets --------------------------------------------------------------------------------
 
-_AUDIT_KEY = {"name": "name", "description": "description", "status": "status",
-              "storageTarget": "defaultStorageTargetId", "metadata": "metadata"}
-_DATASET_ACTION = {"create": "admin.dataset.created", "update": "admin.dataset.updated",
-                   "restore": "admin.dataset.updated", "archive": "admin.dataset.archived",
-                   "purge": "admin.dataset.purged"}
-_TARGET_ID = sql.SQL("(SELECT id FROM timestore.storage_targets WHERE name = %s)")
+# The manifest fields that are columns of timestore.datasets (the rest, retention and
+# protect, live elsewhere).
+_DATASET_COLUMNS = frozenset({"name", "description", "status", "storageTarget", "metadata"})
 _INSERT_DATASET = sql.SQL(
     """INSERT INTO timestore.datasets (id, slug, name, description, status, default_storage_target_id,
            metadata)
-       VALUES (%s, %s, %s, %s, %s, {target}, %s)""").format(target=_TARGET_ID)
-_UPDATE_DATASET = sql.SQL(
-    """UPDATE timestore.datasets SET name = %s, description = %s, status = %s,
-           default_storage_target_id = {target}, metadata = (metadata - %s::text[]) || %s,
-           updated_at = GREATEST(clock_timestamp(), updated_at + interval '1 millisecond')
-       WHERE slug = %s""").format(target=_TARGET_ID)
+       VALUES (%s, %s, %s, %s, %s, (SELECT id FROM timestore.storage_targets WHERE name = %s), %s)""")
+# Metadata is patched, not replaced (metadata_patch).
+_UPDATE_DATASET = service_audit.dataset_update("slug", sql.SQL(
+    """name = %(name)s, description = %(description)s, status = %(status)s,
+       default_storage_target_id = (SELECT st.id FROM timestore.storage_targets st WHERE st.name = %(target)s),
+       metadata = (d.metadata - %(drop)s::text[]) || %(set)s"""))
+_DATASET_CREATED = service_audit.dataset_event("slug", service_audit.DATASET_CREATED,
+                                               service_audit.created_metadata)
+_DATASET_PURGED = service_audit.dataset_event("slug", service_audit.DATASET_PURGED, service_audit.purged_metadata)
+_RETENTION_EVENT = service_audit.retention_event("slug")
 
 
 def write_datasets(conn: psycopg.Connection[Any], writes: Sequence[Write], *, run_id: str | None = None) -> None:
-    """Write dataset changes and, in the same transaction, the services' audit rows.
+    """Write dataset changes and, in the same transaction, the audit rows the timestore
+    writes for the same operations (catalog/service_audit.py).
 
     Columns change only when a column field changed; a retention-only change writes
     the policy and its lifecycle row and leaves the dataset row (and its updated_at) alone.
     The audit rows carry ``run_id`` (as ``reconcilerRunId``) in their free-form JSON, so
     they can be matched with the reconciler's own log.
     """
-    tag = Jsonb({"reconcilerRunId": run_id} if run_id else {})
     creates = [w for w in writes if w.action == "create"]
     column_changes = [w for w in writes if w.action in ("update", "archive", "restore")
-                      and set(w.fields) & set(_AUDIT_KEY)]
+                      and _DATASET_COLUMNS & set(w.fields)]
     purges = [w for w in writes if w.action == "purge"]
     with conn.cursor() as cur:
         cur.executemany(
@@ -297,49 +300,28 @@ def write_datasets(conn: psycopg.Connection[Any], writes: Sequence[Write], *, ru
             [(new_id("ds"), identity(w.address), _a(w, "name"), _a(w, "description"), _a(w, "status"),
               _a(w, "storageTarget"), Jsonb(_a(w, "metadata") or {})) for w in creates],
         )
-        cur.executemany(
-            _UPDATE_DATASET,
-            [(_a(w, "name"), _a(w, "description"), _a(w, "status"), _a(w, "storageTarget"),
-              *_metadata_patch(w), identity(w.address)) for w in column_changes],
-        )
+        cur.executemany(_DATASET_CREATED, [_audited(w, run_id) for w in creates])
+        cur.executemany(_UPDATE_DATASET, [_dataset_update(w, run_id) for w in column_changes])
         _write_retention(cur, [w for w in writes if w.action != "purge"
                                and (w.action == "create" or "retention" in w.fields)], run_id)
-        cur.executemany(
-            _DATASET_AUDIT,
-            [(new_id("da"), w.actor, _DATASET_ACTION[w.action], *_dataset_audit(w), tag, identity(w.address))
-             for w in [*creates, *column_changes, *purges]],
-        )
+        cur.executemany(_DATASET_PURGED, [_audited(w, run_id) for w in purges])
         cur.executemany("DELETE FROM timestore.datasets WHERE slug = %s",
                         [(identity(w.address),) for w in purges])
 
 
-# The audit row's metadata, as the services (and the repository layer) shape it: a create
-# and a purge carry the dataset's snapshot, read from the row itself; updates, archives
-# and restores carry the changed fields before and after.
-_DATASET_AUDIT = sql.SQL(
-    """INSERT INTO timestore.dataset_access_audit
-           (id, dataset_id, dataset_slug, actor_id, action, success, metadata, created_at)
-       SELECT %s, d.id, d.slug, %s, %s, true,
-              coalesce(%s::jsonb, jsonb_build_object('dataset', jsonb_build_object(
-                  'id', d.id, 'slug', d.slug, 'name', d.name, 'description', d.description,
-                  'status', d.status, 'writeFormat', d.write_format,
-                  'defaultStorageTargetId', d.default_storage_target_id, 'metadata', d.metadata,
-                  'updatedAt', to_char(d.updated_at AT TIME ZONE 'UTC',
-                                       'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"'))) || %s::jsonb) || %s::jsonb,
-              clock_timestamp()
-       FROM timestore.datasets d WHERE d.slug = %s""")
+def _audited(write: Write, run_id: str | None) -> dict[str, Any]:
+    return {"audit_id": new_id("da"), "actor": write.actor, "key": identity(write.address), "run_id": run_id}
 
 
-def _dataset_audit(write: Write) -> tuple[Jsonb | None, Jsonb]:
-    """(changed-fields metadata, or None for a snapshot; what to add to the snapshot)."""
-    if write.action == "create":
-        return None, Jsonb({"created": True})
-    if write.action == "purge":
-        return None, Jsonb({"retentionPolicy": (write.before or {}).get("retention")})
-    fields = [f for f in write.fields if f in _AUDIT_KEY]
-    return Jsonb({"before": {_AUDIT_KEY[f]: (write.before or {}).get(f) for f in fields},
-                  "after": {_AUDIT_KEY[f]: (write.after or {}).get(f) for f in fields},
-                  "fieldsChanged": [_AUDIT_KEY[f] for f in fields]}), Jsonb({})
+def _dataset_update(write: Write, run_id: str | None) -> dict[str, Any]:
+    drop, changed = _metadata_patch(write)
+    # An archive that changes nothing but the status is the timestore's archive; one that
+    # changes other columns too is a PATCH of them all (the archive endpoint changes only
+    # the status), audited as an update.
+    archived = write.action == "archive" and set(write.fields) & _DATASET_COLUMNS == {"status"}
+    return {**_audited(write, run_id), "name": _a(write, "name"), "description": _a(write, "description"),
+            "status": _a(write, "status"), "target": _a(write, "storageTarget"), "drop": drop, "set": changed,
+            "archived": archived}
 
 
 def _write_retention(cur: psycopg.Cursor[Any], writes: Sequence[Write], run_id: str | None = None) -> None:
@@ -361,15 +343,8 @@ def _write_retention(cur: psycopg.Cursor[Any], writes: Sequence[Write], run_id: 
            WHERE dataset_id = (SELECT id FROM timestore.datasets WHERE slug = %s)""",
         [(identity(w.address),) for w in drops],
     )
-    cur.executemany(
-        """INSERT INTO timestore.lifecycle_audit_log (id, dataset_id, event_type, payload, created_at)
-           SELECT %s, id, 'admin.retention.updated', %s, clock_timestamp()
-           FROM timestore.datasets WHERE slug = %s""",
-        [(new_id("la"), Jsonb({"before": (w.before or {}).get("retention"), "after": _a(w, "retention"),
-                               "actor": w.actor, **({"reconcilerRunId": run_id} if run_id else {})}),
-          identity(w.address))
-         for w in [*sets, *drops]],
-    )
+    cur.executemany(_RETENTION_EVENT, [{"event_id": new_id("la"), "actor": w.actor, "key": identity(w.address),
+                                        "run_id": run_id} for w in [*sets, *drops]])
 
 
 # --- records ---------------------------------------------------------------------------------
@@ -378,27 +353,44 @@ _STAGE = sql.SQL(
     """CREATE TEMP TABLE reconciler_stage_records (
            action text NOT NULL, namespace text NOT NULL, record_key text NOT NULL, owner text,
            tags text[] NOT NULL, schema_hash text, metadata jsonb NOT NULL, deleted boolean NOT NULL,
-           actor text NOT NULL, metadata_drop text[] NOT NULL DEFAULT '{}'
+           actor text NOT NULL, metadata_drop text[] NOT NULL DEFAULT '{}', steps smallint NOT NULL DEFAULT 1
        ) ON COMMIT DROP""")
 
+_AUDIT_INSERT = sql.SQL("INSERT INTO metastore.metastore_record_audits ({})").format(
+    service_audit.RECORD_AUDIT_COLUMNS)
+
+# A record created already deleted leaves what the metastore leaves for a create then a
+# delete: version 2, a create row at version 1 and a delete row from 1 to 2. The audit rows
+# are ordered by record and version (the output's first and seventh columns).
 _RECORD_CREATE = sql.SQL(
     """WITH ins AS (
            INSERT INTO metastore.metastore_records AS r (namespace, record_key, metadata, tags, owner,
-                  schema_hash, deleted_at, created_by, updated_by)
+                  schema_hash, version, deleted_at, created_by, updated_by)
            SELECT namespace, record_key, metadata, tags, owner, schema_hash,
-                  CASE WHEN deleted THEN now() END, actor, actor
+                  CASE WHEN deleted THEN 2 ELSE 1 END, CASE WHEN deleted THEN now() END, actor, actor
            FROM reconciler_stage_records WHERE action = 'create'
-           RETURNING r.id, r.namespace, r.record_key, r.metadata, r.tags, r.owner, r.schema_hash,
-                     r.version, r.created_by)
-       INSERT INTO metastore.metastore_record_audits (record_id, namespace, record_key, action, actor,
-              version, metadata, tags, owner, schema_hash)
-       SELECT id, namespace, record_key, 'create', created_by, version, metadata, tags, owner, schema_hash
-       FROM ins""")
+           RETURNING r.*),
+       created AS (
+           SELECT id, namespace, record_key, metadata, tags, owner, schema_hash, 1 AS version, created_by,
+                  deleted_at
+           FROM ins)
+       {insert}
+       SELECT {created} FROM created c
+       UNION ALL
+       SELECT {deleted} FROM ins i JOIN created c ON c.id = i.id WHERE i.deleted_at IS NOT NULL
+       ORDER BY 1, 7""").format(
+    insert=_AUDIT_INSERT,
+    created=service_audit.record_audit_values(sql.Literal(service_audit.RECORD_CREATED), sql.SQL("c.created_by"),
+                                              "c", None),
+    deleted=service_audit.record_audit_values(sql.Literal(service_audit.RECORD_DELETED), sql.SQL("i.created_by"),
+                                              "i", "c"))
 
+# Each change is one version and one audit row, with the action the metastore writes for
+# it; an archive that also changes fields (steps = 2) is the metastore's update then its
+# delete: two versions, and the state between them in both rows.
 _RECORD_UPDATE = sql.SQL(
     """WITH prev AS (
-           SELECT r.id, r.version, r.metadata, r.tags, r.owner, r.schema_hash
-           FROM metastore.metastore_records r JOIN reconciler_stage_records s
+           SELECT r.* FROM metastore.metastore_records r JOIN reconciler_stage_records s
              ON s.namespace = r.namespace AND s.record_key = r.record_key
            WHERE s.action IN ('update', 'archive', 'restore')),
        upd AS (
@@ -406,32 +398,37 @@ _RECORD_UPDATE = sql.SQL(
            SET metadata = (r.metadata - s.metadata_drop) || s.metadata, tags = s.tags, owner = s.owner,
                schema_hash = s.schema_hash,
                deleted_at = CASE WHEN s.deleted THEN coalesce(r.deleted_at, now()) END,
-               version = r.version + 1, updated_at = now(), updated_by = s.actor
+               version = r.version + s.steps, updated_at = now(), updated_by = s.actor
            FROM reconciler_stage_records s
            WHERE s.namespace = r.namespace AND s.record_key = r.record_key
              AND s.action IN ('update', 'archive', 'restore')
-           RETURNING r.id, r.namespace, r.record_key, r.version, r.metadata, r.tags, r.owner,
-                     r.schema_hash, s.action, s.actor)
-       INSERT INTO metastore.metastore_record_audits (record_id, namespace, record_key, action, actor,
-              previous_version, version, metadata, previous_metadata, tags, previous_tags, owner,
-              previous_owner, schema_hash, previous_schema_hash)
-       SELECT u.id, u.namespace, u.record_key,
-              CASE u.action WHEN 'archive' THEN 'delete' WHEN 'restore' THEN 'restore' ELSE 'update' END,
-              u.actor, p.version, u.version, u.metadata, p.metadata, u.tags, p.tags, u.owner, p.owner,
-              u.schema_hash, p.schema_hash
-       FROM upd u JOIN prev p ON p.id = u.id""")
+           RETURNING r.*, s.action AS staged_action, s.actor AS staged_actor, s.steps),
+       mid AS (
+           SELECT id, namespace, record_key, metadata, tags, owner, schema_hash, version - 1 AS version
+           FROM upd WHERE steps = 2)
+       {insert}
+       SELECT {one} FROM upd u JOIN prev p ON p.id = u.id WHERE u.steps = 1
+       UNION ALL
+       SELECT {first} FROM upd u JOIN prev p ON p.id = u.id JOIN mid m ON m.id = u.id
+       UNION ALL
+       SELECT {second} FROM upd u JOIN mid m ON m.id = u.id
+       ORDER BY 1, 7""").format(
+    insert=_AUDIT_INSERT,
+    one=service_audit.record_audit_values(
+        sql.SQL("CASE u.staged_action WHEN 'archive' THEN {} WHEN 'restore' THEN {} ELSE {} END").format(
+            sql.Literal(service_audit.RECORD_DELETED), sql.Literal(service_audit.RECORD_RESTORED),
+            sql.Literal(service_audit.RECORD_UPDATED)),
+        sql.SQL("u.staged_actor"), "u", "p"),
+    first=service_audit.record_audit_values(sql.Literal(service_audit.RECORD_UPDATED), sql.SQL("u.staged_actor"),
+                                            "m", "p"),
+    second=service_audit.record_audit_values(sql.Literal(service_audit.RECORD_DELETED), sql.SQL("u.staged_actor"),
+                                             "u", "m"))
 
-_RECORD_PURGE = sql.SQL(
-    """WITH del AS (
-           DELETE FROM metastore.metastore_records r USING reconciler_stage_records s
-           WHERE s.namespace = r.namespace AND s.record_key = r.record_key AND s.action = 'purge'
-           RETURNING r.id, r.namespace, r.record_key, r.version, r.metadata, r.tags, r.owner,
-                     r.schema_hash, s.actor)
-       INSERT INTO metastore.metastore_record_audits (record_id, namespace, record_key, action, actor,
-              previous_version, previous_metadata, previous_tags, previous_owner, previous_schema_hash)
-       SELECT id, namespace, record_key, 'purge', actor, version, metadata, tags, owner, schema_hash
-       FROM del""")
+_RECORD_PURGE = service_audit.purge_records(
+    sql.SQL("SELECT namespace, record_key FROM reconciler_stage_records WHERE action = 'purge'"))
 
+# The record fields an archive can change besides the deletion itself.
+_RECORD_VALUES = frozenset({"owner", "tags", "schemaHash", "metadata"})
 
 PROGRESS_EVERY = 2_000  # rows staged between two progress reports
 
@@ -440,10 +437,12 @@ def write_records(conn: psycopg.Connection[Any], writes: Sequence[Write],
                   on_rows: Callable[[int], None] | None = None) -> None:
     """Stage every record change with COPY, then write each action as one set-based statement.
 
-    Each statement also writes the metastore audit rows (previous and new values) and
-    bumps ``version`` by one, as the metastore service does. The rows cross the wire
-    once (the server copies them into the records and their audit rows); a statement
-    whose action has no rows is not sent, as it would scan the staging table for nothing.
+    Each statement also writes the metastore's audit rows for the change, exactly as the
+    metastore writes them for the same operations (catalog/service_audit.py), and bumps
+    ``version`` by one per operation. A purge deletes the key's audit rows and writes
+    none, as the metastore's purge does. The rows cross the wire once (the server copies
+    them into the records and their audit rows); a statement whose action has no rows is
+    not sent, as it would scan the staging table for nothing.
     """
     if not writes:
         return
@@ -451,7 +450,7 @@ def write_records(conn: psycopg.Connection[Any], writes: Sequence[Write],
     actions = set()
     with conn.cursor() as cur:
         with cur.copy("COPY reconciler_stage_records (action, namespace, record_key, owner, tags, "
-                      "schema_hash, metadata, deleted, actor, metadata_drop) FROM STDIN") as copy:
+                      "schema_hash, metadata, deleted, actor, metadata_drop, steps) FROM STDIN") as copy:
             for staged, w in enumerate(writes, start=1):
                 if on_rows is not None and staged % PROGRESS_EVERY == 0:
                     on_rows(staged)
@@ -461,9 +460,10 @@ def write_records(conn: psycopg.Connection[Any], writes: Sequence[Write],
                 # Creates carry the whole metadata; updates a patch (staged metadata = the keys to set).
                 drop, changed = metadata_patch((w.before or {}).get("metadata"), fields.get("metadata")) \
                     if w.action != "create" else ([], fields.get("metadata") or {})
+                steps = 2 if w.action == "archive" and _RECORD_VALUES & set(w.fields) else 1
                 copy.write_row((w.action, namespace, key, fields.get("owner"),
                                 text_array(normalize_tags(fields.get("tags"))), fields.get("schemaHash"),
-                                json.dumps(changed), bool(fields.get("deleted")), w.actor, text_array(drop)))
+                                json.dumps(changed), bool(fields.get("deleted")), w.actor, text_array(drop), steps))
         if on_rows is not None and len(writes) % PROGRESS_EVERY:
             on_rows(len(writes))
         for statement, wanted in ((_RECORD_CREATE, {"create"}), (_RECORD_UPDATE, {"update", "archive", "restore"}),

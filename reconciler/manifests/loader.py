@@ -29,6 +29,7 @@ from ..model import (
     substitute_env,
 )
 from .messages import RawProblem, at, translate
+from .servable import unservable
 from .tree import Declared, Location, ManifestTree, Reference
 from .yamlread import MAX_FILE_BYTES, ParsedDocument, ParsedFile, decode_text, locate, parse_text, read_text
 
@@ -69,13 +70,15 @@ def load_versions(root: str, files: Iterable[tuple[str, bytes]]) -> ManifestTree
 def _tree_of(root: str, shown: tuple[str, ...], results: Iterable[tuple[str, FileResult]],
              problems: list[Problem]) -> ManifestTree:
     entries: list[_Entry] = []
+    warnings: list[Problem] = []
     with collector_paused():  # the loaded tree stays alive: no cycle worth rescanning
         for _, result in results:
             problems.extend(result.problems)
+            warnings.extend(result.warnings)
             found: list[_Entry] = [(item.address, item.location, item) for item in result.declared]
             found += [(address, location, None) for address, location in result.claims]
             entries.extend(sorted(found, key=lambda entry: (entry[1].line, entry[1].column)))
-        tree = _assemble(root, shown, entries, problems)
+        tree = _assemble(root, shown, entries, problems, warnings)
     if problems:
         raise ManifestError(problems)
     return tree
@@ -171,6 +174,7 @@ class FileResult:
     declared: list[Declared[Declaration]]
     problems: list[Problem]
     claims: list[tuple[Address, Location]] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
 
 # An address declared at a location, by a valid document (with its declaration) or
@@ -207,29 +211,37 @@ def load_text(text: str, display: str, environ: Mapping[str, str] | None = None)
     parsed = parse_text(text, display)
     if parsed.problems:
         return FileResult([], parsed.problems)
-    declared, raw = _validate(parsed, environ)
-    if raw and not parsed.precise:
+    declared, raw, warned = _validate(parsed, environ)
+    if (raw or warned) and not parsed.precise:
         parsed = parse_text(text, display, precise=True)
         if parsed.problems:
             return FileResult([], parsed.problems)
-        declared, raw = _validate(parsed, environ)
+        declared, raw, warned = _validate(parsed, environ)
     problems = [_locate(display, document, problem) for document, problem in raw]
     claims = [
         claim for document in {id(d): d for d, _ in raw}.values() for claim in _claims(display, document)
     ]
-    return FileResult(declared, problems, claims)
+    warnings = [_locate(display, document, warning) for document, warning in warned]
+    return FileResult(declared, problems, claims, warnings)
+
+
+_Located = list[tuple[ParsedDocument, RawProblem]]
 
 
 def _validate(
     parsed: ParsedFile, environ: Mapping[str, str] | None
-) -> tuple[list[Declared[Declaration]], list[tuple[ParsedDocument, RawProblem]]]:
+) -> tuple[list[Declared[Declaration]], _Located, _Located]:
+    """Every document's declarations, problems and warnings (the last two still to be located)."""
     declared: list[Declared[Declaration]] = []
-    raw: list[tuple[ParsedDocument, RawProblem]] = []
+    raw: _Located = []
+    warned: _Located = []
     for document in parsed.documents:
         found, problems = _document(parsed.path, document, environ)
         declared.extend(found)
         raw.extend((document, problem) for problem in problems)
-    return declared, raw
+        if found and not problems:
+            warned.extend((document, warning) for warning in unservable(document.value, found))
+    return declared, raw, warned
 
 
 def _claims(path: str, document: ParsedDocument) -> list[tuple[Address, Location]]:
@@ -324,7 +336,8 @@ def _resolve(
 
 
 def _assemble(
-    root: str, files: tuple[str, ...], entries: list[_Entry], problems: list[Problem]
+    root: str, files: tuple[str, ...], entries: list[_Entry], problems: list[Problem],
+    warnings: list[Problem],
 ) -> ManifestTree:
     """The tree of the first declaration of each address; later ones are problems."""
     first: dict[Address, _Entry] = {}
@@ -350,6 +363,7 @@ def _assemble(
         datasets=tuple(_of(kept, Dataset)),
         records=tuple(_of(kept, Record)),
         unresolved=tuple(sorted(_unresolved(kept))),
+        warnings=tuple(sorted(set(warnings))),
     )
 
 

@@ -1,9 +1,10 @@
-"""What ``validate`` says about a valid tree: the summary line and the links left for the plan."""
+"""What ``validate`` says about a valid tree: the summary line, its warnings, and the links left for the plan."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+from ..errors import Problem
 from ..model import Address
 from ..text import clean
 from .tree import ManifestTree, Reference
@@ -38,3 +39,8 @@ def unresolved_lines(tree: ManifestTree) -> list[str]:
             + "the tree; plan will check it against the catalog."
         )
     return lines
+
+
+def warning_line(warning: Problem) -> str:
+    """``path:line:column: warning: message``, on one line."""
+    return f"{clean(warning.path)}:{warning.line}:{warning.column}: warning: {clean(warning.message)}"

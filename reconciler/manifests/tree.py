@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from ..errors import Problem
 from ..model import Address, AddressKind, Dataset, Declaration, JsonPath, Record, StorageTarget
 
 T = TypeVar("T", bound=Declaration, covariant=True)
@@ -82,6 +83,8 @@ class ManifestTree:
     datasets: tuple[Declared[Dataset], ...] = ()
     records: tuple[Declared[Record], ...] = ()
     unresolved: tuple[Reference, ...] = ()
+    # Valid values the platform's services store but cannot serve back (manifests/servable.py).
+    warnings: tuple[Problem, ...] = ()
     _index: Mapping[Address, Declared[Declaration]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
