@@ -391,12 +391,42 @@ def test_checkout_fetches_full_history_and_python_is_3_11(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", all_workflows())
-def test_reconciler_is_installed_from_a_configurable_pinned_spec(name: str) -> None:
+def test_reconciler_is_installed_only_from_the_repository_variable(name: str) -> None:
     workflow = load_workflow(name)
-    spec = workflow["env"]["RECONCILER_PACKAGE"]
-    assert re.search(r"vars\.RECONCILER_PACKAGE \|\| 'reconciler==\d+\.\d+\.\d+'", spec), spec
+    # No default: a bare name such as reconciler==0.1.0 would install whatever an index
+    # serves under that name (on the public index, an unrelated project).
+    assert workflow["env"]["RECONCILER_PACKAGE"] == "${{ vars.RECONCILER_PACKAGE }}"
     install = step_named(workflow, "install reconciler")
     assert 'pip install' in install["run"] and '"$RECONCILER_PACKAGE"' in install["run"]
+    text = (WORKFLOWS / name).read_text(encoding="utf-8")
+    assert "reconciler==" not in text and "catalog-reconciler @ git+https://" in text
+
+
+@pytest.mark.parametrize("name", all_workflows())
+@pytest.mark.parametrize(("spec", "installs"), [
+    ("catalog-reconciler @ git+https://git.example.com/platform/reconciler@v0.1.0", True),
+    ("catalog-reconciler @ https://artifacts.example.com/catalog_reconciler-0.1.0-py3-none-any.whl", True),
+    ("reconciler==0.1.0", False),
+    ("catalog-reconciler==0.1.0", False),
+    ("catalog-reconciler", False),
+    ("catalog-reconciler @ ", False),
+    ("", False),
+])
+def test_the_install_step_installs_a_direct_reference_and_refuses_a_bare_name(
+        runner: Runner, name: str, spec: str, installs: bool) -> None:
+    workflow = load_workflow(name)
+    (runner.bin / "python").unlink()
+    fake_python = runner.bin / "python"
+    fake_python.write_text('#!/usr/bin/env bash\necho "python $*" >> "$FAKE_LOG"\n', encoding="utf-8")
+    fake_python.chmod(0o755)
+    install = step_named(workflow, "install reconciler")
+    code, _, printed = runner.run(workflow, install, RECONCILER_PACKAGE=spec)
+    if installs:
+        assert code == 0, printed
+        assert runner.calls() == [f"python -m pip install --disable-pip-version-check {spec}", "--version"]
+    else:
+        assert code == 1 and runner.calls() == []
+        assert "::error::set the repository variable RECONCILER_PACKAGE" in printed
 
 
 @pytest.mark.parametrize("name", all_workflows())
@@ -827,6 +857,27 @@ def test_gitlab_example_has_the_same_loop() -> None:
     drifts = [split_redirections(c)[0] for c in reconciler_commands("\n".join(drift["script"]))]
     assert any(c[0] == "plan" and "--detailed-exitcode" in c for c in drifts)
     assert "GITLAB_USER_LOGIN" in doc("ci.md")
+
+
+@pytest.mark.parametrize(("spec", "installs"), [
+    ("catalog-reconciler @ git+https://git.example.com/platform/reconciler@v0.1.0", True),
+    ("reconciler==0.1.0", False),
+    ("", False),
+])
+def test_gitlab_example_installs_a_direct_reference_and_refuses_a_bare_name(
+        runner: Runner, spec: str, installs: bool) -> None:
+    example = yaml.safe_load(gitlab_example())
+    assert "RECONCILER_PACKAGE" not in example["variables"]  # a CI/CD variable, never a default here
+    (runner.bin / "python").unlink()
+    fake_python = runner.bin / "python"
+    fake_python.write_text('#!/usr/bin/env bash\necho "python $*" >> "$FAKE_LOG"\n', encoding="utf-8")
+    fake_python.chmod(0o755)
+    steps = [line for line in example[".reconciler"]["before_script"] if "git fetch" not in line]
+    code, _, printed = runner.run({}, {"run": "\n".join(steps)}, RECONCILER_PACKAGE=spec)
+    if installs:
+        assert code == 0 and runner.calls() == [f"python -m pip install --quiet {spec}", "--version"], printed
+    else:
+        assert code == 1 and runner.calls() == [] and "RECONCILER_PACKAGE" in printed
 
 
 # --- the pre-commit hook -------------------------------------------------------------------------
