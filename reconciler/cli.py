@@ -20,9 +20,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class AppContext:
-    """Options shared by every command."""
+    """Options shared by every command, given before the command's name or after it."""
 
     debug: bool = False
+    verbose: bool = False
+    database_url: str | None = None  # --database-url before the command's name
 
 
 class _UserFacingError(click.ClickException):
@@ -94,36 +96,64 @@ def _debug(ctx: click.Context) -> bool:
     return bool(obj and obj.debug)
 
 
+_DATABASE_HELP = ("PostgreSQL URL of the catalog (else env RECONCILER_DATABASE_URL). With neither, an embedded "
+                  "server is started with its data under .reconciler/ at the root of the git repository.")
+_DEBUG_HELP = "Show the full traceback when a command fails (env RECONCILER_DEBUG)."
+_VERBOSE_HELP = "Say more on stderr: which manifest files a plan did not need to read again."
+
+
+def _shared(ctx: click.Context) -> AppContext:
+    found = ctx.find_object(AppContext)
+    if found is None:  # a command invoked on its own, outside the group
+        found = ctx.ensure_object(AppContext)
+    return found
+
+
+def _set_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and param.name is not None:
+        setattr(_shared(ctx), param.name, True)
+
+
+def _database_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The URL given after the command's name, else the one given before it (else None: the
+    environment's, or the embedded server). Two different URLs are refused, without quoting
+    either: the catalog an apply writes to is never a guess."""
+    before = _shared(ctx).database_url
+    if value is not None and before is not None and value != before:
+        raise click.UsageError("--database-url is given before and after the command's name with different "
+                               "values; give it once", ctx)
+    return value if value is not None else before
+
+
 def database_option(func: F) -> F:
-    """The ``--database-url`` option every catalog command takes."""
-    return click.option(
-        "--database-url",
-        envvar="RECONCILER_DATABASE_URL",
-        metavar="URL",
-        help=(
-            "PostgreSQL URL of the catalog (env RECONCILER_DATABASE_URL). With neither, "
-            "an embedded server is started with its data under .reconciler/ at the root "
-            "of the git repository."
-        ),
-    )(func)
+    """The ``--database-url`` option every catalog command takes (also accepted before the
+    command's name)."""
+    return click.option("--database-url", metavar="URL", callback=_database_url, help=_DATABASE_HELP)(func)
+
+
+def shared_options(func: F) -> F:
+    """``--debug`` and ``--verbose`` after the command's name, as before it."""
+    func = click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_set_flag,
+                        help=_VERBOSE_HELP)(func)
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_set_flag, help=_DEBUG_HELP)(func)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reconciler")
-@click.option(
-    "--debug",
-    is_flag=True,
-    envvar="RECONCILER_DEBUG",
-    help="Show the full traceback when a command fails.",
-)
+@click.option("--debug", is_flag=True, envvar="RECONCILER_DEBUG", help=_DEBUG_HELP)
+@click.option("--verbose", "-v", is_flag=True, help=_VERBOSE_HELP)
+@click.option("--database-url", metavar="URL", help=_DATABASE_HELP)
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, verbose: bool, database_url: str | None) -> None:
     """Run a data platform's catalog from YAML manifests kept in git.
 
     Compare the manifests with the live PostgreSQL catalog, show the plan,
     and apply it with an audit entry for every change.
+
+    --debug, --verbose and --database-url may be given before the command's
+    name or after it.
     """
-    ctx.obj = AppContext(debug=debug)
+    ctx.obj = AppContext(debug=debug, verbose=verbose, database_url=database_url)
 
 
 # --- migrate -------------------------------------------------------------------------------
@@ -131,6 +161,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @database_option
+@shared_options
 @click.option(
     "--sql",
     "print_sql",
@@ -166,6 +197,7 @@ def migrate(database_url: str | None, print_sql: bool) -> None:
 @click.argument(
     "path", required=False, default="manifests", type=click.Path(path_type=Path), metavar="[PATH]"
 )
+@shared_options
 def validate(path: Path) -> None:
     """Check the manifest tree at PATH offline (default: manifests).
 
@@ -247,6 +279,7 @@ class _RecordBar:
 @cli.command()
 @TREE_ARGUMENT
 @database_option
+@shared_options
 @click.option(
     "--format",
     "output_format",
@@ -304,8 +337,8 @@ def plan(
 
 
 def _note_reused(plan: Any) -> None:
-    """Say on stderr how many files the plan did not need to read again."""
-    if plan.reused_files:
+    """With --verbose, say on stderr how many files the plan did not need to read again."""
+    if plan.reused_files and _shared(click.get_current_context()).verbose:
         click.echo(f"{plan.reused_files:,} of {len(plan.files):,} manifest files are "
                    "unchanged since the last apply and every object in them is as applied: not read again",
                    err=True)
@@ -323,6 +356,7 @@ def _write_file(path: Path, text: str) -> None:
 @cli.command()
 @TREE_ARGUMENT
 @database_option
+@shared_options
 @click.option(
     "--plan",
     "plan_file",
@@ -441,6 +475,7 @@ def audit_group() -> None:
 
 @audit_group.command("verify")
 @database_option
+@shared_options
 @click.option(
     "--expect-head",
     metavar="HASH",
@@ -489,6 +524,7 @@ def audit_verify(database_url: str | None, expect_head: str | None, git_path: Pa
 
 @audit_group.command("log")
 @database_option
+@shared_options
 @click.option("--address", metavar="ADDRESS", help="Only this object (e.g. dataset:observatory-readings).")
 @click.option("--since", metavar="WHEN", help="Only entries recorded at or after this ISO date or time (UTC unless it says).")
 @click.option("--author", metavar="EMAIL", help="Only changes whose commit author has this email.")
@@ -514,6 +550,7 @@ def audit_log(database_url: str | None, address: str | None, since: str | None, 
 @audit_group.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @database_option
+@shared_options
 @click.option(
     "--format",
     "output_format",
@@ -538,6 +575,7 @@ def audit_export(file: Path, database_url: str | None, output_format: str | None
 @cli.command("import")
 @TREE_ARGUMENT
 @database_option
+@shared_options
 @click.option(
     "--out",
     "out_dir",

@@ -679,12 +679,15 @@ def test_drift_step_maps_exit_codes(runner: Runner, exit_code: str, job_fails: b
 
 
 def test_drift_step_does_not_take_a_usage_error_for_drift(runner: Runner) -> None:
+    # A usage error exits 1, as the real CLI does (tests/test_cli_options.py): exit 2 is drift only.
     workflow = load_workflow(DRIFT)
-    runner.fake = {"FAKE_EXIT_plan": "2", "FAKE_STDERR_plan": "Error: No such option: --bogus"}
-    code, _, _ = runner.run(workflow, step_named(workflow, "plan against"),
-                            RECONCILER_DATABASE_URL="postgresql://ro@db/catalog")
+    runner.fake = {"FAKE_EXIT_plan": "1", "FAKE_STDERR_plan": "Error: No such option: --bogus"}
+    code, _, printed = runner.run(workflow, step_named(workflow, "plan against"),
+                                  RECONCILER_DATABASE_URL="postgresql://ro@db/catalog")
     text = runner.summary.read_text(encoding="utf-8")
-    assert code == 1 and "reconciler plan failed (exit 2)" in text and "drifted" not in text
+    assert code == 1 and "reconciler plan failed (exit 1)" in text and "drifted" not in text
+    assert "Error: No such option: --bogus" in text and "exited 1: Error: No such option" in printed
+    assert "usage error also exits 2" not in (WORKFLOWS / DRIFT).read_text(encoding="utf-8")
 
 
 def test_apply_steps_pass_flags_summarise_and_fail(runner: Runner) -> None:
