@@ -12,6 +12,7 @@ from typing import Any
 
 # Kinds and actions as the plan JSON names them (SPEC section 4).
 KINDS = ("storage-target", "dataset", "record")
+_KIND_RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 ACTIONS = ("create", "update", "archive", "restore", "purge")
 # Why a change is made: a commit asked for it; it reverts a change made outside git; a value
 # resolved from ${env:...} changed; or an object the catalog already had is taken over.
@@ -153,7 +154,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class DiffResult:
-    """Everything the diff found, in address order."""
+    """Everything the diff found, by kind (storage targets, datasets, records), then address."""
 
     changes: tuple[Change, ...] = ()
     bookkeeping: tuple[Bookkeeping, ...] = ()
@@ -456,10 +457,11 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
                                   drift, tuple(changed_paths(live.fields, after, changed)),
                                   _reason(desired, live, applied, asked, changed), asked))
         if drift:
-            who = live.updated_by or "someone outside git"
+            who = f" by {live.updated_by}" if live.updated_by else ""
             when = f" at {live.updated_at}" if live.updated_at else ""
+            unknown = "" if live.updated_by else " (the catalog does not record by whom)"
             out.findings.append(Finding(desired.address, "drift", f"{', '.join(drift)} changed outside "
-                                        f"git by {who}{when}; apply reverts it", desired.location))
+                                        f"git{who}{when}{unknown}; apply reverts it", desired.location))
     elif applied is None:
         out.bookkeeping.append(Bookkeeping(desired.address, kind, "adopt", dict(desired.record),
                                            desired.location, desired.protect, live.token))
@@ -671,6 +673,12 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def kind_order(address: str) -> tuple[int, str]:
+    """Sort key of an address: storage targets, then datasets, then records (the order a plan
+    lists them in every rendering, and apply writes them in), each by address."""
+    return _KIND_RANK.get(address.partition(":")[0], len(KINDS)), address
+
+
 def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
          *, source: str, stored_on: Mapping[str, Collection[str]] | None = None) -> DiffResult:
     """Compare the tree with the catalog for one source; no I/O, values in, values out.
@@ -690,7 +698,7 @@ def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapp
 
 def _diff_all(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
               source: str, out: _Collector) -> None:
-    for address in sorted(set(desired) | set(live) | set(applied)):
+    for address in sorted(set(desired) | set(live) | set(applied), key=kind_order):
         want, have, done = desired.get(address), live.get(address), applied.get(address)
         if done is not None and done.source != source:
             if want is not None:

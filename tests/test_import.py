@@ -377,8 +377,8 @@ def test_objects_no_manifest_can_express_are_skipped_with_the_reason(
     commit(git_repo, "import what can be")
     plan = plan_json(git_repo, db_url)
     assert plan["changes"] == [] and [f for f in plan["findings"] if f["severity"] == "error"] == []
-    assert plan["unmanaged"] == ["dataset:bad slug", "dataset:untrimmed", "record:n/dangling",
-                                 "record:n/long-tag", "storage-target:home"]
+    assert plan["unmanaged"] == ["storage-target:home", "dataset:bad slug", "dataset:untrimmed",
+                                 "record:n/dangling", "record:n/long-tag"]
 
 
 def test_nothing_expressible_is_an_error(git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:

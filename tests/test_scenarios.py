@@ -163,8 +163,8 @@ def test_detailed_exitcode_and_target(git_repo: Path, db_url: str, step1: str) -
     narrowed = invoke(git_repo, db_url, "plan", "--format", "json", "--target", "dataset:observatory-events")
     # The dataset's storage target is new too: the target pulls it in, and the plan says why.
     data = json.loads(narrowed.stdout)
-    assert [c["address"] for c in data["changes"]] == ["dataset:observatory-events",
-                                                       "storage-target:primary-clickhouse"]
+    assert [c["address"] for c in data["changes"]] == ["storage-target:primary-clickhouse",
+                                                       "dataset:observatory-events"]
     assert any(f["address"] == "storage-target:primary-clickhouse" and "dataset:observatory-events needs it"
                in f["message"] for f in data["findings"])
     bad = invoke(git_repo, db_url, "plan", "--target", "observatory-events")
