@@ -32,7 +32,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
@@ -550,12 +550,13 @@ def _convert(ndjson: Path, target: Path, fmt: str) -> None:
 # --- the catalog ------------------------------------------------------------------------------
 
 
-def catalog_url(database_url: str | None, anchor: Path) -> str:
-    """The catalog the audit commands read, the embedded one started and migrated when chosen."""
+def catalog_url(database_url: str | None, anchor: Path, announce: Callable[[str], None] | None = None) -> str:
+    """The catalog the audit commands read, the embedded one started and migrated when chosen
+    (``announce`` is told when it is being created)."""
     from .catalog.connection import resolve_database
     from .catalog.migrations import migrate
 
-    url, embedded = resolve_database(database_url, anchor)
+    url, embedded = resolve_database(database_url, anchor, announce)
     if embedded:
         migrate(url)
     return url

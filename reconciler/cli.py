@@ -179,7 +179,7 @@ def migrate(database_url: str | None, print_sql: bool) -> None:
     from .catalog.migrations import migrate as run_migrations
     from .catalog.migrations import pending_sql
 
-    url = resolve_database_url(database_url, Path.cwd())
+    url = resolve_database_url(database_url, Path.cwd(), _announce)
     if print_sql:
         click.echo(pending_sql(url), nl=False)
         return
@@ -254,6 +254,11 @@ def _progress(message: str) -> None:
     click.echo(f"... {message}", err=True)
 
 
+def _announce(message: str) -> None:
+    """A line on stderr before something slow that would otherwise pass in silence."""
+    click.echo(message, err=True)
+
+
 class _RecordBar:
     """A progress bar on stderr for staging many records; only on a terminal, only when long."""
 
@@ -319,7 +324,7 @@ def plan(
     from .engine import make_plan, open_workspace
     from .render import render_json, render_markdown, render_text
 
-    workspace = open_workspace(path, database_url)
+    workspace = open_workspace(path, database_url, _announce)
     result = make_plan(workspace, targets=targets, require_signed=require_signed_commits)
     _note_reused(result)
     if out is not None:
@@ -424,7 +429,7 @@ def apply(
 
     if plan_file is not None and targets:
         raise click.UsageError("--target cannot be combined with --plan (a saved plan is applied exactly)")
-    workspace = open_workspace(path, database_url)
+    workspace = open_workspace(path, database_url, _announce)
     if plan_file is not None:
         # The saved plan was the review: it is derived again from git and the catalog, applied
         # only if it is the same, and without a prompt (as terraform apply PLANFILE does).
@@ -510,7 +515,7 @@ def audit_verify(database_url: str | None, expect_head: str | None, git_path: Pa
         repo = GitRepository.discover(git_path)
         if repo is None:
             raise ConfigurationError(f"--git {git_path} is not inside a git repository")
-    result = verify(catalog_url(database_url, Path.cwd()), expect_head=expect_head, repo=repo)
+    result = verify(catalog_url(database_url, Path.cwd(), _announce), expect_head=expect_head, repo=repo)
     click.echo(f"Audit log verified: {_entries(result.entries)}, head {result.head}")
     if expect_head is not None:
         if result.after_anchor:
@@ -543,7 +548,7 @@ def audit_log(database_url: str | None, address: str | None, since: str | None, 
     from .audit import Filters, catalog_url, entries, parse_since, render_json, render_text
 
     filters = Filters(address, parse_since(since) if since is not None else None, author, limit)
-    found = entries(catalog_url(database_url, Path.cwd()), filters)
+    found = entries(catalog_url(database_url, Path.cwd(), _announce), filters)
     click.echo(render_json(found) if output_format == "json" else render_text(found), nl=False)
 
 
@@ -565,7 +570,7 @@ def audit_export(file: Path, database_url: str | None, output_format: str | None
     """
     from .audit import catalog_url, export, export_format
 
-    count = export(catalog_url(database_url, Path.cwd()), file, export_format(file, output_format))
+    count = export(catalog_url(database_url, Path.cwd(), _announce), file, export_format(file, output_format))
     click.echo(f"Exported {_entries(count)} to {file}")
 
 
@@ -618,7 +623,7 @@ def import_command(
 
     for target in targets:
         check_address(target)
-    workspace = open_workspace(path, database_url)
+    workspace = open_workspace(path, database_url, _announce)
     declared, catalog = _import_inputs(workspace)
     result = plan_import(catalog.live, catalog.applied, declared, targets)
     for address, reason in result.skipped:

@@ -112,15 +112,17 @@ class ApplyResult:
                 "objects": self.objects}
 
 
-def open_workspace(tree: Path, database_url: str | None) -> Workspace:
-    """Resolve the tree, its git repository, its source name and the catalog URL."""
+def open_workspace(tree: Path, database_url: str | None,
+                   announce: Callable[[str], None] | None = None) -> Workspace:
+    """Resolve the tree, its git repository, its source name and the catalog URL (``announce``
+    is told when the embedded catalog is being created)."""
     if not tree.exists():
         raise ConfigurationError(f"manifest tree {tree} does not exist")
     if not tree.is_dir():
         raise ConfigurationError(f"manifest tree {tree} is not a directory")
     repo = GitRepository.discover(tree)
     config = load_config(repo.root if repo else git_root(tree))
-    url, embedded = resolve_database(database_url, tree)
+    url, embedded = resolve_database(database_url, tree, announce)
     return Workspace(tree, repo, config.source, url, embedded, config.policy, config.ui_base_url)
 
 
