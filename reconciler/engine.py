@@ -39,11 +39,11 @@ from .catalog.writer import (
     write_records,
     write_storage_targets,
 )
-from .diff import Change, Desired, Finding, Live, diff
+from .diff import Change, Desired, DiffResult, Finding, Live, diff
 from .errors import ConfigurationError, ConflictError, ReconcilerError
 from .manifests.config import load_config
 from .model import folded
-from .app.attribution import attribute
+from .app.attribution import attribute, base_outside_history
 from .git.repository import GitRepository
 from .plan import Author, FileDigest, Plan, from_diff, mask, walk_path
 from .policy import Policy, check
@@ -207,6 +207,13 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
             purged = [a for a, d in state.desired.items() if d.kind == "storage-target" and d.purge]
             stored_on = datasets_stored_on(conn, purged) if purged else {}
         break
+    commit = at_commit or (ws.repo.head() if ws.repo else None)
+    tree = ws.repo.relative(ws.tree) if ws.repo else None
+    outside = base_outside_history(ws.repo, base, commit, ws.source, ws.tree)
+    if outside is not None:  # nothing can be planned against another history's apply
+        return from_diff(DiffResult(findings=(Finding("", "error", outside),)), source=ws.source, commit=commit,
+                         dirty=False, tree=tree, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                         authors={}, secrets={}).narrowed(tuple(targets))
     _check_targets(targets, state.desired, catalog.live)
     declared = Counter(item.location.path for item in state.desired.values())
     read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
@@ -221,8 +228,6 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     findings += identity_findings(result.changes, authors)
     if require_signed:
         findings += signature_findings(ws.repo, result.changes, authors)
-    commit = at_commit or (ws.repo.head() if ws.repo else None)
-    tree = ws.repo.relative(ws.tree) if ws.repo else None
     plan = from_diff(result, source=ws.source, commit=commit, dirty=attribution.dirty, tree=tree,
                      created_at=datetime.now(UTC).isoformat(timespec="seconds"), authors=authors,
                      secrets=state.secrets, extra_findings=tuple(findings), files=read, reused_files=len(skip),
@@ -398,7 +403,7 @@ def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int
     The policy is checked again here, so a saved plan made before a policy change is
     held to the policy in force when it is applied.
     """
-    reasons = [f"{f.address}: {f.message}" for f in plan.errors]
+    reasons = [f"{f.address}: {f.message}" if f.address else f.message for f in plan.errors]
     for denial in check(policy, [(c.address, c.action, plan.author_of(c.address).email) for c in plan.changes]):
         line = f"{denial.address}: {denial.message}"
         if line not in reasons:

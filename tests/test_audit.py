@@ -231,10 +231,10 @@ def test_every_action_is_recorded_with_author_commit_and_applier(
                         "manifest_path, uncommitted")
     assert [r[0] for r in rows] == list(range(1, 9))
     assert [(r[1], r[2], r[4], r[5], r[6]) for r in rows] == [
+        ("create", "storage-target:primary-clickhouse", "alice@example.com", alice, "ci-bot"),
         ("create", "dataset:observatory-readings", "alice@example.com", alice, "ci-bot"),
         ("create", "record:observatory/sensor-0001", "alice@example.com", alice, "ci-bot"),
         ("create", "record:observatory/sensor-0002", "alice@example.com", alice, "ci-bot"),
-        ("create", "storage-target:primary-clickhouse", "alice@example.com", alice, "ci-bot"),
         ("update", "dataset:observatory-readings", "bob@example.com", bob, "release-bot"),
         ("archive", "record:observatory/sensor-0002", "bob@example.com", bob, "release-bot"),
         ("restore", "record:observatory/sensor-0002", "carol@example.com", carol, "release-bot"),

@@ -953,7 +953,7 @@ def _messages(source: str) -> Iterator[tuple[int, ast.AST]]:
     """Every message a module raises, reports as a plan error, or adds to a refusal."""
     tree = ast.parse(source)
     for function in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
-        if function.name in ("_mass_archive", "_holder"):
+        if function.name in ("_mass_archive", "_holder", "base_outside_history", "_shallow_problem"):
             for node in ast.walk(function):
                 if isinstance(node, ast.Return) and node.value is not None:
                     for item in ast.walk(node.value):
