@@ -598,7 +598,8 @@ def audit_export(file: Path, database_url: str | None, output_format: str | None
 @click.option(
     "--force",
     is_flag=True,
-    help="Overwrite files that already exist (never a file in which the tree declares objects).",
+    help=("Replace existing files that declare no object of the tree. Files the tree declares objects in "
+          "are never replaced: new documents are appended to them, or written to a file beside them."),
 )
 def import_command(
     path: Path, database_url: str | None, out_dir: Path | None, targets: tuple[str, ...], force: bool
@@ -611,15 +612,18 @@ def import_command(
     plan shows no change for them and the next apply records them as managed.
     Config values that look like credentials are written as ${env:...} references,
     with a warning naming each variable. Look-alike names the loader would refuse
-    together are skipped. Existing files are never overwritten without --force, and
-    nothing is ever written through a symbolic link or outside DIR.
+    together are skipped. Into a tree that has these files already (an earlier import),
+    the new documents are appended to them, or written beside them when appending could
+    change what a file declares; a file the tree declares objects in is never replaced,
+    and other existing files only with --force. Nothing is ever written through a
+    symbolic link or outside DIR.
     """
     from datetime import UTC, datetime
 
+    from .app.importing import place
     from .engine import check_address, open_workspace
     from .importer import plan_import
     from .manifests import output
-    from .manifests.emit import dump_documents
 
     for target in targets:
         check_address(target)
@@ -638,13 +642,10 @@ def import_command(
     catalog_name = "the embedded catalog (.reconciler/)" if workspace.embedded else workspace.database
     header = (f"Imported by reconciler import from {clean(catalog_name)} on "
               f"{datetime.now(UTC).date().isoformat()}; review before committing.")
-    texts = {file.path: dump_documents(file.documents, header="\n\n".join(filter(None, (header, file.comment()))))
-             for file in result.files}
     boundary = workspace.repo.root if workspace.repo is not None else path
-    checked = output.check(directory, texts, boundary=boundary)
-    _check_overwrites(checked, declared, force)
-    for file in output.write(checked, replace=force):
-        click.echo(f"wrote {clean(file)}")
+    placement = place(result.files, directory, header, declared, tree=path, boundary=boundary, force=force)
+    for line in placement.lines(output.write(placement.checked, replace=False)):
+        click.echo(line)
     for secret in result.secrets:
         click.echo(f"warning: {clean(secret.address)}: {clean(secret.path)} is written as "
                    f"${{env:{secret.variable}}}; set {secret.variable} to its value before plan or apply", err=True)
@@ -660,26 +661,6 @@ def _import_inputs(workspace: Any) -> tuple[Any, Any]:
 
     declared = desired_state(workspace.tree, environ=os.environ, resolve_env=False).desired
     return declared, read_catalog(workspace.database_url, embedded=workspace.embedded)
-
-
-def _check_overwrites(checked: Any, declared: Any, force: bool) -> None:
-    """Refuse existing files unless --force; refuse even then a file the tree declares objects in,
-    since replacing it would drop those objects from the tree (and archive them on the next apply)."""
-    from collections import Counter
-
-    from .errors import ConfigurationError
-
-    existing = checked.existing
-    if existing and not force:
-        raise ConfigurationError("refusing to overwrite existing files (pass --force to overwrite them): "
-                                 + ", ".join(clean(target.shown) for target in existing))
-    holding = Counter(Path(item.location.path).resolve() for item in declared.values())
-    counts = {target: holding[checked.real(target)] for target in existing}
-    in_tree = [f"{clean(target.shown)} ({count} declared objects)" for target, count in counts.items() if count]
-    if in_tree:
-        raise ConfigurationError("refusing to overwrite files in which the tree declares objects, even with "
-                                 "--force (the objects would be dropped from the tree): " + ", ".join(in_tree)
-                                 + "; import into another --out directory")
 
 
 def main() -> None:

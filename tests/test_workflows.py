@@ -931,7 +931,7 @@ DOCUMENTED_MODULES = (
     "reconciler/git/command.py", "reconciler/git/repository.py", "reconciler/git/objects.py",
     "reconciler/app/attribution.py", "reconciler/manifests/config.py", "reconciler/catalog/writer.py",
     "reconciler/catalog/migrations.py", "reconciler/catalog/connection.py", "reconciler/catalog/embedded.py",
-    "reconciler/importer.py", "reconciler/manifests/output.py",
+    "reconciler/importer.py", "reconciler/manifests/output.py", "reconciler/app/importing.py",
 )
 _ERROR_CALLS = {"ReconcilerError", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "MigrationError",
                 "ConflictError", "Refusal", "LockTimeout", "UsageError", "AuditVerificationError"}
