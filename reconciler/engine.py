@@ -278,7 +278,8 @@ def _desired_at(ws: Workspace, commit: str, environ: Mapping[str, str], resolve_
     listed = ws.repo.tree_files(commit, pathspec, manifest_filter(pathspec, SUFFIXES))
     with ws.repo.blobs() as reader:
         contents = [(path, reader.read(blob) or b"") for path, blob in sorted(listed.items())]
-    return desired_from(load_versions(pathspec, contents), environ=environ, resolve_env=resolve_secrets)
+    tree = load_versions(pathspec, contents, check_env=environ if resolve_secrets else None)
+    return desired_from(tree, environ=environ, resolve_env=resolve_secrets)
 
 
 def _check_targets(targets: Sequence[str], desired: Mapping[str, Any], live: Mapping[str, Any]) -> None:

@@ -169,3 +169,21 @@ def test_completion_completes_commands_and_options(tmp_path: Path) -> None:
     assert options.stdout.split() == ["plain,--allow-purge"]
     run_git(tmp_path, "init", "-q")  # completion never starts a catalog, in a repository or not
     assert not (tmp_path / ".reconciler").exists()
+
+
+def test_the_usage_errors_docs_operators_shows_are_printed_exactly_so(tmp_path: Path, db_url: str) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operators.md").read_text(encoding="utf-8")
+    blocks = {block.rstrip("\n").rsplit("\n", 1)[-1]: block for block in
+              (b for b in doc.split("```") if b.startswith("\nUsage: reconciler "))}
+    saved = tmp_path / "plan.json"
+    saved.write_text("{}", encoding="utf-8")
+    runs = {
+        "--target cannot be combined with --plan": ("apply", "--plan", str(saved), "--target", "dataset:x"),
+        "--database-url is given before and after": ("--database-url", db_url, "plan", "--database-url",
+                                                     db_url + " application_name=other"),
+    }
+    assert len(blocks) == len(runs)
+    for fragment, args in runs.items():
+        (last,) = [line for line in blocks if fragment in line]
+        code, _, err = _run(*args)
+        assert code == 1 and err == blocks[last].lstrip("\n"), err
