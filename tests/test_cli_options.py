@@ -161,13 +161,16 @@ def test_the_completion_script_the_readme_names_is_produced(tmp_path: Path, shel
 
 
 def test_completion_completes_commands_and_options(tmp_path: Path) -> None:
+    run_git(tmp_path, "init", "-q")  # in a repository, where a catalog could be started: none is
     commands = _reconciler({"_RECONCILER_COMPLETE": "bash_complete", "COMP_WORDS": "reconciler pl",
                             "COMP_CWORD": "1"}, tmp_path)
     assert commands.returncode == 0 and commands.stdout.split() == ["plain,plan"]
     options = _reconciler({"_RECONCILER_COMPLETE": "bash_complete", "COMP_WORDS": "reconciler apply --allow-p",
                            "COMP_CWORD": "2"}, tmp_path)
     assert options.stdout.split() == ["plain,--allow-purge"]
-    run_git(tmp_path, "init", "-q")  # completion never starts a catalog, in a repository or not
+    values = _reconciler({"_RECONCILER_COMPLETE": "bash_complete", "COMP_WORDS": "reconciler plan --format m",
+                          "COMP_CWORD": "3"}, tmp_path)
+    assert values.stdout.split() == ["plain,markdown"]
     assert not (tmp_path / ".reconciler").exists()
 
 
