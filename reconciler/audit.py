@@ -36,7 +36,7 @@ them against each other (reconciler/app/verification.py).
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
@@ -463,12 +463,13 @@ def runs(url: str, *, limit: int | None = None, source: str | None = None) -> Ge
 # --- the catalog ------------------------------------------------------------------------------
 
 
-def catalog_url(database_url: str | None, anchor: Path) -> str:
-    """The catalog the audit commands read, the embedded one started and migrated when chosen."""
+def catalog_url(database_url: str | None, anchor: Path, announce: Callable[[str], None] | None = None) -> str:
+    """The catalog the audit commands read, the embedded one started and migrated when chosen
+    (``announce`` is told when it is being created)."""
     from .catalog.connection import resolve_database
     from .catalog.migrations import migrate
 
-    url, embedded = resolve_database(database_url, anchor)
+    url, embedded = resolve_database(database_url, anchor, announce)
     if embedded:
         migrate(url)
     return url

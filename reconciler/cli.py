@@ -20,9 +20,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class AppContext:
-    """Options shared by every command."""
+    """Options shared by every command, given before the command's name or after it."""
 
     debug: bool = False
+    verbose: bool = False
+    database_url: str | None = None  # --database-url before the command's name
 
 
 class _UserFacingError(click.ClickException):
@@ -94,36 +96,64 @@ def _debug(ctx: click.Context) -> bool:
     return bool(obj and obj.debug)
 
 
+_DATABASE_HELP = ("PostgreSQL URL of the catalog (else env RECONCILER_DATABASE_URL). With neither, an embedded "
+                  "server is started with its data under .reconciler/ at the root of the git repository.")
+_DEBUG_HELP = "Show the full traceback when a command fails (env RECONCILER_DEBUG)."
+_VERBOSE_HELP = "Say more on stderr: which manifest files a plan did not need to read again."
+
+
+def _shared(ctx: click.Context) -> AppContext:
+    found = ctx.find_object(AppContext)
+    if found is None:  # a command invoked on its own, outside the group
+        found = ctx.ensure_object(AppContext)
+    return found
+
+
+def _set_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and param.name is not None:
+        setattr(_shared(ctx), param.name, True)
+
+
+def _database_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The URL given after the command's name, else the one given before it (else None: the
+    environment's, or the embedded server). Two different URLs are refused, without quoting
+    either: the catalog an apply writes to is never a guess."""
+    before = _shared(ctx).database_url
+    if value is not None and before is not None and value != before:
+        raise click.UsageError("--database-url is given before and after the command's name with different "
+                               "values; give it once", ctx)
+    return value if value is not None else before
+
+
 def database_option(func: F) -> F:
-    """The ``--database-url`` option every catalog command takes."""
-    return click.option(
-        "--database-url",
-        envvar="RECONCILER_DATABASE_URL",
-        metavar="URL",
-        help=(
-            "PostgreSQL URL of the catalog (env RECONCILER_DATABASE_URL). With neither, "
-            "an embedded server is started with its data under .reconciler/ at the root "
-            "of the git repository."
-        ),
-    )(func)
+    """The ``--database-url`` option every catalog command takes (also accepted before the
+    command's name)."""
+    return click.option("--database-url", metavar="URL", callback=_database_url, help=_DATABASE_HELP)(func)
+
+
+def shared_options(func: F) -> F:
+    """``--debug`` and ``--verbose`` after the command's name, as before it."""
+    func = click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_set_flag,
+                        help=_VERBOSE_HELP)(func)
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_set_flag, help=_DEBUG_HELP)(func)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reconciler")
-@click.option(
-    "--debug",
-    is_flag=True,
-    envvar="RECONCILER_DEBUG",
-    help="Show the full traceback when a command fails.",
-)
+@click.option("--debug", is_flag=True, envvar="RECONCILER_DEBUG", help=_DEBUG_HELP)
+@click.option("--verbose", "-v", is_flag=True, help=_VERBOSE_HELP)
+@click.option("--database-url", metavar="URL", help=_DATABASE_HELP)
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, verbose: bool, database_url: str | None) -> None:
     """Run a data platform's catalog from YAML manifests kept in git.
 
     Compare the manifests with the live PostgreSQL catalog, show the plan,
     and apply it with an audit entry for every change.
+
+    --debug, --verbose and --database-url may be given before the command's
+    name or after it.
     """
-    ctx.obj = AppContext(debug=debug)
+    ctx.obj = AppContext(debug=debug, verbose=verbose, database_url=database_url)
 
 
 # --- migrate -------------------------------------------------------------------------------
@@ -131,6 +161,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @database_option
+@shared_options
 @click.option(
     "--sql",
     "print_sql",
@@ -148,7 +179,7 @@ def migrate(database_url: str | None, print_sql: bool) -> None:
     from .catalog.migrations import migrate as run_migrations
     from .catalog.migrations import pending_sql
 
-    url = resolve_database_url(database_url, Path.cwd())
+    url = resolve_database_url(database_url, Path.cwd(), _announce)
     if print_sql:
         click.echo(pending_sql(url), nl=False)
         return
@@ -166,6 +197,7 @@ def migrate(database_url: str | None, print_sql: bool) -> None:
 @click.argument(
     "path", required=False, default="manifests", type=click.Path(path_type=Path), metavar="[PATH]"
 )
+@shared_options
 def validate(path: Path) -> None:
     """Check the manifest tree at PATH offline (default: manifests).
 
@@ -227,6 +259,11 @@ def _progress(message: str) -> None:
     click.echo(f"... {message}", err=True)
 
 
+def _announce(message: str) -> None:
+    """A line on stderr before something slow that would otherwise pass in silence."""
+    click.echo(message, err=True)
+
+
 class _RecordBar:
     """A progress bar on stderr for staging many records; only on a terminal, only when long."""
 
@@ -252,6 +289,7 @@ class _RecordBar:
 @cli.command()
 @TREE_ARGUMENT
 @database_option
+@shared_options
 @click.option(
     "--format",
     "output_format",
@@ -291,7 +329,7 @@ def plan(
     from .engine import make_plan, open_workspace
     from .render import render_json, render_markdown, render_text
 
-    workspace = open_workspace(path, database_url)
+    workspace = open_workspace(path, database_url, _announce)
     result = make_plan(workspace, targets=targets, require_signed=require_signed_commits)
     _note_reused(result)
     if out is not None:
@@ -309,8 +347,8 @@ def plan(
 
 
 def _note_reused(plan: Any) -> None:
-    """Say on stderr how many files the plan did not need to read again."""
-    if plan.reused_files:
+    """With --verbose, say on stderr how many files the plan did not need to read again."""
+    if plan.reused_files and _shared(click.get_current_context()).verbose:
         click.echo(f"{plan.reused_files:,} of {len(plan.files):,} manifest files are "
                    "unchanged since the last apply and every object in them is as applied: not read again",
                    err=True)
@@ -328,6 +366,7 @@ def _write_file(path: Path, text: str) -> None:
 @cli.command()
 @TREE_ARGUMENT
 @database_option
+@shared_options
 @click.option(
     "--plan",
     "plan_file",
@@ -397,7 +436,7 @@ def apply(
 
     if plan_file is not None and targets:
         raise click.UsageError("--target cannot be combined with --plan (a saved plan is applied exactly)")
-    workspace = open_workspace(path, database_url)
+    workspace = open_workspace(path, database_url, _announce)
     if plan_file is not None:
         # The saved plan was the review: it is derived again from git and the catalog, applied
         # only if it is the same, and without a prompt (as terraform apply PLANFILE does).
@@ -485,6 +524,7 @@ def _repository(path: Path, option: str) -> Any:
 
 @audit_group.command("verify")
 @database_option
+@shared_options
 @click.option(
     "--expect-head",
     metavar="HASH",
@@ -554,7 +594,7 @@ def audit_verify(database_url: str | None, expect_head: str | None, anchor_files
                                      "(refs/notes/reconciler-audit); fetch them, or take one with `audit anchor --git`")
         given += found
     key = audit_key(os.environ)
-    result = verify(catalog_url(database_url, Path.cwd()), expect_head=expect_head, repo=repo, key=key,
+    result = verify(catalog_url(database_url, Path.cwd(), _announce), expect_head=expect_head, repo=repo, key=key,
                     anchors=given, replay_git=replay)
     for line in _verified_lines(result, expect_head is not None, repo, key is not None):
         click.echo(line)
@@ -607,6 +647,7 @@ def _verified_lines(result: Any, expected: bool, repo: Any, keyed: bool) -> list
 
 @audit_group.command("log")
 @database_option
+@shared_options
 @click.option("--address", metavar="ADDRESS", help="Only this object (e.g. dataset:observatory-readings).")
 @click.option("--since", metavar="WHEN", help="Only entries recorded at or after this ISO date or time (UTC unless it says).")
 @click.option("--until", metavar="WHEN", help="Only entries recorded before this ISO date or time.")
@@ -641,7 +682,7 @@ def audit_log(database_url: str | None, address: str | None, since: str | None, 
     filters = Filters(address, moment(since, "--since"), author, limit, moment(until, "--until"), applier, run_id,
                       reason, moment(committed_since, "--committed-since"),
                       moment(committed_until, "--committed-until"))
-    found = entries(catalog_url(database_url, Path.cwd()), filters)
+    found = entries(catalog_url(database_url, Path.cwd(), _announce), filters)
     click.echo(render_json(found) if output_format == "json" else render_text(found), nl=False)
 
 
@@ -663,7 +704,7 @@ def audit_runs(database_url: str | None, source: str | None, output_format: str,
     from .audit import catalog_url, runs
     from .runs import render_json, render_text
 
-    found = runs(catalog_url(database_url, Path.cwd()), limit=limit, source=source)
+    found = runs(catalog_url(database_url, Path.cwd(), _announce), limit=limit, source=source)
     click.echo(render_json(found) if output_format == "json" else render_text(found), nl=False)
 
 
@@ -690,7 +731,7 @@ def audit_anchor(database_url: str | None, file: Path | None, git_path: Path | N
         raise ConfigurationError("say where to keep the anchor: --file FILE, --git PATH, or both")
     if commit is not None and git_path is None:
         raise click.UsageError("--commit needs --git PATH")
-    url = catalog_url(database_url, Path.cwd())
+    url = catalog_url(database_url, Path.cwd(), _announce)
     anchor = anchoring.take(url)
     click.echo(f"Anchor: entry {anchor.entries} (head {anchor.head}), run {anchor.runs} (head {anchor.runs_head})")
     if file is not None:
@@ -710,6 +751,7 @@ def audit_anchor(database_url: str | None, file: Path | None, git_path: Path | N
 @audit_group.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @database_option
+@shared_options
 @click.option(
     "--format",
     "output_format",
@@ -726,7 +768,7 @@ def audit_export(file: Path, database_url: str | None, output_format: str | None
     """
     from .audit import catalog_url, export, export_format
 
-    url = catalog_url(database_url, Path.cwd())
+    url = catalog_url(database_url, Path.cwd(), _announce)
     count = export(url, file, export_format(file, output_format))
     click.echo(f"Exported {_entries(count)} to {file}")
     if runs_file is not None:
@@ -740,6 +782,7 @@ def audit_export(file: Path, database_url: str | None, output_format: str | None
 @cli.command("import")
 @TREE_ARGUMENT
 @database_option
+@shared_options
 @click.option(
     "--out",
     "out_dir",
@@ -757,7 +800,8 @@ def audit_export(file: Path, database_url: str | None, output_format: str | None
 @click.option(
     "--force",
     is_flag=True,
-    help="Overwrite files that already exist (never a file in which the tree declares objects).",
+    help=("Replace existing files that declare no object of the tree. Files the tree declares objects in "
+          "are never replaced: new documents are appended to them, or written to a file beside them."),
 )
 def import_command(
     path: Path, database_url: str | None, out_dir: Path | None, targets: tuple[str, ...], force: bool
@@ -770,19 +814,22 @@ def import_command(
     plan shows no change for them and the next apply records them as managed.
     Config values that look like credentials are written as ${env:...} references,
     with a warning naming each variable. Look-alike names the loader would refuse
-    together are skipped. Existing files are never overwritten without --force, and
-    nothing is ever written through a symbolic link or outside DIR.
+    together are skipped. Into a tree that has these files already (an earlier import),
+    the new documents are appended to them, or written beside them when appending could
+    change what a file declares; a file the tree declares objects in is never replaced,
+    and other existing files only with --force. Nothing is ever written through a
+    symbolic link or outside DIR.
     """
     from datetime import UTC, datetime
 
+    from .app.importing import place
     from .engine import check_address, open_workspace
     from .importer import plan_import
     from .manifests import output
-    from .manifests.emit import dump_documents
 
     for target in targets:
         check_address(target)
-    workspace = open_workspace(path, database_url)
+    workspace = open_workspace(path, database_url, _announce)
     declared, catalog = _import_inputs(workspace)
     result = plan_import(catalog.live, catalog.applied, declared, targets)
     for address, reason in result.skipped:
@@ -797,13 +844,10 @@ def import_command(
     catalog_name = "the embedded catalog (.reconciler/)" if workspace.embedded else workspace.database
     header = (f"Imported by reconciler import from {clean(catalog_name)} on "
               f"{datetime.now(UTC).date().isoformat()}; review before committing.")
-    texts = {file.path: dump_documents(file.documents, header="\n\n".join(filter(None, (header, file.comment()))))
-             for file in result.files}
     boundary = workspace.repo.root if workspace.repo is not None else path
-    checked = output.check(directory, texts, boundary=boundary)
-    _check_overwrites(checked, declared, force)
-    for file in output.write(checked, replace=force):
-        click.echo(f"wrote {clean(file)}")
+    placement = place(result.files, directory, header, declared, tree=path, boundary=boundary, force=force)
+    for line in placement.lines(output.write(placement.checked, replace=False)):
+        click.echo(line)
     for secret in result.secrets:
         click.echo(f"warning: {clean(secret.address)}: {clean(secret.path)} is written as "
                    f"${{env:{secret.variable}}}; set {secret.variable} to its value before plan or apply", err=True)
@@ -819,26 +863,6 @@ def _import_inputs(workspace: Any) -> tuple[Any, Any]:
 
     declared = desired_state(workspace.tree, environ=os.environ, resolve_env=False).desired
     return declared, read_catalog(workspace.database_url, embedded=workspace.embedded)
-
-
-def _check_overwrites(checked: Any, declared: Any, force: bool) -> None:
-    """Refuse existing files unless --force; refuse even then a file the tree declares objects in,
-    since replacing it would drop those objects from the tree (and archive them on the next apply)."""
-    from collections import Counter
-
-    from .errors import ConfigurationError
-
-    existing = checked.existing
-    if existing and not force:
-        raise ConfigurationError("refusing to overwrite existing files (pass --force to overwrite them): "
-                                 + ", ".join(clean(target.shown) for target in existing))
-    holding = Counter(Path(item.location.path).resolve() for item in declared.values())
-    counts = {target: holding[checked.real(target)] for target in existing}
-    in_tree = [f"{clean(target.shown)} ({count} declared objects)" for target, count in counts.items() if count]
-    if in_tree:
-        raise ConfigurationError("refusing to overwrite files in which the tree declares objects, even with "
-                                 "--force (the objects would be dropped from the tree): " + ", ".join(in_tree)
-                                 + "; import into another --out directory")
 
 
 def main() -> None:

@@ -43,15 +43,18 @@ def desired_state(root: Path, *, environ: Mapping[str, str], resolve_env: bool =
                   skip: Collection[str] = ()) -> DesiredState:
     """Load the tree and turn it into Desired values, resolving ``${env:...}`` when asked.
 
-    An unset variable is reported like any other manifest problem, at the storage
-    target's location, naming the variable. Files in ``skip`` (as the loader shows
-    them) are not read.
+    An unset variable is reported like any other manifest problem, at the value that
+    names it. Files in ``skip`` (as the loader shows them) are not read.
     """
-    return desired_from(load_tree(root, skip=skip), environ=environ, resolve_env=resolve_env)
+    tree = load_tree(root, skip=skip, environ=environ, check_env=resolve_env)
+    return desired_from(tree, environ=environ, resolve_env=resolve_env)
 
 
 def desired_from(tree: ManifestTree, *, environ: Mapping[str, str], resolve_env: bool = True) -> DesiredState:
-    """``desired_state`` of a tree already loaded (from the working tree, or from a commit)."""
+    """``desired_state`` of a tree already loaded (from the working tree, or from a commit).
+
+    A tree loaded without ``check_env`` has had its variables checked by nobody: an unset
+    one is then reported here, at its storage target's first line."""
     desired: dict[str, Desired] = {}
     secrets: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []

@@ -14,6 +14,7 @@ from .service_rules import normalize_tags as normalize_tags  # the metastore's r
 
 # Kinds and actions as the plan JSON names them (SPEC section 4).
 KINDS = ("storage-target", "dataset", "record")
+_KIND_RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 ACTIONS = ("create", "update", "archive", "restore", "purge")
 # Why a change is made: a commit asked for it; it reverts a change made outside git; a value
 # resolved from ${env:...} changed; or an object the catalog already had is taken over.
@@ -182,7 +183,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class DiffResult:
-    """Everything the diff found, in address order."""
+    """Everything the diff found, by kind (storage targets, datasets, records), then address."""
 
     changes: tuple[Change, ...] = ()
     bookkeeping: tuple[Bookkeeping, ...] = ()
@@ -421,12 +422,13 @@ def _out_of_band(kind: str, live: Live | None, applied: Applied, fields: tuple[s
 
 def drift_message(outside: OutOfBand, *, declared: bool = True) -> str:
     """The plan's drift finding for a change made outside git: what, who, when, and what apply does."""
-    who = outside.by or "someone outside git"
+    who = f" by {outside.by}" if outside.by else ""
     when = f" at {outside.at}" if outside.at else ""
     source = f" ({outside.evidence})" if outside.evidence else ""
+    unknown = "" if outside.by else " (the catalog does not record by whom)"
     if outside.after is None:
-        return f"deleted outside git by {who}{when}{source}; apply creates it again"
-    what = f"{', '.join(outside.fields)} changed outside git by {who}{when}{source}"
+        return f"deleted outside git{who}{when}{source}{unknown}; apply creates it again"
+    what = f"{', '.join(outside.fields)} changed outside git{who}{when}{source}{unknown}"
     if not declared:
         return f"{what}; no manifest declares it any more, so apply archives it as it is"
     if not outside.adopted:
@@ -744,6 +746,12 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def kind_order(address: str) -> tuple[int, str]:
+    """Sort key of an address: storage targets, then datasets, then records (the order a plan
+    lists them in every rendering, and apply writes them in), each by address."""
+    return _KIND_RANK.get(address.partition(":")[0], len(KINDS)), address
+
+
 def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
          *, source: str, stored_on: Mapping[str, Collection[str]] | None = None) -> DiffResult:
     """Compare the tree with the catalog for one source; no I/O, values in, values out.
@@ -763,7 +771,7 @@ def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapp
 
 def _diff_all(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
               source: str, out: _Collector) -> None:
-    for address in sorted(set(desired) | set(live) | set(applied)):
+    for address in sorted(set(desired) | set(live) | set(applied), key=kind_order):
         want, have, done = desired.get(address), live.get(address), applied.get(address)
         if done is not None and done.source != source:
             if want is not None:

@@ -43,11 +43,11 @@ from .catalog.writer import (
     write_records,
     write_storage_targets,
 )
-from .diff import Change, DiffResult, Desired, Finding, Live, diff, drift_message
+from .diff import Change, Desired, DiffResult, Finding, Live, diff, drift_message
 from .errors import ConfigurationError, ConflictError, ReconcilerError
 from .manifests.config import load_config
 from .model import folded
-from .app.attribution import attribute
+from .app.attribution import attribute, base_outside_history
 from .git.repository import GitRepository
 from .git.review import Review, reviews
 from .plan import FORMAT_VERSION, Author, FileDigest, Plan, from_diff, mask, walk_path
@@ -117,15 +117,17 @@ class ApplyResult:
                 "objects": self.objects}
 
 
-def open_workspace(tree: Path, database_url: str | None) -> Workspace:
-    """Resolve the tree, its git repository, its source name and the catalog URL."""
+def open_workspace(tree: Path, database_url: str | None,
+                   announce: Callable[[str], None] | None = None) -> Workspace:
+    """Resolve the tree, its git repository, its source name and the catalog URL (``announce``
+    is told when the embedded catalog is being created)."""
     if not tree.exists():
         raise ConfigurationError(f"manifest tree {tree} does not exist")
     if not tree.is_dir():
         raise ConfigurationError(f"manifest tree {tree} is not a directory")
     repo = GitRepository.discover(tree)
     config = load_config(repo.root if repo else git_root(tree))
-    url, embedded = resolve_database(database_url, tree)
+    url, embedded = resolve_database(database_url, tree, announce)
     return Workspace(tree, repo, config.source, url, embedded, config.policy, config.ui_base_url)
 
 
@@ -221,6 +223,13 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
             if result.outside:
                 result = _observed(conn, result, state.desired)
         break
+    commit = at_commit or (ws.repo.head() if ws.repo else None)
+    tree = ws.repo.relative(ws.tree) if ws.repo else None
+    outside = base_outside_history(ws.repo, base, commit, ws.source, ws.tree)
+    if outside is not None:  # nothing can be planned against another history's apply
+        return from_diff(DiffResult(findings=(Finding("", "error", outside),)), source=ws.source, commit=commit,
+                         dirty=False, tree=tree, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                         authors={}, secrets={}).narrowed(tuple(targets))
     _check_targets(targets, state.desired, catalog.live)
     declared = Counter(item.location.path for item in state.desired.values())
     read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
@@ -238,8 +247,6 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     findings += identity_findings(result.changes, authors)
     if require_signed:
         findings += signature_findings(ws.repo, result.changes, authors)
-    commit = at_commit or (ws.repo.head() if ws.repo else None)
-    tree = ws.repo.relative(ws.tree) if ws.repo else None
     plan = from_diff(result, source=ws.source, commit=commit, dirty=attribution.dirty, tree=tree,
                      created_at=datetime.now(UTC).isoformat(timespec="seconds"), authors=authors,
                      secrets=state.secrets, extra_findings=tuple(findings), files=read, reused_files=len(skip),
@@ -314,7 +321,8 @@ def _desired_at(ws: Workspace, commit: str, environ: Mapping[str, str], resolve_
     listed = ws.repo.tree_files(commit, pathspec, manifest_filter(pathspec, SUFFIXES))
     with ws.repo.blobs() as reader:
         contents = [(path, reader.read(blob) or b"") for path, blob in sorted(listed.items())]
-    return desired_from(load_versions(pathspec, contents), environ=environ, resolve_env=resolve_secrets)
+    tree = load_versions(pathspec, contents, check_env=environ if resolve_secrets else None)
+    return desired_from(tree, environ=environ, resolve_env=resolve_secrets)
 
 
 def _check_targets(targets: Sequence[str], desired: Mapping[str, Any], live: Mapping[str, Any]) -> None:
@@ -439,7 +447,7 @@ def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int
     The policy is checked again here, so a saved plan made before a policy change is
     held to the policy in force when it is applied.
     """
-    reasons = [f"{f.address}: {f.message}" for f in plan.errors]
+    reasons = [f"{f.address}: {f.message}" if f.address else f.message for f in plan.errors]
     for denial in check(policy, [(c.address, c.action, plan.author_of(c.address).email) for c in plan.changes]):
         line = f"{denial.address}: {denial.message}"
         if line not in reasons:

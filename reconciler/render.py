@@ -145,11 +145,24 @@ def _changed_rows(change: Mapping[str, Any]) -> list[_Row]:
     return rows
 
 
+# Values a new object takes unless its manifest says otherwise: on a create they say nothing
+# (every new record is not deleted, every new dataset active), so they are not shown.
+_SAYS_NOTHING_ON_CREATE: Final[Mapping[str, Mapping[str, Any]]] = {
+    "record": {"deleted": False}, "dataset": {"status": "active"}}
+
+
+def _says_something(quiet: Mapping[str, Any], name: str, value: Any) -> bool:
+    if value is None or value == "" or value == {} or value == []:
+        return False
+    return not (name in quiet and type(value) is type(quiet[name]) and value == quiet[name])
+
+
 def _created_rows(change: Mapping[str, Any]) -> list[_Row]:
-    """A new object's non-empty fields, one row each."""
+    """A new object's fields that say something, one row each: not empty, not the default."""
     after = change.get("after") or {}
+    quiet = _SAYS_NOTHING_ON_CREATE.get(str(change.get("kind")), {})
     return [_Row(clean(name), None, _value(value)) for name, value in after.items()
-            if value is not None and value != "" and value != {} and value != []]
+            if _says_something(quiet, name, value)]
 
 
 def _no_rows(change: Mapping[str, Any]) -> list[_Row]:
@@ -215,8 +228,7 @@ def _plural(count: int, one: str, many: str) -> str:
 
 def _unmanaged_sentence(count: int) -> str:
     verb = "is" if count == 1 else "are"
-    return (f"{_plural(count, 'unmanaged object', 'unmanaged objects')} in the catalog {verb} left "
-            "alone (see --format json for the list)")
+    return f"{_plural(count, 'unmanaged object', 'unmanaged objects')} in the catalog {verb} left alone"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +264,8 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
         lines += ["", _unmanaged_sentence(len(data["unmanaged"])) + ":"]
         lines += [f"    {clean(a)}" for a in data["unmanaged"][:UNMANAGED_SHOWN]]
         if len(data["unmanaged"]) > UNMANAGED_SHOWN:
-            lines.append(f"    … and {len(data['unmanaged']) - UNMANAGED_SHOWN:,} more")
+            lines.append(f"    … and {len(data['unmanaged']) - UNMANAGED_SHOWN:,} more "
+                         "(--format json lists them all)")
     planned = {c["address"] for c in changes}
     orphans = [f for f in _by_severity(data, "drift") if f["address"] not in planned]
     for title, found, ansi in (("Drift:", orphans, _YELLOW), ("Notes:", _by_severity(data, "note"), ""),
@@ -512,7 +525,9 @@ def _md_groups(data: Mapping[str, Any], base: str | None = None) -> list[_Group]
         _Group(5, f"### Notes ({len(notes):,})", [_md_finding(f, "") for f in notes], "findings",
                fold_label=f"{len(notes):,} notes"),
         _Group(6, f"### Unmanaged ({len(unmanaged):,})", [f"- {_code(a)}" for a in unmanaged[:UNMANAGED_SHOWN]],
-               intro=_md(_unmanaged_sentence(len(unmanaged))) + ".", total=len(unmanaged)),
+               intro=_md(_unmanaged_sentence(len(unmanaged))) + "." + (
+                   " The JSON plan lists them all." if len(unmanaged) > UNMANAGED_SHOWN else ""),
+               total=len(unmanaged)),
         _Group(7, f"### Adopted without changes ({len(adopted):,})",
                [f"- {_code(a)}" for a in adopted[:UNMANAGED_SHOWN]],
                intro="Already match their manifests; the reconciler starts managing them.", total=len(adopted)),

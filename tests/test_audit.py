@@ -231,10 +231,10 @@ def test_every_action_is_recorded_with_author_commit_and_applier(
                         "manifest_path, uncommitted")
     assert [r[0] for r in rows] == list(range(1, 9))
     assert [(r[1], r[2], r[4], r[5], r[6]) for r in rows] == [
+        ("create", "storage-target:primary-clickhouse", "alice@example.com", alice, "ci-bot"),
         ("create", "dataset:observatory-readings", "alice@example.com", alice, "ci-bot"),
         ("create", "record:observatory/sensor-0001", "alice@example.com", alice, "ci-bot"),
         ("create", "record:observatory/sensor-0002", "alice@example.com", alice, "ci-bot"),
-        ("create", "storage-target:primary-clickhouse", "alice@example.com", alice, "ci-bot"),
         ("update", "dataset:observatory-readings", "bob@example.com", bob, "release-bot"),
         ("archive", "record:observatory/sensor-0002", "bob@example.com", bob, "release-bot"),
         ("restore", "record:observatory/sensor-0002", "carol@example.com", carol, "release-bot"),
@@ -565,7 +565,12 @@ def test_parquet_export_has_typed_columns(db_url: str, db: psycopg.Connection[An
     assert len(queries) >= 7
     for query in queries:
         inner = query.strip().rstrip(";").replace("'audit.parquet'", f"'{out}'").replace("'runs.parquet'", f"'{runs}'")
-        duckdb.sql(f"SELECT count(*) FROM ({inner})").fetchall()  # timestamps stay in DuckDB (no pytz)
+        duckdb.sql(f"SELECT count(*) FROM ({inner})").fetchall()
+    # As docs/auditing.md says: fetched into Python, the times are timezone-aware datetimes,
+    # converted by DuckDB itself (this environment has no pytz).
+    fetched = duckdb.sql(f"SELECT recorded_at FROM '{out}' ORDER BY seq").fetchall()
+    assert all(isinstance(value, datetime) and value.utcoffset() is not None for (value,) in fetched)
+    assert [value for (value,) in fetched] == [row[0] for row in log_rows(db, "recorded_at")]
 
 
 def test_csv_export(db_url: str, db: psycopg.Connection[Any], tmp_path: Path) -> None:

@@ -153,7 +153,8 @@ def test_a_field_left_to_its_default_counts_and_a_deleted_object_is_observed() -
     assert archived.outside["record:obs/s1"].before == {"deleted": False}
     gone = diff({desired.address: desired}, {}, {"record:obs/s1": applied}, source="default")
     assert gone.changes[0].action == "create" and gone.outside["record:obs/s1"].after is None
-    assert gone.findings[0].message == "deleted outside git by someone outside git; apply creates it again"
+    assert gone.findings[0].message == ("deleted outside git (the catalog does not record by whom); "
+                                        "apply creates it again")
 
 
 def test_a_retention_edit_is_dated_by_the_policy_not_the_dataset(
@@ -170,9 +171,9 @@ def test_a_retention_edit_is_dated_by_the_policy_not_the_dataset(
     updated = db.execute("SELECT to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
                          "FROM timestore.datasets").fetchone()
     assert updated is not None and updated[0] != change["outside"]["at"]
-    assert ("retention changed outside git by someone outside git at 2026-03-05T12:34:56.789Z "
-            "(timestore.dataset_retention_policies updated_at); apply reverts it") in invoke(git_repo, db_url,
-                                                                                             "plan").output
+    assert ("retention changed outside git at 2026-03-05T12:34:56.789Z "
+            "(timestore.dataset_retention_policies updated_at) (the catalog does not record by whom); "
+            "apply reverts it") in invoke(git_repo, db_url, "plan").output
 
 
 # --- the keyed chain -------------------------------------------------------------------------------------------

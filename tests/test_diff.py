@@ -229,9 +229,21 @@ def test_datasets_purged_or_moved_away_in_the_same_plan_do_not_hold_a_storage_ta
             purged: live(purged, "dataset", storageTarget="cold"),
             "storage-target:hot": live("storage-target:hot", "storage-target")}
     result = diff(want, have, {}, source="default", stored_on={ST: [purged]})
-    assert [(c.address, c.action) for c in result.changes] == [(moved, "update"), (purged, "purge"),
-                                                               (ST, "purge")]
+    # Storage targets first, then datasets, then records: the one order of every rendering.
+    assert [(c.address, c.action) for c in result.changes] == [(ST, "purge"), (moved, "update"),
+                                                               (purged, "purge")]
     assert [f for f in result.findings if f.severity == "error"] == []
+
+
+def test_changes_bookkeeping_and_unmanaged_come_by_kind_then_address() -> None:
+    names = ["record:a/k", "dataset:zz", "storage-target:aa", "dataset:aa", "storage-target:zz", "record:0/k"]
+    want = {a: desired(a, a.partition(":")[0], name="N") for a in names}
+    others = ("record:x/y", "dataset:x", "storage-target:x")
+    have = {a: live(a, a.partition(":")[0]) for a in others}
+    result = diff(want, have, {}, source="default")
+    assert [c.address for c in result.changes] == ["storage-target:aa", "storage-target:zz", "dataset:aa",
+                                                   "dataset:zz", "record:0/k", "record:a/k"]
+    assert list(result.unmanaged) == ["storage-target:x", "dataset:x", "record:x/y"]
 
 
 def test_a_purge_masks_config_values_the_last_apply_wrote_from_the_environment() -> None:

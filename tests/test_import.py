@@ -206,31 +206,92 @@ def test_reimport_of_the_same_catalog_is_byte_identical_and_never_overwrites_wit
     assert files_under(first) == written
 
 
-def test_force_never_overwrites_a_file_that_declares_objects_of_the_tree(
-        git_repo: Path, db_url: str, db: psycopg.Connection[Any], ingested: None, secret_set: None) -> None:
+def _imported_and_applied(git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> Path:
+    """Everything imported, committed and applied; then ingestion goes on: a new record in an
+    imported namespace, and a new dataset. Returns the import directory."""
     assert invoke(git_repo, db_url, "import").exit_code == 0
     commit(git_repo, "import")
     assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
-    # Ingestion goes on: a new record in an imported namespace, a new dataset.
     db.execute("INSERT INTO metastore.metastore_records (namespace, record_key, owner) "
                "VALUES ('observatory', 'sensor-0004', 'team-observatory')")
     db.execute("INSERT INTO timestore.datasets (id, slug, name) VALUES ('ds-4', 'late-arrival', 'Late')")
-    out = git_repo / "manifests" / "imported"
-    refused = invoke(git_repo, db_url, "import", "--force")
-    assert refused.exit_code == 1
-    assert f"{out / 'records' / 'observatory.yaml'} (3 declared objects)" in refused.output
-    assert "import into another --out directory" in refused.output
-    assert not (out / "datasets" / "late-arrival.yaml").exists()  # refused means nothing written
+    return git_repo / "manifests" / "imported"
 
-    more = git_repo / "manifests" / "imported-2"
-    result = invoke(git_repo, db_url, "import", "--out", str(more))
-    assert result.exit_code == 0, result.output
-    assert sorted(files_under(more)) == ["datasets/late-arrival.yaml", "records/observatory.yaml"]
+
+def _adopts_exactly(git_repo: Path, db_url: str, addresses: list[str], *, left: tuple[str, ...] = ()) -> None:
+    """The tree validates; committed, its plan adopts exactly ``addresses`` with no change, and
+    once applied only ``left`` remain to import."""
+    assert CliRunner().invoke(cli, ["validate", str(git_repo / "manifests")]).exit_code == 0
     commit(git_repo, "import the late arrivals")
     plan = plan_json(git_repo, db_url)
-    assert plan["changes"] == []
-    assert sorted(b["address"] for b in plan["bookkeeping"] if b["reason"] == "adopt") == [
-        "dataset:late-arrival", "record:observatory/sensor-0004"]
+    assert plan["changes"] == [] and [f for f in plan["findings"] if f["severity"] == "error"] == []
+    assert sorted(b["address"] for b in plan["bookkeeping"] if b["reason"] == "adopt") == addresses
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    assert tuple(plan_json(git_repo, db_url)["unmanaged"]) == left
+
+
+@pytest.mark.parametrize("force", [(), ("--force",)])
+def test_importing_into_the_tree_again_appends_to_the_namespace_file_and_never_overwrites_it(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any], ingested: None, secret_set: None,
+        force: tuple[str, ...]) -> None:
+    out = _imported_and_applied(git_repo, db_url, db)
+    before = files_under(out)
+    result = invoke(git_repo, db_url, "import", *force)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"wrote {out / 'datasets' / 'late-arrival.yaml'}",
+        f"appended to {out / 'records' / 'observatory.yaml'}",
+        f"Imported 0 storage targets, 1 dataset, 1 record into {out} (2 files).",
+    ]
+    after = files_under(out)
+    assert {name: data for name, data in after.items() if name in before and name != "records/observatory.yaml"} \
+        == {name: data for name, data in before.items() if name != "records/observatory.yaml"}
+    old, new = before["records/observatory.yaml"], after["records/observatory.yaml"]
+    assert new.startswith(old)  # what the file declared stays, byte for byte
+    assert new[len(old):].decode("utf-8") == f"""\
+---
+# Imported by reconciler import from {_described(db_url)} on {TODAY}; review before committing.
+apiVersion: reconciler/v1
+kind: RecordSet
+namespace: observatory
+records:
+  - key: sensor-0004
+    owner: team-observatory
+"""
+    _adopts_exactly(git_repo, db_url, ["dataset:late-arrival", "record:observatory/sensor-0004"])
+    assert invoke(git_repo, db_url, "import").stdout == "Nothing to import: every catalog object is managed.\n"
+
+
+def test_a_file_that_cannot_take_more_documents_unchanged_gets_a_new_file_beside_it(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any], ingested: None, secret_set: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from reconciler.app import importing
+
+    out = _imported_and_applied(git_repo, db_url, db)
+    old = (out / "records" / "observatory.yaml").read_bytes()
+    monkeypatch.setattr(importing, "MAX_APPEND_BYTES", len(old) + 10)  # no room for another document
+    result = invoke(git_repo, db_url, "import", "--target", "record:observatory/sensor-0004")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == (
+        f"wrote {out / 'records' / 'observatory.2.yaml'} (beside {out / 'records' / 'observatory.yaml'}, which "
+        "cannot take more documents and stay as it is)")
+    assert (out / "records" / "observatory.yaml").read_bytes() == old
+    assert "key: sensor-0004" in (out / "records" / "observatory.2.yaml").read_text(encoding="utf-8")
+    _adopts_exactly(git_repo, db_url, ["record:observatory/sensor-0004"], left=("dataset:late-arrival",))
+
+
+def test_a_file_with_crlf_line_endings_is_appended_to_in_them(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any], ingested: None, secret_set: None) -> None:
+    out = _imported_and_applied(git_repo, db_url, db)
+    path = out / "records" / "observatory.yaml"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    commit(git_repo, "windows line endings")
+    crlf = path.read_bytes()
+    assert invoke(git_repo, db_url, "import", "--target", "record:observatory/sensor-0004").exit_code == 0
+    new = path.read_bytes()
+    assert new.startswith(crlf) and b"\r\n---\r\n# Imported by reconciler import" in new
+    assert new.count(b"\n") == new.count(b"\r\n")
+    _adopts_exactly(git_repo, db_url, ["record:observatory/sensor-0004"], left=("dataset:late-arrival",))
 
 
 # --- choosing what to import ------------------------------------------------------------------
@@ -377,8 +438,8 @@ def test_objects_no_manifest_can_express_are_skipped_with_the_reason(
     commit(git_repo, "import what can be")
     plan = plan_json(git_repo, db_url)
     assert plan["changes"] == [] and [f for f in plan["findings"] if f["severity"] == "error"] == []
-    assert plan["unmanaged"] == ["dataset:bad slug", "dataset:untrimmed", "record:n/dangling",
-                                 "record:n/long-tag", "storage-target:home"]
+    assert plan["unmanaged"] == ["storage-target:home", "dataset:bad slug", "dataset:untrimmed",
+                                 "record:n/dangling", "record:n/long-tag"]
 
 
 def test_nothing_expressible_is_an_error(git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:

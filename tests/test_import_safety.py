@@ -411,3 +411,46 @@ def test_no_file_written_by_import_is_executable_or_hidden(
     for name in files_under(out):
         mode = os.stat(out / name).st_mode
         assert not mode & 0o111 and not Path(name).name.startswith("."), name
+
+
+# --- appending to a file the tree declares objects in ----------------------------------------
+
+DATASET_DOC = "apiVersion: reconciler/v1\nkind: Dataset\nslug: {slug}\nname: {name}\n"
+
+
+def test_an_append_reads_back_as_the_old_objects_unchanged_plus_the_new_ones() -> None:
+    from reconciler.app.importing import appended
+
+    old = ("# kept\n" + DATASET_DOC.format(slug="old-one", name="Old")).encode()
+    new = DATASET_DOC.format(slug="new-one", name="New")
+    text = appended(old, new, "m/d.yaml", ["dataset:new-one"])
+    assert text == old.decode() + "---\n" + new
+    assert appended(old.rstrip(b"\n"), new, "m/d.yaml", ["dataset:new-one"]) == old.decode() + "---\n" + new
+    assert appended(b"", new, "m/d.yaml", ["dataset:new-one"]) == "---\n" + new
+    # Nothing that could lose or change a declaration, or add what was not asked for:
+    assert appended(old, new, "m/d.yaml", ["dataset:old-one"]) is None  # already declared there
+    assert appended(old, new, "m/d.yaml", []) is None  # adds an object nobody asked to add
+    assert appended(b"slug: [unclosed\n", new, "m/d.yaml", ["dataset:new-one"]) is None  # not valid now
+    assert appended(b"\xff\xfe", new, "m/d.yaml", ["dataset:new-one"]) is None  # not UTF-8
+    assert appended(None, new, "m/d.yaml", ["dataset:new-one"]) is None  # over the size limit
+
+
+def test_an_append_is_not_written_over_a_file_that_changed_since_it_was_read(tmp_path: Path) -> None:
+    from reconciler.errors import ConfigurationError
+    from reconciler.manifests import output
+
+    target = tmp_path / "out" / "datasets.yaml"
+    target.parent.mkdir()
+    target.write_text("# as read\n", encoding="utf-8")
+    target.chmod(0o640)
+    checked = output.check(tmp_path / "out", {"datasets.yaml": "# as read\n---\n# more\n"}, boundary=None,
+                           expected={"datasets.yaml": b"# as read\n"})
+    target.write_text("# edited meanwhile\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="it changed since import read it; run import again"):
+        output.write(checked, replace=False)
+    assert target.read_text(encoding="utf-8") == "# edited meanwhile\n"
+    assert [p.name for p in target.parent.iterdir()] == ["datasets.yaml"]  # no temporary file left
+    target.write_text("# as read\n", encoding="utf-8")
+    assert output.write(checked, replace=False) == [target]
+    assert target.read_text(encoding="utf-8") == "# as read\n---\n# more\n"
+    assert target.stat().st_mode & 0o777 == 0o640  # the file keeps its permissions

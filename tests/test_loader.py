@@ -319,6 +319,20 @@ def test_an_unset_variable_is_a_problem_only_when_resolving() -> None:
     assert len(load_tree(root, environ={})) == 1
 
 
+def test_checking_the_environment_reports_an_unset_variable_at_its_value_and_keeps_the_reference() -> None:
+    root = write({"a.yaml": TARGET})
+    assert problems(root, check_env=True, environ={"CH_USER": "u"}) == [
+        "m/a.yaml:7:10: storage-target:ch: config.urls[0]: environment variable CH_HOST is not set"
+    ]
+    assert problems(root, check_env=True, environ={}) == [
+        "m/a.yaml:6:9: storage-target:ch: config.user: environment variable CH_USER is not set",
+        "m/a.yaml:7:10: storage-target:ch: config.urls[0]: environment variable CH_HOST is not set",
+    ]
+    tree = load_tree(root, check_env=True, environ={"CH_USER": "u", "CH_HOST": "h"})
+    (target,) = tree.storage_targets
+    assert target.model.config["user"] == "${env:CH_USER}" and target.secret_paths == frozenset()
+
+
 # --- files that cannot be read ------------------------------------------------------------
 
 

@@ -81,17 +81,31 @@ def block(text: str, address: str) -> str:
 # --------------------------------------------------------------------------------------------- text
 
 
-def test_create_shows_symbol_source_author_and_non_empty_after_values() -> None:
+def test_create_shows_symbol_source_author_and_the_values_that_say_something() -> None:
     after = {**DATASET, "name": "Observatory readings", "metadata": {"unit": "celsius"}}
     text = render_text(plan_of(change("dataset:obs", "create", None, after, tuple(DATASET))))
+    # status "active" is what every new dataset gets: it says nothing, and is not shown.
     assert block(text, "dataset:obs").splitlines() == [
         "  + dataset:obs (create)",
         "      source: manifests/catalog.yaml:12",
         "      author: Ada Lovelace <ada@example.com>, commit 1a2b3c4",
         '      name: "Observatory readings"',
-        '      status: "active"',
         '      metadata: {"unit": "celsius"}',
     ]
+
+
+def test_a_record_create_shows_deleted_only_when_it_is_created_deleted() -> None:
+    live_record = {**RECORD, "owner": "team", "tags": ["iot"]}
+    plain = change("record:obs/s-1", "create", None, live_record, tuple(RECORD))
+    archived = change("record:obs/s-2", "create", None, {**live_record, "deleted": True}, tuple(RECORD))
+    inactive = change("dataset:old", "create", None, {**DATASET, "status": "inactive"}, tuple(DATASET))
+    text = render_text(plan_of(plain, archived, inactive))
+    assert block(text, "record:obs/s-1").splitlines()[3:] == ['      owner: "team"', '      tags: ["iot"]']
+    assert block(text, "record:obs/s-2").splitlines()[3:] == ['      owner: "team"', '      tags: ["iot"]',
+                                                              "      deleted: true"]
+    assert '      status: "inactive"' in block(text, "dataset:old")
+    markdown = render_markdown(plan_of(plain, archived))
+    assert markdown.count("`deleted`") == 1 and "`deleted`: `true`" in markdown
 
 
 def test_update_shows_each_changed_path_old_to_new_and_removed_keys() -> None:
@@ -170,7 +184,8 @@ def test_summary_line_is_exact_and_last() -> None:
 def test_no_changes_sentence_even_with_unmanaged_objects() -> None:
     text = render_text(plan_of(unmanaged=("dataset:made-by-ingestion",)))
     assert text.splitlines()[-1] == NO_CHANGES == "No changes. The catalog matches the manifests."
-    assert "1 unmanaged object in the catalog is left alone (see --format json for the list):" in text
+    assert "1 unmanaged object in the catalog is left alone:\n    dataset:made-by-ingestion\n" in text
+    assert "--format json" not in text  # the whole list is there already
 
 
 def test_no_changes_but_errors_is_not_called_a_match() -> None:
@@ -195,6 +210,20 @@ def test_drift_is_a_warning_under_its_change() -> None:
     ]
 
 
+def test_drift_by_nobody_known_says_so_plainly() -> None:
+    live = Live("dataset:obs", "dataset", {**DATASET, "name": "Hand edit"}, "t1",
+                updated_at="2026-11-20T10:00:00.000Z", updated_by=None)
+    applied = Applied("dataset:obs", "dataset", "default", {"name": "Readings"})
+    desired = Desired("dataset:obs", "dataset", {"name": "Readings"}, LOC)
+    result = diff({"dataset:obs": desired}, {"dataset:obs": live}, {"dataset:obs": applied}, source="default")
+    (finding,) = [f for f in result.findings if f.severity == "drift"]
+    assert finding.message == ("name changed outside git at 2026-11-20T10:00:00.000Z (the catalog does not "
+                               "record by whom); apply reverts it")
+    assert "someone outside git" not in render_text(from_diff(
+        result, source="default", commit=SHA, dirty=False, created_at="now", authors={"dataset:obs": ADA},
+        secrets={}))
+
+
 def test_errors_and_notes_blocks_at_the_end() -> None:
     findings = (Finding("dataset:p", "error", "it is protected", LOC),
                 Finding("storage-target:old", "note", "no longer declared; left in place", None))
@@ -214,9 +243,35 @@ def test_errors_and_notes_blocks_at_the_end() -> None:
 def test_unmanaged_shows_count_and_first_ten() -> None:
     unmanaged = tuple(f"dataset:u{i:02d}" for i in range(13))
     text = render_text(plan_of(unmanaged=unmanaged))
-    assert "13 unmanaged objects in the catalog are left alone (see --format json for the list):" in text
+    assert "13 unmanaged objects in the catalog are left alone:\n    dataset:u00\n" in text
     assert "dataset:u09" in text and "dataset:u10" not in text
-    assert "… and 3 more" in text
+    assert "    dataset:u09\n    … and 3 more (--format json lists them all)\n" in text
+
+
+def test_markdown_points_to_the_json_only_when_the_unmanaged_list_is_cut() -> None:
+    few = render_markdown(plan_of(unmanaged=("dataset:u1", "dataset:u2")))
+    assert "2 unmanaged objects in the catalog are left alone.\n" in few and "JSON" not in few
+    many = render_markdown(plan_of(unmanaged=tuple(f"dataset:u{i:02d}" for i in range(12))))
+    assert "12 unmanaged objects in the catalog are left alone. The JSON plan lists them all." in many
+    assert "- _… 2 more not shown_" in many
+
+
+def test_every_rendering_lists_storage_targets_then_datasets_then_records() -> None:
+    names = ["record:a/k", "dataset:b", "storage-target:c", "record:0/z", "dataset:a", "storage-target:zz"]
+    want = {a: Desired(a, kind_of(a), {"name": "N"} if kind_of(a) == "dataset" else {"owner": "o"}
+                       if kind_of(a) == "record" else {"type": "s3"}, LOC) for a in names}
+    result = diff(want, {}, {}, source="default")
+    plan = from_diff(result, source="default", commit=SHA, dirty=False, created_at="now",
+                     authors={a: ADA for a in names}, secrets={})
+    expected = ["storage-target:c", "storage-target:zz", "dataset:a", "dataset:b", "record:0/z", "record:a/k"]
+    assert [c["address"] for c in plan.to_json()["changes"]] == expected
+    text = render_text(plan)
+    assert sorted(expected, key=lambda a: text.index(f" {a} (")) == expected
+    markdown = render_markdown(plan)
+    assert sorted(expected, key=lambda a: markdown.index(f"`{a}`")) == expected
+    objects = [{"address": c.address, "action": c.action, "outcome": "created"} for c in plan.changes]
+    applied = render_apply_result({"run_id": "run-1", "outcome": "applied", "objects": objects})
+    assert [line.split()[1] for line in applied.splitlines()[:6]] == expected
 
 
 def test_adopted_objects_are_named() -> None:

@@ -168,8 +168,8 @@ def test_detailed_exitcode_and_target(git_repo: Path, db_url: str, step1: str) -
     narrowed = invoke(git_repo, db_url, "plan", "--format", "json", "--target", "dataset:observatory-events")
     # The dataset's storage target is new too: the target pulls it in, and the plan says why.
     data = json.loads(narrowed.stdout)
-    assert [c["address"] for c in data["changes"]] == ["dataset:observatory-events",
-                                                       "storage-target:primary-clickhouse"]
+    assert [c["address"] for c in data["changes"]] == ["storage-target:primary-clickhouse",
+                                                       "dataset:observatory-events"]
     assert any(f["address"] == "storage-target:primary-clickhouse" and "dataset:observatory-events needs it"
                in f["message"] for f in data["findings"])
     bad = invoke(git_repo, db_url, "plan", "--target", "observatory-events")
@@ -322,6 +322,14 @@ metadata: {{datasetSlug: robert.tables, "k'); --": "E'\\\\x00'"}}
     assert verified.exit_code == 0 and "2 entries" in verified.output, verified.output
 
 
+def _position_of(path: Path, text: str) -> tuple[int, int]:
+    """Line and column (1-based) where ``text`` first appears in the file."""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if text in line:
+            return number, line.index(text) + 1
+    raise AssertionError(f"{text!r} not in {path}")
+
+
 def test_a_secret_is_resolved_only_to_write_it_masked_everywhere_and_a_rotation_is_a_change(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,6 +339,11 @@ def test_a_secret_is_resolved_only_to_write_it_masked_everywhere_and_a_rotation_
     monkeypatch.delenv("CH_PW", raising=False)
     missing = invoke(git_repo, db_url, "plan")
     assert missing.exit_code == 1 and "environment variable CH_PW is not set" in missing.output
+    # At the value's own line and column, not the storage target's first line.
+    line, column = _position_of(git_repo / "manifests" / "storage.yaml", "'${env:CH_PW}'")
+    assert missing.stderr.splitlines()[0] == (
+        f"{git_repo / 'manifests' / 'storage.yaml'}:{line}:{column}: storage-target:primary-clickhouse: "
+        "config.password: environment variable CH_PW is not set")
 
     seen: list[str] = []
 

@@ -67,7 +67,7 @@ def invoke(repo: Path, db_url: str, *args: str) -> Result:
 
 def plan_json(repo: Path, db_url: str) -> tuple[dict[str, Any], str]:
     """The plan as JSON (without its creation time and the digest covering it) and what went to stderr."""
-    result = invoke(repo, db_url, "plan", "--format", "json")
+    result = invoke(repo, db_url, "plan", "--format", "json", "--verbose")  # --verbose: names the files passed over
     assert result.exit_code in (0, 1), result.output
     data = json.loads(result.stdout)
     data.pop("created_at"), data.pop("digest")
@@ -211,7 +211,7 @@ def test_a_new_file_with_a_unicode_lookalike_of_a_settled_address_is_refused(
     write(applied, "records/cafe.yaml", PUMPS.replace("pump-1", "CAF\u00c9"))
     commit(applied, "café")
     assert invoke(applied, db_url, "apply", "--auto-approve").exit_code == 0
-    assert "3 of 4 " + REUSED in invoke(applied, db_url, "plan").stderr
+    assert "3 of 4 " + REUSED in invoke(applied, db_url, "plan", "--verbose").stderr
     write(applied, "records/zzz.yaml", PUMPS.replace("pump-1", "Cafe\u0301"))
     commit(applied, "Café, decomposed")
     result = invoke(applied, db_url, "plan")

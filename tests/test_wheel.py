@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from reconciler import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,8 +26,8 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         capture_output=True,
     )
-    wheels = list(out.glob("reconciler-*.whl"))
-    assert len(wheels) == 1
+    wheels = list(out.glob("*.whl"))
+    assert [wheel.name for wheel in wheels] == [f"catalog_reconciler-{__version__}-py3-none-any.whl"]
     env_dir = out / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     pip = env_dir / "bin" / "pip"
@@ -34,6 +37,22 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return env_dir / "bin" / "reconciler"
+
+
+def test_the_distribution_is_not_named_like_the_unrelated_project_on_the_public_index() -> None:
+    """``reconciler`` on the public package index is someone else's project: nothing here may
+    install it by that name (the distribution is catalog-reconciler; README, "Installing")."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["name"] == "catalog-reconciler"
+    assert project["scripts"] == {"reconciler": "reconciler.cli:main"}
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+             *sorted((ROOT / ".github" / "workflows").glob("*.yml"))]
+    for path in texts:
+        text = path.read_text(encoding="utf-8")
+        found = re.findall(r"(?<![\w-])reconciler\s*[=<>~]=|(?:pip|pipx) (?:install|run) reconciler\b", text)
+        assert not found, f"{path.relative_to(ROOT)} installs the unrelated project: {found}"
 
 
 @pytest.mark.slow

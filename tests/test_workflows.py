@@ -391,12 +391,42 @@ def test_checkout_fetches_full_history_and_python_is_3_11(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", all_workflows())
-def test_reconciler_is_installed_from_a_configurable_pinned_spec(name: str) -> None:
+def test_reconciler_is_installed_only_from_the_repository_variable(name: str) -> None:
     workflow = load_workflow(name)
-    spec = workflow["env"]["RECONCILER_PACKAGE"]
-    assert re.search(r"vars\.RECONCILER_PACKAGE \|\| 'reconciler==\d+\.\d+\.\d+'", spec), spec
+    # No default: a bare name such as reconciler==0.1.0 would install whatever an index
+    # serves under that name (on the public index, an unrelated project).
+    assert workflow["env"]["RECONCILER_PACKAGE"] == "${{ vars.RECONCILER_PACKAGE }}"
     install = step_named(workflow, "install reconciler")
     assert 'pip install' in install["run"] and '"$RECONCILER_PACKAGE"' in install["run"]
+    text = (WORKFLOWS / name).read_text(encoding="utf-8")
+    assert "reconciler==" not in text and "catalog-reconciler @ git+https://" in text
+
+
+@pytest.mark.parametrize("name", all_workflows())
+@pytest.mark.parametrize(("spec", "installs"), [
+    ("catalog-reconciler @ git+https://git.example.com/platform/reconciler@v0.1.0", True),
+    ("catalog-reconciler @ https://artifacts.example.com/catalog_reconciler-0.1.0-py3-none-any.whl", True),
+    ("reconciler==0.1.0", False),
+    ("catalog-reconciler==0.1.0", False),
+    ("catalog-reconciler", False),
+    ("catalog-reconciler @ ", False),
+    ("", False),
+])
+def test_the_install_step_installs_a_direct_reference_and_refuses_a_bare_name(
+        runner: Runner, name: str, spec: str, installs: bool) -> None:
+    workflow = load_workflow(name)
+    (runner.bin / "python").unlink()
+    fake_python = runner.bin / "python"
+    fake_python.write_text('#!/usr/bin/env bash\necho "python $*" >> "$FAKE_LOG"\n', encoding="utf-8")
+    fake_python.chmod(0o755)
+    install = step_named(workflow, "install reconciler")
+    code, _, printed = runner.run(workflow, install, RECONCILER_PACKAGE=spec)
+    if installs:
+        assert code == 0, printed
+        assert runner.calls() == [f"python -m pip install --disable-pip-version-check {spec}", "--version"]
+    else:
+        assert code == 1 and runner.calls() == []
+        assert "::error::set the repository variable RECONCILER_PACKAGE" in printed
 
 
 @pytest.mark.parametrize("name", all_workflows())
@@ -649,12 +679,15 @@ def test_drift_step_maps_exit_codes(runner: Runner, exit_code: str, job_fails: b
 
 
 def test_drift_step_does_not_take_a_usage_error_for_drift(runner: Runner) -> None:
+    # A usage error exits 1, as the real CLI does (tests/test_cli_options.py): exit 2 is drift only.
     workflow = load_workflow(DRIFT)
-    runner.fake = {"FAKE_EXIT_plan": "2", "FAKE_STDERR_plan": "Error: No such option: --bogus"}
-    code, _, _ = runner.run(workflow, step_named(workflow, "plan against"),
-                            RECONCILER_DATABASE_URL="postgresql://ro@db/catalog")
+    runner.fake = {"FAKE_EXIT_plan": "1", "FAKE_STDERR_plan": "Error: No such option: --bogus"}
+    code, _, printed = runner.run(workflow, step_named(workflow, "plan against"),
+                                  RECONCILER_DATABASE_URL="postgresql://ro@db/catalog")
     text = runner.summary.read_text(encoding="utf-8")
-    assert code == 1 and "reconciler plan failed (exit 2)" in text and "drifted" not in text
+    assert code == 1 and "reconciler plan failed (exit 1)" in text and "drifted" not in text
+    assert "Error: No such option: --bogus" in text and "exited 1: Error: No such option" in printed
+    assert "usage error also exits 2" not in (WORKFLOWS / DRIFT).read_text(encoding="utf-8")
 
 
 def test_apply_steps_pass_flags_summarise_and_fail(runner: Runner) -> None:
@@ -829,6 +862,27 @@ def test_gitlab_example_has_the_same_loop() -> None:
     assert "GITLAB_USER_LOGIN" in doc("ci.md")
 
 
+@pytest.mark.parametrize(("spec", "installs"), [
+    ("catalog-reconciler @ git+https://git.example.com/platform/reconciler@v0.1.0", True),
+    ("reconciler==0.1.0", False),
+    ("", False),
+])
+def test_gitlab_example_installs_a_direct_reference_and_refuses_a_bare_name(
+        runner: Runner, spec: str, installs: bool) -> None:
+    example = yaml.safe_load(gitlab_example())
+    assert "RECONCILER_PACKAGE" not in example["variables"]  # a CI/CD variable, never a default here
+    (runner.bin / "python").unlink()
+    fake_python = runner.bin / "python"
+    fake_python.write_text('#!/usr/bin/env bash\necho "python $*" >> "$FAKE_LOG"\n', encoding="utf-8")
+    fake_python.chmod(0o755)
+    steps = [line for line in example[".reconciler"]["before_script"] if "git fetch" not in line]
+    code, _, printed = runner.run({}, {"run": "\n".join(steps)}, RECONCILER_PACKAGE=spec)
+    if installs:
+        assert code == 0 and runner.calls() == [f"python -m pip install --quiet {spec}", "--version"], printed
+    else:
+        assert code == 1 and runner.calls() == [] and "RECONCILER_PACKAGE" in printed
+
+
 # --- the pre-commit hook -------------------------------------------------------------------------
 
 
@@ -877,7 +931,7 @@ DOCUMENTED_MODULES = (
     "reconciler/git/command.py", "reconciler/git/repository.py", "reconciler/git/objects.py",
     "reconciler/app/attribution.py", "reconciler/manifests/config.py", "reconciler/catalog/writer.py",
     "reconciler/catalog/migrations.py", "reconciler/catalog/connection.py", "reconciler/catalog/embedded.py",
-    "reconciler/importer.py", "reconciler/manifests/output.py",
+    "reconciler/importer.py", "reconciler/manifests/output.py", "reconciler/app/importing.py",
     "reconciler/audit.py", "reconciler/chain.py", "reconciler/app/anchors.py", "reconciler/app/verification.py",
 )
 _ERROR_CALLS = {"ReconcilerError", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "MigrationError",
@@ -900,7 +954,7 @@ def _messages(source: str) -> Iterator[tuple[int, ast.AST]]:
     """Every message a module raises, reports as a plan error, or adds to a refusal."""
     tree = ast.parse(source)
     for function in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
-        if function.name in ("_mass_archive", "_holder"):
+        if function.name in ("_mass_archive", "_holder", "base_outside_history", "_shallow_problem"):
             for node in ast.walk(function):
                 if isinstance(node, ast.Return) and node.value is not None:
                     for item in ast.walk(node.value):

@@ -310,6 +310,37 @@ _SHALLOW = ("this is a shallow clone and its history stops before the commits th
             "fetch the whole history (`git fetch --unshallow`, or fetch-depth: 0 in actions/checkout) and plan again")
 
 
+def base_outside_history(repo: GitRepository | None, base: str | None, head: str | None, source: str,
+                         tree: Path) -> str | None:
+    """Why this tree cannot be planned against what its source last applied: that commit
+    (``base``) is not in the tree's own history up to ``head``. None when it is, when the
+    source never applied a commit, or when a shallow clone lacks it (attribution then says
+    how to fetch the history).
+
+    Planning on regardless would compare another repository's applied state with this
+    tree — archiving everything the other one declares — or, from a branch behind the
+    last apply, undo newer applied changes and name old commits for it.
+    """
+    if base is None:
+        return None
+    last = f"source {source!r} was last applied from commit {base[:12]}"
+    if repo is None:
+        return (f"{last} of a git repository, and {tree} is not in one; plan from a clone of that repository "
+                "(a tree outside git cannot have a source of its own)")
+    present = repo.commit_exists(base)
+    if not present and repo.shallow_commits():
+        return None
+    if not present or head is None:
+        return (f"{last}, which is not in this repository: another repository applies its tree as source "
+                f"{source!r} to this catalog (or this repository's history was rewritten since). Give this tree "
+                f"a source of its own: `source: <name>` in reconciler.yaml at the root of this repository "
+                f"({repo.root}); see docs/operators.md, \"Sources\"")
+    if not repo.is_ancestor(base, head):
+        return (f"{last}, which this tree's history does not contain: commit {head[:12]} is behind it or on "
+                "another branch. Merge or rebase onto it (git pull), then plan again")
+    return None
+
+
 def _shallow_problem(shallow: frozenset[str], base: str | None, known_base: str | None) -> str | None:
     """Why a shallow clone cannot attribute before walking: the last applied commit is not in it,
     or (on a first apply) the whole history is needed."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -173,13 +173,16 @@ def git_root(start: Path) -> Path | None:
     return None
 
 
-def resolve_database(url: str | None, anchor: Path) -> tuple[str, bool]:
+def resolve_database(url: str | None, anchor: Path,
+                     announce: Callable[[str], None] | None = None) -> tuple[str, bool]:
     """The catalog URL to use, and whether it is the embedded server.
 
     The URL given wins, then the environment's; with neither, the embedded server is
     started with its data under ``.reconciler/`` at the root of the git repository
-    holding ``anchor`` (the manifest tree, or the working directory), or beside
-    ``anchor`` when it is not in a repository.
+    holding ``anchor`` (the manifest tree, or the working directory). Outside any
+    repository there is no such root, and no other place every command would agree on
+    (the tree's directory, the working directory): that is refused. ``announce`` is
+    told when the embedded server is being created.
     """
     chosen = url or os.environ.get(DATABASE_URL_ENV)
     if chosen:
@@ -187,10 +190,15 @@ def resolve_database(url: str | None, anchor: Path) -> tuple[str, bool]:
         return chosen, False
     from .embedded import embedded_url  # started only when needed
 
-    root = git_root(anchor) or (anchor.resolve() if anchor.is_dir() else anchor.resolve().parent)
-    return embedded_url(root / ".reconciler"), True
+    root = git_root(anchor)
+    if root is None:
+        raise DatabaseUnavailable(
+            f"no database configured and {anchor} is not in a git repository, at whose root the embedded catalog "
+            "keeps its data (.reconciler/); pass --database-url, set RECONCILER_DATABASE_URL, or run reconciler in "
+            "the manifests' git repository (git init there first)")
+    return embedded_url(root / ".reconciler", announce), True
 
 
-def resolve_database_url(url: str | None, anchor: Path) -> str:
+def resolve_database_url(url: str | None, anchor: Path, announce: Callable[[str], None] | None = None) -> str:
     """The catalog URL to use (see ``resolve_database``)."""
-    return resolve_database(url, anchor)[0]
+    return resolve_database(url, anchor, announce)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,18 @@ def start_embedded(state_dir: Path, *, stop_at_exit: bool = True) -> Any:
             ) from None
 
 
-def embedded_url(state_dir: Path) -> str:
-    """The connection URL of the embedded server under ``state_dir``, started on demand."""
+def is_created(state_dir: Path) -> bool:
+    """Whether the embedded server's data directory under ``state_dir`` has been initialised."""
+    return (state_dir / "pgdata" / "PG_VERSION").is_file()
+
+
+def embedded_url(state_dir: Path, announce: Callable[[str], None] | None = None) -> str:
+    """The connection URL of the embedded server under ``state_dir``, started on demand.
+
+    ``announce`` is told, in one line, when the server is about to be created (its first
+    use takes several seconds, which would otherwise pass in silence)."""
+    if announce is not None and not is_created(state_dir):
+        announce(f"Creating the embedded catalog in {state_dir} (first use: PostgreSQL is initialised and "
+                 "migrated, which takes several seconds; later commands start it in about a second)")
     server = start_embedded(state_dir)
     return str(server.get_uri(database=EMBEDDED_DATABASE))

@@ -26,6 +26,7 @@ from ..model import (
     describe,
     env_references,
     folded,
+    iter_strings,
     substitute_env,
 )
 from .messages import RawProblem, at, translate
@@ -42,28 +43,35 @@ def load_tree(
     resolve_env: bool = False,
     environ: Mapping[str, str] | None = None,
     skip: Collection[str] = (),
+    check_env: bool = False,
 ) -> ManifestTree:
     """Load and validate every manifest under ``root`` (a directory, or one file).
 
     With ``resolve_env``, ``${env:NAME}`` references in storage target configs are
     replaced by the variables' values from ``environ`` (default: the process
-    environment), and an unset variable is a problem. Raises ManifestError listing
-    every problem in the tree, or ConfigurationError when ``root`` does not exist.
-    Files named (as shown) in ``skip`` are listed but not read: a plan passes over files
-    it knows are unchanged (catalog/settled.py).
+    environment), and an unset variable is a problem. With ``check_env`` instead, the
+    references are kept as written and an unset variable is still a problem, at the
+    value that names it. Raises ManifestError listing every problem in the tree, or
+    ConfigurationError when ``root`` does not exist. Files named (as shown) in ``skip``
+    are listed but not read: a plan passes over files it knows are unchanged
+    (catalog/settled.py).
     """
     files, problems = discover(root)
-    env = dict(os.environ if environ is None else environ) if resolve_env else None
-    results = ((display, load_file(file, display, env)) for file, display in files if display not in skip)
+    env = dict(os.environ if environ is None else environ) if resolve_env or check_env else None
+    substitute = resolve_env
+    results = ((display, load_file(file, display, env, substitute=substitute))
+               for file, display in files if display not in skip)
     return _tree_of(_display(root), tuple(display for _, display in files), results, problems)
 
 
-def load_versions(root: str, files: Iterable[tuple[str, bytes]]) -> ManifestTree:
+def load_versions(root: str, files: Iterable[tuple[str, bytes]],
+                  check_env: Mapping[str, str] | None = None) -> ManifestTree:
     """Load and validate a tree from file contents read elsewhere (a commit in git's history):
     (path as shown, bytes) of each manifest file, in order. Every problem is reported, as
-    ``load_tree`` reports it."""
+    ``load_tree`` reports it; with ``check_env``, an unset ``${env:NAME}`` too (references
+    are kept as written)."""
     listed = list(files)
-    results = ((display, load_bytes(data, display)) for display, data in listed)
+    results = ((display, load_bytes(data, display, check_env)) for display, data in listed)
     return _tree_of(root, tuple(display for display, _ in listed), results, [])
 
 
@@ -182,8 +190,10 @@ class FileResult:
 _Entry = tuple[Address, Location, "Declared[Declaration] | None"]
 
 
-def load_file(file: Path, display: str, environ: Mapping[str, str] | None = None) -> FileResult:
-    """Validate the documents of one file (``environ`` given: resolve ``${env:...}``).
+def load_file(file: Path, display: str, environ: Mapping[str, str] | None = None, *,
+              substitute: bool = True) -> FileResult:
+    """Validate the documents of one file (``environ`` given: resolve ``${env:...}``, or
+    without ``substitute`` only check that every variable named is set).
 
     The file is read by the fast path first; if any problem must be located, it is
     read again by the precise path, which knows where every node is.
@@ -192,31 +202,33 @@ def load_file(file: Path, display: str, environ: Mapping[str, str] | None = None
     if text is None:
         assert problem is not None
         return FileResult([], [problem])
-    return load_text(text, display, environ)
+    return load_text(text, display, environ, substitute=substitute)
 
 
-def load_bytes(data: bytes, display: str) -> FileResult:
-    """``load_file`` for the content of a file read from elsewhere (a version in git's history)."""
+def load_bytes(data: bytes, display: str, check_env: Mapping[str, str] | None = None) -> FileResult:
+    """``load_file`` for the content of a file read from elsewhere (a version in git's history);
+    with ``check_env``, an unset ``${env:NAME}`` is a problem (references are kept)."""
     if len(data) > MAX_FILE_BYTES:
         return FileResult([], [Problem(display, 1, 1, "file is over the size limit")])
     text, problem = decode_text(data, display)
     if text is None:
         assert problem is not None
         return FileResult([], [problem])
-    return load_text(text, display)
+    return load_text(text, display, check_env, substitute=False)
 
 
-def load_text(text: str, display: str, environ: Mapping[str, str] | None = None) -> FileResult:
+def load_text(text: str, display: str, environ: Mapping[str, str] | None = None, *,
+              substitute: bool = True) -> FileResult:
     """``load_file`` for text already read."""
     parsed = parse_text(text, display)
     if parsed.problems:
         return FileResult([], parsed.problems)
-    declared, raw, warned = _validate(parsed, environ)
+    declared, raw, warned = _validate(parsed, environ, substitute)
     if (raw or warned) and not parsed.precise:
         parsed = parse_text(text, display, precise=True)
         if parsed.problems:
             return FileResult([], parsed.problems)
-        declared, raw, warned = _validate(parsed, environ)
+        declared, raw, warned = _validate(parsed, environ, substitute)
     problems = [_locate(display, document, problem) for document, problem in raw]
     claims = [
         claim for document in {id(d): d for d, _ in raw}.values() for claim in _claims(display, document)
@@ -229,14 +241,14 @@ _Located = list[tuple[ParsedDocument, RawProblem]]
 
 
 def _validate(
-    parsed: ParsedFile, environ: Mapping[str, str] | None
+    parsed: ParsedFile, environ: Mapping[str, str] | None, substitute: bool = True
 ) -> tuple[list[Declared[Declaration]], _Located, _Located]:
     """Every document's declarations, problems and warnings (the last two still to be located)."""
     declared: list[Declared[Declaration]] = []
     raw: _Located = []
     warned: _Located = []
     for document in parsed.documents:
-        found, problems = _document(parsed.path, document, environ)
+        found, problems = _document(parsed.path, document, environ, substitute)
         declared.extend(found)
         raw.extend((document, problem) for problem in problems)
         if found and not problems:
@@ -282,7 +294,7 @@ def _address(text: str) -> Address | None:
 
 
 def _document(
-    path: str, document: ParsedDocument, environ: Mapping[str, str] | None
+    path: str, document: ParsedDocument, environ: Mapping[str, str] | None, substitute: bool = True
 ) -> tuple[list[Declared[Declaration]], list[RawProblem]]:
     value = document.value
     if not isinstance(value, dict):
@@ -300,6 +312,9 @@ def _document(
     if isinstance(model, RecordSet):
         return _expand(path, document, model, location), []
     if isinstance(model, StorageTarget) and environ is not None:
+        if not substitute:
+            unset = _unset(model, environ)
+            return ([], unset) if unset else ([Declared(model, location)], [])
         return _resolve(model, location, environ)
     return [Declared(model, location)], []
 
@@ -333,6 +348,18 @@ def _resolve(
         return [], problems
     resolved = target.model_copy(update={"config": config})
     return [Declared(resolved, location, frozenset(secret))], []
+
+
+def _unset(target: StorageTarget, environ: Mapping[str, str]) -> list[RawProblem]:
+    """An unset ``${env:NAME}`` in the config, each at the value that names it (the plan's words:
+    the storage target, the config path, the variable)."""
+    address = f"storage-target:{target.name}"
+    problems: list[RawProblem] = []
+    for path, text in iter_strings(target.config):
+        where = ("config", *path)
+        problems += [(where, "node", f"{address}: {at(where, f'environment variable {name} is not set')}")
+                     for name in dict.fromkeys(env_references(text)) if name not in environ]
+    return problems
 
 
 def _assemble(

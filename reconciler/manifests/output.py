@@ -1,5 +1,6 @@
 """Writing manifest files under one directory: every target checked first, no symbolic link
-followed below it, nothing outside it, and each file whole or not at all."""
+followed below it, nothing outside it, and each file whole or not at all. A file may be
+rewritten only when it still holds what the caller read from it (an append)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,11 +26,18 @@ _NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLIN
 
 @dataclass(frozen=True)
 class Target:
-    """One file to write: its path below the directory (``datasets/x.yaml``), as shown, and its text."""
+    """One file to write: its path below the directory (``datasets/x.yaml``), as shown, and its text.
+
+    ``expected``: the file exists and is rewritten with ``text`` only while it still holds
+    exactly these bytes (what was read to compose ``text``, an append). ``replace``: an
+    existing file may be replaced whatever it holds.
+    """
 
     relative: str
     shown: Path
     text: str
+    expected: bytes | None = None
+    replace: bool = False
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -49,14 +57,17 @@ class Checked:
         return self.directory.joinpath(*target.parts)
 
 
-def check(directory: Path, texts: Mapping[str, str], *, boundary: Path | None) -> Checked:
+def check(directory: Path, texts: Mapping[str, str], *, boundary: Path | None,
+          expected: Mapping[str, bytes] | None = None, replace: Collection[str] = ()) -> Checked:
     """Every target below ``directory`` checked before anything is written.
 
     Refuses, naming each one: a symbolic link where a file or directory is to be
     written (wherever it leads), a file where a directory is needed or a directory
     where a file goes, and — when ``directory`` lies inside ``boundary`` (the
     repository) — a directory that leads out of it through a symbolic link.
+    ``expected`` and ``replace`` name targets that are appended to or replaced (Target).
     """
+    expected = expected or {}
     for relative in texts:
         parts = PurePosixPath(relative).parts
         if not parts or any(part in ("", ".", "..") or "/" in part for part in parts):
@@ -70,7 +81,8 @@ def check(directory: Path, texts: Mapping[str, str], *, boundary: Path | None) -
     if real.exists() and not real.is_dir():
         raise ConfigurationError(f"refusing to import into {clean(directory)}: it is not a directory; nothing "
                                  "was written")
-    targets = tuple(Target(relative, directory / relative, text) for relative, text in texts.items())
+    targets = tuple(Target(relative, directory / relative, text, expected.get(relative), relative in replace)
+                    for relative, text in texts.items())
     problems: list[str] = []
     existing = []
     for target in targets:
@@ -84,6 +96,15 @@ def check(directory: Path, texts: Mapping[str, str], *, boundary: Path | None) -
                                  "--force (import never follows a link; remove them or choose another --out); "
                                  "nothing was written:\n  " + "\n  ".join(dict.fromkeys(problems)))
     return Checked(real, targets, tuple(existing))
+
+
+def read(checked: Checked, target: Target, limit: int) -> bytes | None:
+    """The bytes of an existing target (checked: no link leads to it), or None when it holds
+    more than ``limit`` bytes."""
+    fd = os.open(checked.real(target), os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as stream:
+        data = stream.read(limit + 1)
+    return data if len(data) <= limit else None
 
 
 def _escape(directory: Path, boundary: Path) -> tuple[Path, Path] | None:
@@ -133,9 +154,10 @@ def write(checked: Checked, *, replace: bool) -> list[Path]:
     """Write every checked target, each through a temporary file renamed into place.
 
     Directories are created one level at a time and opened without following links;
-    an existing file is replaced only with ``replace``. On a failure the files this
-    call created are removed again, and the error names the file. Returns the
-    targets' shown paths, in order.
+    an existing file is replaced only with ``replace`` (or the target's own flag), and
+    one a target appends to only while it still holds what was read. On a failure the
+    files this call created are removed again, and the error names the file. Returns
+    the targets' shown paths, in order.
     """
     created: list[tuple[int, str]] = []
     written: list[Path] = []
@@ -144,7 +166,8 @@ def write(checked: Checked, *, replace: bool) -> list[Path]:
             try:
                 for target in checked.targets:
                     parent = opened(root, target.parts[:-1])
-                    if _place(parent, target.parts[-1], target.text.encode("utf-8"), replace):
+                    if _place(parent, target.parts[-1], target.text.encode("utf-8"), replace or target.replace,
+                              target.expected):
                         created.append((parent, target.parts[-1]))
                     written.append(target.shown)
             except OSError:
@@ -154,7 +177,7 @@ def write(checked: Checked, *, replace: bool) -> list[Path]:
                 raise
     except OSError as error:
         failed = checked.targets[len(written)].shown if checked.targets else checked.directory
-        kept = " (files it replaced stay replaced)" if replace and len(created) < len(written) else ""
+        kept = " (files it replaced or appended to stay so)" if len(created) < len(written) else ""
         raise ConfigurationError(f"cannot write {clean(failed)}: {error.strerror or error}; the files this "
                                  f"import created are removed again{kept}") from None
     return written
@@ -211,19 +234,28 @@ def _subdirectory(parent: int, name: str) -> int:
     return os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
 
 
-def _place(parent: int, name: str, data: bytes, replace: bool) -> bool:
+def _place(parent: int, name: str, data: bytes, replace: bool, expected: bytes | None = None) -> bool:
     """Write ``data`` to a new hidden file beside ``name`` and move it into place; True when
-    ``name`` did not exist before. Without ``replace`` an existing ``name`` is never touched."""
+    ``name`` did not exist before. Without ``replace`` an existing ``name`` is never touched;
+    with ``expected``, it is replaced (keeping its permissions) only while it holds exactly
+    those bytes."""
     temporary = f".{name}.{secrets.token_hex(6)}.tmp"  # hidden: the loader never reads it
     fd = os.open(temporary, _NEW_FILE_FLAGS, 0o666, dir_fd=parent)
     try:
         try:
+            if expected is not None:
+                with suppress(OSError):
+                    os.fchmod(fd, stat.S_IMODE(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode))
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
+        if expected is not None:
+            if _content(parent, name) != expected:
+                raise OSError(errno.EAGAIN, "it changed since import read it; run import again")
+            return _move(parent, temporary, name, True)
         return _move(parent, temporary, name, replace)
     finally:
         with suppress(FileNotFoundError):  # moved into place: nothing left to remove
@@ -247,6 +279,16 @@ def _move(parent: int, temporary: str, name: str, replace: bool) -> bool:
     with suppress(OSError):  # not every file system syncs a directory; the rename stands either way
         os.fsync(parent)
     return new
+
+
+def _content(parent: int, name: str) -> bytes | None:
+    """What ``name`` in ``parent`` holds (never through a link); None when it is gone."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=parent)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as stream:
+        return stream.read()
 
 
 def _exists(parent: int, name: str) -> bool:
