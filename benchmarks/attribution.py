@@ -129,7 +129,7 @@ class Timer:
     """Wraps ``engine.attribute`` to add up the time spent in it."""
 
     def __init__(self) -> None:
-        from reconciler import engine
+        from reconciler.app import engine
 
         self.engine = engine
         self.inner: Callable[..., Any] = engine.attribute
@@ -155,7 +155,7 @@ def database(url: str | None, work: Path) -> Iterator[str]:
 
     server = None
     if url is None:
-        from reconciler.catalog.embedded import start_embedded
+        from reconciler.catalog.postgres.embedded import start_embedded
 
         server = start_embedded(work / ".reconciler")
         url = str(server.get_uri(database="postgres"))
@@ -167,7 +167,7 @@ def database(url: str | None, work: Path) -> Iterator[str]:
     params = conninfo.conninfo_to_dict(url)
     params["dbname"] = name
     target = conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
-    from reconciler.catalog.migrations import migrate
+    from reconciler.catalog.postgres.migrations import migrate
 
     migrate(target)
     try:
@@ -180,7 +180,7 @@ def database(url: str | None, work: Path) -> Iterator[str]:
 
 
 def measure(repo: Path, url: str, runs: int, change: Callable[[], None]) -> dict[str, Any]:
-    from reconciler.engine import ApplyOptions, apply_plan, make_plan, open_workspace
+    from reconciler.app.engine import ApplyOptions, apply_plan, make_plan, open_workspace
 
     os.chdir(repo)
     workspace = open_workspace(Path("manifests"), url)

@@ -33,15 +33,15 @@ def timed(name: str, results: dict[str, list[float]], action: Callable[[], T]) -
 
 def one_plan(tree: Path, url: str, results: dict[str, list[float]]) -> dict[str, Any]:
     """One plan, phase by phase; returns what it found."""
-    from reconciler.catalog.connection import connect
-    from reconciler.catalog.state import read_state
-    from reconciler.desired import desired_state
-    from reconciler.diff import diff, unchanged
+    from reconciler.catalog.postgres.connection import connect
+    from reconciler.catalog.postgres.reading import read_state
+    from reconciler.manifests.desired import desired_state
+    from reconciler.core.diff import diff, unchanged
     from reconciler.app.attribution import attribute
-    from reconciler.engine import link_findings
-    from reconciler.plan import Author, from_diff
+    from reconciler.app.engine import link_findings
+    from reconciler.core.plan import Author, from_diff
     from reconciler.git.repository import GitRepository
-    from reconciler.render import render_json, render_text
+    from reconciler.render.plan import render_json, render_text
 
     repo = GitRepository.discover(tree)
     state = timed("load tree + desired state", results,

@@ -88,7 +88,7 @@ class Databases:
         self.names.add(full)
         url = self.url(full)
         if template is None:
-            from reconciler.catalog.migrations import migrate
+            from reconciler.catalog.postgres.migrations import migrate
 
             migrate(url)
         return url
@@ -550,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.database_url:
             admin_url = args.database_url
         else:
-            from reconciler.catalog.embedded import start_embedded
+            from reconciler.catalog.postgres.embedded import start_embedded
 
             server = start_embedded(workdir / "pg" / ".reconciler")
             admin_url = str(server.get_uri(database="postgres"))

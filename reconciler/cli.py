@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__
-from .errors import ManifestError, ReconcilerError
-from .text import clean, clean_lines
+from reconciler import __version__
+from reconciler.errors import ManifestError, ReconcilerError
+from reconciler.core.text import clean, clean_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -175,9 +175,9 @@ def migrate(database_url: str | None, print_sql: bool) -> None:
     and records each file's checksum. Safe to run on a catalog the platform's
     services created, and a no-op when nothing is pending.
     """
-    from .catalog.connection import describe, resolve_database_url
-    from .catalog.migrations import migrate as run_migrations
-    from .catalog.migrations import pending_sql
+    from reconciler.catalog.postgres.connection import describe, resolve_database_url
+    from reconciler.catalog.postgres.migrations import migrate as run_migrations
+    from reconciler.catalog.postgres.migrations import pending_sql
 
     url = resolve_database_url(database_url, Path.cwd(), _announce)
     if print_sql:
@@ -211,8 +211,8 @@ def validate(path: Path) -> None:
     takes in a URL) are warnings, path:line:column: warning: message; they do not
     change the exit code.
     """
-    from .manifests import load_tree
-    from .manifests.report import summary, unresolved_lines, warning_line
+    from reconciler.manifests import load_tree
+    from reconciler.manifests.report import summary, unresolved_lines, warning_line
 
     tree = load_tree(path)  # a ManifestError lists every problem, one per line (_UserFacingError)
     for warning in tree.warnings:
@@ -326,8 +326,8 @@ def plan(
     when the plan has errors (broken links, protected objects, another source's
     objects).
     """
-    from .engine import make_plan, open_workspace
-    from .render import render_json, render_markdown, render_text
+    from reconciler.app.engine import make_plan, open_workspace
+    from reconciler.render.plan import render_json, render_markdown, render_text
 
     workspace = open_workspace(path, database_url, _announce)
     result = make_plan(workspace, targets=targets, require_signed=require_signed_commits)
@@ -355,7 +355,7 @@ def _note_reused(plan: Any) -> None:
 
 
 def _write_file(path: Path, text: str) -> None:
-    from .errors import ConfigurationError
+    from reconciler.errors import ConfigurationError
 
     try:
         path.write_text(text, encoding="utf-8")
@@ -430,9 +430,16 @@ def apply(
     change, or nothing is. Without --auto-approve it asks first, and refuses when
     there is no terminal to ask on.
     """
-    from .engine import (ApplyOptions, apply_plan, check_refusals, load_plan_file, make_plan, open_workspace,
-                         rederive)
-    from .render import render_apply_result, render_apply_result_json, render_text
+    from reconciler.app.engine import (
+        ApplyOptions,
+        apply_plan,
+        check_refusals,
+        load_plan_file,
+        make_plan,
+        open_workspace,
+        rederive,
+    )
+    from reconciler.render.plan import render_apply_result, render_apply_result_json, render_text
 
     if plan_file is not None and targets:
         raise click.UsageError("--target cannot be combined with --plan (a saved plan is applied exactly)")
@@ -453,7 +460,7 @@ def apply(
     if (result.has_changes or result.bookkeeping) and plan_file is None:
         if not auto_approve:
             if not sys.stdin.isatty():
-                from .errors import ReconcilerError
+                from reconciler.errors import ReconcilerError
 
                 raise ReconcilerError(
                     "apply refused: no terminal to confirm on and --auto-approve not given; nothing was written"
@@ -513,8 +520,8 @@ def audit_group() -> None:
 
 
 def _repository(path: Path, option: str) -> Any:
-    from .errors import ConfigurationError
-    from .git.repository import GitRepository
+    from reconciler.errors import ConfigurationError
+    from reconciler.git.repository import GitRepository
 
     repo = GitRepository.discover(path)
     if repo is None:
@@ -578,10 +585,10 @@ def audit_verify(database_url: str | None, expect_head: str | None, anchor_files
     """
     import os
 
-    from .app import anchors as anchoring
-    from .audit import catalog_url, verify
-    from .chain import audit_key
-    from .errors import ConfigurationError
+    from reconciler.app import anchors as anchoring
+    from reconciler.app.auditing import catalog_url, verify
+    from reconciler.core.chain import audit_key
+    from reconciler.errors import ConfigurationError
 
     if replay and git_path is None:
         raise ConfigurationError("--replay needs --git PATH (the repository whose commits the entries name)")
@@ -674,7 +681,7 @@ def audit_log(database_url: str | None, address: str | None, since: str | None, 
               committed_since: str | None, committed_until: str | None, output_format: str,
               limit: int | None) -> None:
     """List audit log entries, newest first: who asked for each value, and when."""
-    from .audit import Filters, catalog_url, entries, parse_time, render_json, render_text
+    from reconciler.app.auditing import Filters, catalog_url, entries, parse_time, render_json, render_text
 
     def moment(text: str | None, option: str) -> Any:
         return parse_time(text, option) if text is not None else None
@@ -701,8 +708,8 @@ def audit_log(database_url: str | None, address: str | None, since: str | None, 
 def audit_runs(database_url: str | None, source: str | None, output_format: str, limit: int | None) -> None:
     """List applies, newest first: outcome, who applied (with the CI run), command, commit, plan
     digest, changes per action, and the audit entries each appended."""
-    from .audit import catalog_url, runs
-    from .runs import render_json, render_text
+    from reconciler.app.auditing import catalog_url, runs
+    from reconciler.app.runs import render_json, render_text
 
     found = runs(catalog_url(database_url, Path.cwd(), _announce), limit=limit, source=source)
     click.echo(render_json(found) if output_format == "json" else render_text(found), nl=False)
@@ -723,9 +730,9 @@ def audit_anchor(database_url: str | None, file: Path | None, git_path: Path | N
     An anchor names how many entries and runs the log holds and the hash of the newest
     of each; verify then detects a log cut short or rewritten since.
     """
-    from .app import anchors as anchoring
-    from .audit import catalog_url
-    from .errors import ConfigurationError
+    from reconciler.app import anchors as anchoring
+    from reconciler.app.auditing import catalog_url
+    from reconciler.errors import ConfigurationError
 
     if file is None and git_path is None:
         raise ConfigurationError("say where to keep the anchor: --file FILE, --git PATH, or both")
@@ -766,7 +773,7 @@ def audit_export(file: Path, database_url: str | None, output_format: str | None
     Parquet keeps the types: seq BIGINT, recorded_at TIMESTAMP WITH TIME ZONE,
     fields VARCHAR[], before/after JSON. See docs/auditing.md for queries.
     """
-    from .audit import catalog_url, export, export_format
+    from reconciler.app.auditing import catalog_url, export, export_format
 
     url = catalog_url(database_url, Path.cwd(), _announce)
     count = export(url, file, export_format(file, output_format))
@@ -822,10 +829,10 @@ def import_command(
     """
     from datetime import UTC, datetime
 
-    from .app.importing import place
-    from .engine import check_address, open_workspace
-    from .importer import plan_import
-    from .manifests import output
+    from reconciler.app.importing import place
+    from reconciler.app.engine import check_address, open_workspace
+    from reconciler.app.importer import plan_import
+    from reconciler.manifests import output
 
     for target in targets:
         check_address(target)
@@ -858,8 +865,8 @@ def _import_inputs(workspace: Any) -> tuple[Any, Any]:
     """What the tree declares (secrets left unresolved) and the catalog's state, for import."""
     import os
 
-    from .catalog.state import read_catalog
-    from .desired import desired_state
+    from reconciler.catalog.postgres.reading import read_catalog
+    from reconciler.manifests.desired import desired_state
 
     declared = desired_state(workspace.tree, environ=os.environ, resolve_env=False).desired
     return declared, read_catalog(workspace.database_url, embedded=workspace.embedded)

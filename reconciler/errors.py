@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .text import clean
+from reconciler.core.text import clean
 
 
 class ReconcilerError(Exception):

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from reconciler.catalog.migrations import migrate
+from reconciler.catalog.postgres.migrations import migrate
 
 TEST_DATABASE_ENV = "RECONCILER_TEST_DATABASE_URL"
 
@@ -37,7 +37,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    from reconciler.catalog.embedded import start_embedded
+    from reconciler.catalog.postgres.embedded import start_embedded
 
     # Its own directory, not pytest's basetemp: pytest prunes old basetemps, and another
     # pytest process on the machine could delete the data under a running server.
@@ -141,6 +141,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         version = row[0] if row else "unknown"
     except psycopg.Error as error:
         version = f"unreachable ({error.__class__.__name__})"
-    from reconciler.catalog.connection import describe
+    from reconciler.catalog.postgres.connection import describe
 
     return [f"catalog tests: PostgreSQL {version} at {describe(url)}"]

@@ -9,14 +9,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from reconciler.catalog.datasets import get_dataset as _get_dataset
-from reconciler.catalog.locks import lock_source, register_source
-from reconciler.catalog.rows import DatasetRow
-from reconciler.catalog.state import read_state
-from reconciler.diff import Desired, Location, diff
-from reconciler.engine import ApplyOptions, Refusal, Workspace, apply_plan
+from reconciler.services.datasets import get_dataset as _get_dataset
+from reconciler.catalog.postgres.locks import lock_source, register_source
+from reconciler.services.rows import DatasetRow
+from reconciler.catalog.postgres.reading import read_state
+from reconciler.core.diff import Desired, Location, diff
+from reconciler.app.engine import ApplyOptions, Refusal, Workspace, apply_plan
 from reconciler.errors import ConflictError, LockTimeout
-from reconciler.plan import Author, Plan, from_diff
+from reconciler.core.plan import Author, Plan, from_diff
 
 from .helpers import dataset_snapshot
 
@@ -323,7 +323,7 @@ def test_record_progress_ends_once_on_a_multiple_of_the_step(db_url: str) -> Non
 
 def test_dataset_audit_payloads_have_the_shape_the_repository_layer_writes(
         db_url: str, db: psycopg.Connection[Any]) -> None:
-    from reconciler.catalog.datasets import create_dataset
+    from reconciler.services.datasets import create_dataset
 
     apply(db_url, CATALOG)
     with psycopg.connect(db_url) as conn:

@@ -32,8 +32,8 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from reconciler import audit
-from reconciler.engine import ApplyOptions, apply_plan
+from reconciler.app import auditing as audit
+from reconciler.app.engine import ApplyOptions, apply_plan
 from reconciler.errors import ReconcilerError
 
 
@@ -61,10 +61,10 @@ from pathlib import Path
 
 import psycopg
 
-from reconciler.catalog.state import read_state
-from reconciler.diff import Desired, Location, diff
-from reconciler.engine import ApplyOptions, Workspace, apply_plan
-from reconciler.plan import Author, from_diff
+from reconciler.catalog.postgres.reading import read_state
+from reconciler.core.diff import Desired, Location, diff
+from reconciler.app.engine import ApplyOptions, Workspace, apply_plan
+from reconciler.core.plan import Author, from_diff
 
 AUTHOR = Author("Kill Tester", "kill@example.com", "d" * 40)
 

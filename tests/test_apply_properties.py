@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from reconciler.catalog.state import read_state
-from reconciler.diff import Desired, Location, diff, same
-from reconciler.engine import ApplyOptions, Workspace, apply_plan
-from reconciler.plan import Author, Plan, from_diff
+from reconciler.catalog.postgres.reading import read_state
+from reconciler.core.diff import Desired, Location, diff, same
+from reconciler.app.engine import ApplyOptions, Workspace, apply_plan
+from reconciler.core.plan import Author, Plan, from_diff
 from .helpers import js_trimmed
 
 AUTHOR = Author("Prop Tester", "prop@example.com", "c" * 40)

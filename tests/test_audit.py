@@ -15,15 +15,15 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from reconciler import audit
-from reconciler.catalog import audit_log
-from reconciler.catalog.state import read_state
+from reconciler.app import auditing as audit
+from reconciler.catalog.postgres import audit_log
+from reconciler.catalog.postgres.reading import read_state
 from reconciler.cli import cli
-from reconciler.diff import Desired, Location, diff
-from reconciler.engine import ApplyOptions, Workspace, apply_plan
+from reconciler.core.diff import Desired, Location, diff
+from reconciler.app.engine import ApplyOptions, Workspace, apply_plan
 from reconciler.errors import ConflictError
-from reconciler.catalog.writer import LockTimeout
-from reconciler.plan import Author, Plan, from_diff
+from reconciler.catalog.postgres.writer import LockTimeout
+from reconciler.core.plan import Author, Plan, from_diff
 from reconciler.git.repository import GitRepository
 from tests.conftest import run_git
 

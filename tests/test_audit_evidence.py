@@ -12,11 +12,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from reconciler import audit
-from reconciler.chain import audit_key, keyed_problem, mac_of
-from reconciler.ci import ci_identity, local_identity
+from reconciler.app import auditing as audit
+from reconciler.core.chain import audit_key, keyed_problem, mac_of
+from reconciler.app.ci import ci_identity, local_identity
 from reconciler.cli import cli
-from reconciler.diff import Applied, Desired, Live, Location, diff
+from reconciler.core.diff import Applied, Desired, Live, Location, diff
 from reconciler.errors import ConfigurationError
 from reconciler.git.repository import GitRepository
 from reconciler.git.review import request_number, reviews

@@ -20,14 +20,14 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from reconciler import audit
-from reconciler.catalog import audit_log
-from reconciler.catalog.datasets import get_dataset, update_dataset
-from reconciler.catalog.records import get_record, update_record
-from reconciler.catalog.retention import upsert_retention_policy
+from reconciler.app import auditing as audit
+from reconciler.catalog.postgres import audit_log
+from reconciler.services.datasets import get_dataset, update_dataset
+from reconciler.services.records import get_record, update_record
+from reconciler.services.retention import upsert_retention_policy
 from reconciler.cli import cli
-from reconciler.runs import RunDraft
-from reconciler.runs import seal as seal_run
+from reconciler.app.runs import RunDraft
+from reconciler.app.runs import seal as seal_run
 
 from .conftest import run_git
 from .helpers import ALICE, BOB, CAROL, commit, write

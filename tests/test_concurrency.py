@@ -19,10 +19,10 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from reconciler import audit
-from reconciler.catalog.writer import LockTimeout
-from reconciler.diff import Desired
-from reconciler.engine import ApplyOptions, ApplyResult, apply_plan
+from reconciler.app import auditing as audit
+from reconciler.catalog.postgres.writer import LockTimeout
+from reconciler.core.diff import Desired
+from reconciler.app.engine import ApplyOptions, ApplyResult, apply_plan
 from reconciler.errors import ConflictError, DatabaseError, ReconcilerError
 from tests.test_apply_core import CATALOG, ds, make, rec, st, ws
 from tests.test_apply_kill import wait_for

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler.catalog.connection import connect, resolve_database
-from reconciler.catalog.dsn import url_problem
+from reconciler.catalog.postgres.connection import connect, resolve_database
+from reconciler.catalog.postgres.dsn import url_problem
 from reconciler.cli import cli
 from reconciler.errors import ConfigurationError
 

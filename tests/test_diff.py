@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.diff import Applied, Desired, Live, Location, diff, same
+from reconciler.core.diff import Applied, Desired, Live, Location, diff, same
 
 LOC = Location("manifests/datasets.yaml", 3, 9)
 

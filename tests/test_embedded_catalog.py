@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.catalog.connection import resolve_database
+from reconciler.catalog.postgres.connection import resolve_database
 from reconciler.errors import DatabaseUnavailable
 
 from .conftest import run_git

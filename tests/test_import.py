@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli import cli
-from reconciler.diff import Applied, Live
-from reconciler.importer import file_name, looks_secret, plan_import
+from reconciler.core.diff import Applied, Live
+from reconciler.app.importer import file_name, looks_secret, plan_import
 from reconciler.manifests import load_tree
 from reconciler.manifests.emit import dump_documents
 from tests.conftest import run_git
@@ -174,7 +174,7 @@ retention:
 
 
 def _described(db_url: str) -> str:
-    from reconciler.catalog.connection import describe
+    from reconciler.catalog.postgres.connection import describe
 
     return describe(db_url)
 

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli import cli
-from reconciler.model import ENV_NAME_PATTERN
+from reconciler.core.model import ENV_NAME_PATTERN
 from tests.conftest import run_git
 
 # Every credential below is a distinct marker, so a leak of any of them is found by name.
@@ -144,7 +144,7 @@ def _values_by_variable(text: str) -> dict[str, str]:
 
 
 def test_what_counts_as_a_credential_and_what_does_not() -> None:
-    from reconciler.credentials import credential_in, looks_secret
+    from reconciler.core.credentials import credential_in, looks_secret
 
     for key in ("pass", "pwd", "db_pwd", "userPw", "DBPass", "apiKey", "secretAccessKey", "sasToken", "Cookie"):
         assert looks_secret(key), key

@@ -16,7 +16,7 @@ from reconciler.errors import ConfigurationError, ManifestError
 from reconciler.manifests import Location, ManifestTree, load_tree, yamlread
 from reconciler.manifests.emit import dump_documents, scalar, to_document
 from reconciler.manifests.yamlread import parse_text
-from reconciler.model import Address, Dataset, Record, RecordSet, StorageTarget
+from reconciler.core.model import Address, Dataset, Record, RecordSet, StorageTarget
 
 BAD = Path(__file__).parent / "bad"
 HEAD = "apiVersion: reconciler/v1\n"

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from reconciler.catalog.migrations import (
+from reconciler.catalog.postgres.migrations import (
     TIMESTORE_LOCK_KEY,
     load_migrations,
     migrate,

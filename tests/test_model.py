@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from reconciler.errors import ConfigurationError
-from reconciler.model import (
+from reconciler.core.model import (
     Address,
     AddressKind,
     Dataset,

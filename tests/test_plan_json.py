@@ -10,10 +10,10 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from reconciler.diff import FIELDS, Applied, Desired, Live, Location, diff
+from reconciler.core.diff import FIELDS, Applied, Desired, Live, Location, diff
 from reconciler.errors import ConfigurationError
-from reconciler.plan import FORMAT_VERSION, Author, Plan, from_diff
-from reconciler.render import render_json
+from reconciler.core.plan import FORMAT_VERSION, Author, Plan, from_diff
+from reconciler.render.plan import render_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "schemas" / "plan.schema.json"

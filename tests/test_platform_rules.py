@@ -15,13 +15,16 @@ from pydantic import BaseModel, ValidationError
 from reconciler.cli import cli
 from reconciler.errors import ConfigurationError
 from reconciler.manifests.schema import manifest_schema
-from reconciler.model import LENGTH_UNIT_COMMENT, Address, Dataset, Record, RecordSet, Retention, StorageTarget
-from reconciler.service_rules import (
-    js_trim,
-    normalize_dataset_metadata,
-    normalize_tags,
-    utf16_length,
+from reconciler.core.model import (
+    LENGTH_UNIT_COMMENT,
+    Address,
+    Dataset,
+    Record,
+    RecordSet,
+    Retention,
+    StorageTarget,
 )
+from reconciler.core.service_rules import js_trim, normalize_dataset_metadata, normalize_tags, utf16_length
 
 from .helpers import js_trimmed
 

@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.errors import ConfigurationError
 from reconciler.manifests.config import load_config
-from reconciler.policy import Grant, check, parse_policy
+from reconciler.core.policy import Grant, check, parse_policy
 from tests.conftest import run_git
 from tests.test_scenarios import ALICE, BOB, DATASETS, RECORDS, STORAGE, commit, invoke, write
 

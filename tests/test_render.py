@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.diff import (
+from reconciler.core.diff import (
     changed_paths,
     Applied,
     Bookkeeping,
@@ -18,8 +18,8 @@ from reconciler.diff import (
     Location,
     diff,
 )
-from reconciler.plan import Author, Plan, Removal, from_diff
-from reconciler.render import (
+from reconciler.core.plan import Author, Plan, Removal, from_diff
+from reconciler.render.plan import (
     NO_CHANGES,
     PURGE_TITLE,
     render_apply_result,

@@ -12,11 +12,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from reconciler.catalog import datasets as ds
-from reconciler.catalog import retention
-from reconciler.catalog import schema_versions as sv
-from reconciler.catalog import storage_targets as st
-from reconciler.catalog.rows import DatasetRow
+from reconciler.services import datasets as ds
+from reconciler.services import retention
+from reconciler.services import schema_versions as sv
+from reconciler.services import storage_targets as st
+from reconciler.services.rows import DatasetRow
 from reconciler.errors import ConflictError, NotFoundError
 
 from .helpers import dataset_snapshot

@@ -9,12 +9,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from reconciler.catalog import datasets as ds
-from reconciler.catalog import publishing as pub
-from reconciler.catalog import schema_versions as sv
-from reconciler.catalog import storage_targets as st
-from reconciler.catalog.publishing import NewPartition
-from reconciler.catalog.rows import DatasetRow
+from reconciler.services import datasets as ds
+from reconciler.services import publishing as pub
+from reconciler.services import schema_versions as sv
+from reconciler.services import storage_targets as st
+from reconciler.services.publishing import NewPartition
+from reconciler.services.rows import DatasetRow
 from reconciler.errors import DuplicatePartitionError, NotFoundError
 
 ACTOR = "ada@example.com"

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from reconciler.catalog import records as rec
-from reconciler.catalog.records import NewRecord
-from reconciler.catalog.rows import RecordRow
+from reconciler.services import records as rec
+from reconciler.services.records import NewRecord
+from reconciler.services.rows import RecordRow
 from reconciler.errors import ConflictError, NotFoundError
 
 ACTOR = "ada@example.com"

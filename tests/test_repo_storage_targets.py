@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from reconciler.catalog import datasets as ds
-from reconciler.catalog import storage_targets as st
+from reconciler.services import datasets as ds
+from reconciler.services import storage_targets as st
 from reconciler.errors import ConflictError, DatabaseError, NotFoundError
 
 

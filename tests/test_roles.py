@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from psycopg import conninfo
 
-from reconciler.catalog.publishing import NewPartition, publish_manifest
+from reconciler.services.publishing import NewPartition, publish_manifest
 from reconciler.cli import cli
 from tests.test_scenarios import ALICE, BOB, DATASETS, RECORDS, STORAGE, commit, invoke, write
 

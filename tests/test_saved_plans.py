@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import ConfigurationError
-from reconciler.plan import Plan, canonical_json
+from reconciler.core.plan import Plan, canonical_json
 
 from .helpers import ALICE, BOB, apply, commit, invoke, write
 

@@ -10,10 +10,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from reconciler.catalog import datasets as repo_datasets
-from reconciler.catalog import records as repo_records
-from reconciler.catalog import retention as repo_retention
-from reconciler.catalog.rows import DatasetRow
+from reconciler.services import datasets as repo_datasets
+from reconciler.services import records as repo_records
+from reconciler.services import retention as repo_retention
+from reconciler.services.rows import DatasetRow
 
 from .helpers import dataset_snapshot
 from .test_apply_core import apply, ds, rec, st

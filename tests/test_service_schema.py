@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from reconciler.catalog.migrations import load_migrations, migrate, migrations_dir
+from reconciler.catalog.postgres.migrations import load_migrations, migrate, migrations_dir
 
 from .conftest import _create_database, _drop_database
 from .services_ddl import run_services_migrations

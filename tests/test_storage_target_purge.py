@@ -15,11 +15,11 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from reconciler import audit
-from reconciler.catalog.publishing import NewPartition, publish_manifest
+from reconciler.app import auditing as audit
+from reconciler.services.publishing import NewPartition, publish_manifest
 from reconciler.cli import cli
-from reconciler.diff import Desired
-from reconciler.engine import ApplyOptions, apply_plan
+from reconciler.core.diff import Desired
+from reconciler.app.engine import ApplyOptions, apply_plan
 from reconciler.errors import ConflictError
 from tests.test_apply_core import ds, loc, make, st, ws
 from tests.test_scenarios import ALICE, BOB, commit, invoke, write

@@ -1,6 +1,6 @@
 """Text from manifests, the catalog or git never reaches the terminal raw: every command escapes it.
 
-One helper (reconciler/text.py) escapes control characters for every printer; these
+One helper (reconciler/core/text.py) escapes control characters for every printer; these
 tests put such characters where a user's data can hold them (file names, record keys,
 metadata values, mapping keys) and read every line a command prints.
 """
@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli import cli
-from reconciler.text import clean, clean_lines
+from reconciler.core.text import clean, clean_lines
 from tests.conftest import run_git
 
 # Anything a terminal or a log reader acts on rather than shows (line feeds aside, which

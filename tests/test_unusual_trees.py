@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from reconciler.catalog.connection import explain
+from reconciler.catalog.postgres.connection import explain
 
 from .conftest import run_git
 from .helpers import ALICE, BOB, apply, commit, invoke, write

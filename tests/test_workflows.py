@@ -927,12 +927,12 @@ def test_pre_commit_files_validate_with_pre_commits_own_schema(tmp_path: Path) -
 
 # The modules whose refusals and errors docs/operators.md explains, one by one.
 DOCUMENTED_MODULES = (
-    "reconciler/cli.py", "reconciler/engine.py", "reconciler/plan.py", "reconciler/diff.py",
+    "reconciler/cli.py", "reconciler/app/engine.py", "reconciler/core/plan.py", "reconciler/core/diff.py",
     "reconciler/git/command.py", "reconciler/git/repository.py", "reconciler/git/objects.py",
-    "reconciler/app/attribution.py", "reconciler/manifests/config.py", "reconciler/catalog/writer.py",
-    "reconciler/catalog/migrations.py", "reconciler/catalog/connection.py", "reconciler/catalog/embedded.py",
-    "reconciler/importer.py", "reconciler/manifests/output.py", "reconciler/app/importing.py",
-    "reconciler/audit.py", "reconciler/chain.py", "reconciler/app/anchors.py", "reconciler/app/verification.py",
+    "reconciler/app/attribution.py", "reconciler/manifests/config.py", "reconciler/catalog/postgres/writer.py",
+    "reconciler/catalog/postgres/migrations.py", "reconciler/catalog/postgres/connection.py", "reconciler/catalog/postgres/embedded.py",
+    "reconciler/app/importer.py", "reconciler/manifests/output.py", "reconciler/app/importing.py",
+    "reconciler/app/auditing.py", "reconciler/core/chain.py", "reconciler/app/anchors.py", "reconciler/app/verification.py",
 )
 _ERROR_CALLS = {"ReconcilerError", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "MigrationError",
                 "ConflictError", "Refusal", "LockTimeout", "UsageError", "AuditVerificationError"}

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..catalog import audit_log
-from ..chain import GENESIS, HASH, utc_text
-from ..errors import ConfigurationError
-from ..git import notes
-from ..git.repository import GitRepository
+from reconciler.catalog.postgres import audit_log
+from reconciler.core.chain import GENESIS, HASH, utc_text
+from reconciler.errors import ConfigurationError
+from reconciler.git import notes
+from reconciler.git.repository import GitRepository
 
 VERSION = 1
 MARK = "reconciler_audit_anchor"

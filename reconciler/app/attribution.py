@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..diff import Applied, Change, Desired, collector_paused, same, same_types
-from ..model import Record
-from ..git.attribution import Outcome, Target, Value, walk
-from ..git.history import Commit, History, manifest_filter
-from ..git.repository import GitRepository
-from ..plan import Author, Removal
+from reconciler.core.diff import Applied, Change, Desired, collector_paused, same, same_types
+from reconciler.core.model import Record
+from reconciler.git.attribution import Outcome, Target, Value, walk
+from reconciler.git.history import Commit, History, manifest_filter
+from reconciler.git.repository import GitRepository
+from reconciler.core.plan import Author, Removal
 
 # Parsed versions of files kept while walking (a file is usually read once or twice).
 CACHED_BLOBS = 256
@@ -104,8 +104,8 @@ def declared_in(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
 
 def _declarations(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
     """Every object one version of a file declares (valid documents only), by address."""
-    from ..desired import desired_of, record_fields
-    from ..manifests.loader import load_bytes
+    from reconciler.manifests.desired import desired_of, record_fields
+    from reconciler.manifests.loader import load_bytes
 
     result = load_bytes(data, path)
     out: dict[str, Mapping[str, Any]] = {}

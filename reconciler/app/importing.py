@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from ..errors import ConfigurationError
-from ..importer import ImportFile
-from ..manifests import output
-from ..manifests.emit import dump_documents
-from ..manifests.yamlread import MAX_FILE_BYTES
-from ..text import clean
+from reconciler.errors import ConfigurationError
+from reconciler.app.importer import ImportFile
+from reconciler.manifests import output
+from reconciler.manifests.emit import dump_documents
+from reconciler.manifests.yamlread import MAX_FILE_BYTES
+from reconciler.core.text import clean
 
 # The largest file import appends to: what the loader reads (a bigger one gets a file beside it).
 MAX_APPEND_BYTES: Final = MAX_FILE_BYTES
@@ -100,7 +100,7 @@ def appended(old: bytes | None, addition: str, display: str, adding: Collection[
     """``old`` with ``addition`` appended as further YAML documents (in the file's own line
     endings), or None when the result would not read back as ``old``'s objects, unchanged,
     plus exactly the ``adding`` ones — or ``old`` is too big, not UTF-8, or not valid."""
-    from ..manifests.loader import load_bytes
+    from reconciler.manifests.loader import load_bytes
 
     if old is None:
         return None
@@ -125,8 +125,8 @@ def appended(old: bytes | None, addition: str, display: str, adding: Collection[
 
 def _declared(items: Sequence[Any]) -> dict[str, Any] | None:
     """Each object's declared value by address; None when an address repeats."""
-    from ..app.attribution import declared_value
-    from ..desired import desired_of
+    from reconciler.app.attribution import declared_value
+    from reconciler.manifests.desired import desired_of
 
     out: dict[str, Any] = {}
     for item in items:

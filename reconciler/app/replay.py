@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..diff import DEFAULTS, MERGED_FIELDS, same
-from ..git.objects import BlobReader
-from ..git.repository import GitRepository
-from .attribution import SUFFIXES, declared_in
+from reconciler.core.diff import DEFAULTS, MERGED_FIELDS, same
+from reconciler.git.objects import BlobReader
+from reconciler.git.repository import GitRepository
+from reconciler.app.attribution import SUFFIXES, declared_in
 
 if TYPE_CHECKING:
-    from ..audit import Entry
+    from reconciler.app.auditing import Entry
 
 CACHED_FILES = 256
 _ABSENT: Any = object()

@@ -27,15 +27,15 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..audit import AuditVerificationError, Entry
-from ..catalog import audit_log
-from ..chain import GENESIS, HASH, mac_matches
-from ..errors import ConfigurationError
-from ..git.repository import GitRepository
-from ..git.review import reviews
-from ..runs import Run
-from .anchors import Anchor
-from .replay import Replayed, replay
+from reconciler.app.auditing import AuditVerificationError, Entry
+from reconciler.catalog.postgres import audit_log
+from reconciler.core.chain import GENESIS, HASH, mac_matches
+from reconciler.errors import ConfigurationError
+from reconciler.git.repository import GitRepository
+from reconciler.git.review import reviews
+from reconciler.app.runs import Run
+from reconciler.app.anchors import Anchor
+from reconciler.app.replay import Replayed, replay
 
 
 _FULL = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")

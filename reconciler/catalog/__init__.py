@@ -1,1 +1,1 @@
-"""Everything PostgreSQL: connections, the embedded server, migrations and the repository layer."""
+"""The catalog behind its interface: the protocols the app uses (port), and their PostgreSQL implementation (postgres/)."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .history import Commit, FileChange, History
+from reconciler.git.history import Commit, FileChange, History
 
 Value = Mapping[str, Any] | None
 """What an object declares (its fields, with ``protect`` and ``purge``); None when it is not declared."""

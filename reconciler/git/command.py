@@ -9,7 +9,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigurationError
+from reconciler.errors import ConfigurationError
 
 # Long enough for a log of a deep history; short enough that CI never hangs.
 GIT_TIMEOUT_SECONDS = 120.0

@@ -7,8 +7,8 @@ refs/notes/reconciler-audit``). Several anchors on one commit are appended to it
 
 from __future__ import annotations
 
-from .command import run_git
-from .repository import GitRepository
+from reconciler.git.command import run_git
+from reconciler.git.repository import GitRepository
 
 NOTES_REF = "refs/notes/reconciler-audit"
 # Who the notes commit names when git has no identity configured (a CI runner).

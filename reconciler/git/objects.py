@@ -7,8 +7,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from ..errors import ConfigurationError
-from .command import environment, missing_git
+from reconciler.errors import ConfigurationError
+from reconciler.git.command import environment, missing_git
 
 # A blob larger than this is not read (the manifest loader refuses such files anyway).
 MAX_BLOB_BYTES = 64 * 1024 * 1024

@@ -7,10 +7,10 @@ import re
 from collections.abc import Callable, Container, Iterable, Sequence
 from pathlib import Path
 
-from ..errors import ConfigurationError
-from .command import Output, failure, run_git
-from .history import LOG_FORMAT, FileChange, History, parse_log, parse_raw
-from .objects import BlobReader
+from reconciler.errors import ConfigurationError
+from reconciler.git.command import Output, failure, run_git
+from reconciler.git.history import LOG_FORMAT, FileChange, History, parse_log, parse_raw
+from reconciler.git.objects import BlobReader
 
 _NO_WORK_TREE = ("not a git repository", "must be run in a work tree")
 _SHA = re.compile(r"^[0-9a-f]{4,64}$")

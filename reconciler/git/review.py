@@ -14,7 +14,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from .repository import GitRepository
+from reconciler.git.repository import GitRepository
 
 # Merge messages as the hosting services write them, and the "(#N)" GitHub ends a squash
 # commit's subject with.

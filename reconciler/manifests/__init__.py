@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..model import JsonPath
-from .emit import dump_documents, to_document
-from .layout import DocLayout, Span
-from .loader import discover, load_tree
-from .tree import Declared, Location, ManifestTree, Reference
-from .yamlread import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES
+from reconciler.core.model import JsonPath
+from reconciler.manifests.emit import dump_documents, to_document
+from reconciler.manifests.layout import DocLayout, Span
+from reconciler.manifests.loader import discover, load_tree
+from reconciler.manifests.tree import Declared, Location, ManifestTree, Reference
+from reconciler.manifests.yamlread import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES
 
 __all__ = [
     "MAX_ALIAS_NODES",

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigurationError
-from ..policy import Policy, parse_policy
+from reconciler.errors import ConfigurationError
+from reconciler.core.policy import Policy, parse_policy
 
 CONFIG_FILE = "reconciler.yaml"
 DEFAULT_SOURCE = "default"

@@ -10,9 +10,9 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from ..diff import collector_paused
-from ..errors import ConfigurationError, ManifestError, Problem
-from ..model import (
+from reconciler.core.diff import collector_paused
+from reconciler.errors import ConfigurationError, ManifestError, Problem
+from reconciler.core.model import (
     API_VERSION,
     KINDS,
     TRUSTED_JSON,
@@ -29,10 +29,18 @@ from ..model import (
     iter_strings,
     substitute_env,
 )
-from .messages import RawProblem, at, translate
-from .servable import unservable
-from .tree import Declared, Location, ManifestTree, Reference
-from .yamlread import MAX_FILE_BYTES, ParsedDocument, ParsedFile, decode_text, locate, parse_text, read_text
+from reconciler.manifests.messages import RawProblem, at, translate
+from reconciler.manifests.servable import unservable
+from reconciler.manifests.tree import Declared, Location, ManifestTree, Reference
+from reconciler.manifests.yamlread import (
+    MAX_FILE_BYTES,
+    ParsedDocument,
+    ParsedFile,
+    decode_text,
+    locate,
+    parse_text,
+    read_text,
+)
 
 SUFFIXES: Final = (".yaml", ".yml")
 

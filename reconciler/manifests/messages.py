@@ -9,7 +9,7 @@ from typing import Any, Final, Literal, get_args
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from ..model import PATTERN_HELP, describe, format_path
+from reconciler.core.model import PATTERN_HELP, describe, format_path
 
 Where = Literal["key", "node", "parent"]
 # A problem before it is located: the path of the value it is about (keys and

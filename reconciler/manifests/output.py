@@ -13,8 +13,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..errors import ConfigurationError
-from ..text import clean
+from reconciler.errors import ConfigurationError
+from reconciler.core.text import clean
 
 # Directories are opened, never followed: a symbolic link where a directory or file
 # should be fails the open (ELOOP or ENOTDIR) instead of leading elsewhere.

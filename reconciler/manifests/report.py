@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..errors import Problem
-from ..model import Address
-from ..text import clean
-from .tree import ManifestTree, Reference
+from reconciler.errors import Problem
+from reconciler.core.model import Address
+from reconciler.core.text import clean
+from reconciler.manifests.tree import ManifestTree, Reference
 
 
 def _count(number: int, noun: str) -> str:

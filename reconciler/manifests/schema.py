@@ -15,7 +15,7 @@ from pydantic import Field, TypeAdapter
 
 import reconciler
 
-from ..model import API_VERSION, Dataset, Record, RecordDefaults, RecordSet, StorageTarget
+from reconciler.core.model import API_VERSION, Dataset, Record, RecordDefaults, RecordSet, StorageTarget
 
 SCHEMA_FILE: Final = "manifest.schema.json"
 SCHEMA_ID: Final = "https://reconciler.invalid/schemas/manifest.schema.json"
@@ -52,7 +52,7 @@ def manifest_schema() -> dict[str, Any]:
         "title": f"reconciler manifest document ({API_VERSION})",
         "description": (
             "One YAML document of a reconciler manifest tree: a StorageTarget, Dataset, "
-            "Record or RecordSet. Generated from reconciler.model; see docs/manifests.md."
+            "Record or RecordSet. Generated from reconciler.core.model; see docs/manifests.md."
         ),
         **schema,
     }

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..model import Declaration, Record
-from ..service_rules import METASTORE_MAX_PATH_SEGMENT, utf16_length
-from .messages import RawProblem
-from .tree import Declared
+from reconciler.core.model import Declaration, Record
+from reconciler.core.service_rules import METASTORE_MAX_PATH_SEGMENT, utf16_length
+from reconciler.manifests.messages import RawProblem
+from reconciler.manifests.tree import Declared
 
 # Why a long namespace or key is worth a warning, after what it is.
 _WHY = (

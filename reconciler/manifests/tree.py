@@ -6,8 +6,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from ..errors import Problem
-from ..model import Address, AddressKind, Dataset, Declaration, JsonPath, Record, StorageTarget
+from reconciler.errors import Problem
+from reconciler.core.model import Address, AddressKind, Dataset, Declaration, JsonPath, Record, StorageTarget
 
 T = TypeVar("T", bound=Declaration, covariant=True)
 

@@ -22,9 +22,9 @@ from typing import Any, Final
 import yaml
 import yaml_rs
 
-from ..errors import Problem
-from ..model import MAX_INT_DIGITS, MAX_JSON_DEPTH, TOO_MANY_DIGITS, describe, format_path
-from .layout import DocLayout, Span, scan_layout
+from reconciler.errors import Problem
+from reconciler.core.model import MAX_INT_DIGITS, MAX_JSON_DEPTH, TOO_MANY_DIGITS, describe, format_path
+from reconciler.manifests.layout import DocLayout, Span, scan_layout
 
 MAX_FILE_BYTES: Final = 64 * 1024 * 1024
 MAX_DEPTH: Final = MAX_JSON_DEPTH

@@ -1,0 +1,470 @@
+"""Catalog objects no source manages → manifest documents that adopt them exactly (pure, no I/O)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Final
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler.core.credentials import credential_in, looks_secret
+from reconciler.manifests.desired import _desired  # the plan's own model → Desired translation: the check cannot drift from it
+from reconciler.core.diff import Applied, Desired, Live, diff
+from reconciler.errors import ConfigurationError
+from reconciler.manifests.messages import translate
+from reconciler.manifests.tree import Declared, Location
+from reconciler.manifests.yamlread import value_problems
+from reconciler.core.model import (
+    API_VERSION,
+    Dataset,
+    Declaration,
+    RecordItem,
+    RecordSet,
+    StorageTarget,
+    env_references,
+    folded,
+    format_path,
+    iter_strings,
+)
+from reconciler.core.text import clean
+
+__all__ = ["ImportFile", "ImportResult", "Secret", "file_name", "looks_secret", "plan_import", "select"]
+
+# Dataset metadata keys the platform's services write for themselves. They are left
+# out of imported manifests, so they stay the services' (the three-way merge keeps
+# keys the tree never set) instead of becoming managed and reverted as drift.
+SERVICE_METADATA_KEYS: Final = frozenset({"createdBy", "tableName", "timestampColumn"})
+_NOT_ALNUM = re.compile(r"[^A-Z0-9]")
+# Longest environment variable name import makes up (a deep config path would make a long one).
+VARIABLE_LENGTH: Final = 96
+_NOT_FILE_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+# Where the check pretends an imported object is declared; only the diff sees it.
+_NOWHERE = Location("<import>", 1, 1, 1)
+_KINDS: Final = ("storage-target", "dataset", "record")
+_NOUNS: Final = {"storage-target": ("storage target", "storage targets"), "dataset": ("dataset", "datasets"),
+                 "record": ("record", "records")}
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A config value written as ``${env:VARIABLE}`` instead of its value, and why it looked secret."""
+
+    address: str
+    path: str  # config.<dotted path>
+    variable: str
+    why: str = "its key names a secret"
+
+    def note(self) -> str:
+        """``VARIABLE: storage-target:NAME config.PATH (why)``, safe to print and to write in a comment."""
+        return f"{self.variable}: {clean(self.address)} {clean(self.path)} ({self.why})"
+
+
+@dataclass(frozen=True)
+class ImportFile:
+    """One file to write: its path below the output directory and its documents, in order."""
+
+    path: str
+    documents: tuple[dict[str, Any], ...]
+    addresses: tuple[str, ...]
+    secrets: tuple[Secret, ...] = ()  # the variables its documents refer to
+
+    def comment(self) -> str:
+        """The lines a file with ``${env:...}`` references opens with: every variable to set."""
+        if not self.secrets:
+            return ""
+        return "\n".join(["Credentials are not written in this file. Before plan or apply, set each of these",
+                          "environment variables to the value the catalog holds at the path named:",
+                          *(f"  {secret.note()}" for secret in self.secrets)])
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import writes, what it left out and why, and the variables it needs."""
+
+    candidates: tuple[str, ...]  # the unmanaged objects asked for
+    files: tuple[ImportFile, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()  # (address, reason)
+    secrets: tuple[Secret, ...] = ()
+
+    @property
+    def imported(self) -> tuple[str, ...]:
+        """Every address written, in file order."""
+        return tuple(address for file in self.files for address in file.addresses)
+
+    def counts(self) -> dict[str, int]:
+        """Objects written per kind."""
+        found = Counter(address.partition(":")[0] for address in self.imported)
+        return {kind: found.get(kind, 0) for kind in _KINDS}
+
+    def summary(self, directory: str) -> str:
+        """``Imported 1 storage target, 3 datasets, 120 records into DIR (5 files).``"""
+        parts = [f"{n:,} {_NOUNS[kind][0 if n == 1 else 1]}" for kind, n in self.counts().items()]
+        files = f"{len(self.files)} file" + ("" if len(self.files) == 1 else "s")
+        return f"Imported {', '.join(parts)} into {directory} ({files})."
+
+
+class _Skip(Exception):
+    """An object whose values no valid manifest can express; the message says why."""
+
+
+@dataclass
+class _Draft:
+    """One object's manifest before the check: its document and the model the loader would build."""
+
+    address: str
+    kind: str
+    document: dict[str, Any]  # for a record: its RecordSet item
+    model: Declaration | RecordItem  # what the loader builds (a record's RecordItem until _expand)
+    namespace: str = ""
+    secrets: list[tuple[Secret, str]] = field(default_factory=list)  # with the live value
+
+
+def select(live: Mapping[str, Live], applied: Mapping[str, Applied], declared: Mapping[str, Desired],
+           targets: Sequence[str] = ()) -> tuple[str, ...]:
+    """The unmanaged objects to import: all of them, or exactly ``targets``.
+
+    Unmanaged means in the catalog, recorded by no source, and not declared in the
+    tree (a declared object is adopted by the next apply already). A target that is
+    not such an object is an error naming it; every such target is named at once.
+    """
+    if not targets:
+        return tuple(sorted(a for a in live if a not in applied and a not in declared))
+    problems = []
+    for address in dict.fromkeys(targets):
+        if address not in live:
+            problems.append(f"{address} is not in the catalog")
+        elif address in applied:
+            problems.append(f"{address} is managed by source {applied[address].source!r}; "
+                            "only unmanaged objects are imported")
+        elif address in declared:
+            where = declared[address].location
+            problems.append(f"{address} is already declared in the tree ({where.path}:{where.line}); "
+                            "the next apply adopts it")
+    if problems:
+        raise ConfigurationError("cannot import:\n  " + "\n  ".join(clean(p) for p in problems))
+    return tuple(sorted(dict.fromkeys(targets)))
+
+
+def plan_import(live: Mapping[str, Live], applied: Mapping[str, Applied], declared: Mapping[str, Desired],
+                targets: Sequence[str] = ()) -> ImportResult:
+    """Manifest documents for the unmanaged objects, each checked to adopt its object unchanged.
+
+    Every document is validated as the loader validates it, then diffed against its
+    live object as the plan would diff it; an object whose manifest would change
+    anything (or not load, or break a link) is skipped with the reason.
+    """
+    candidates = select(live, applied, declared, targets)
+    names = _Variables(_referenced(declared))
+    drafts: list[_Draft] = []
+    skipped: list[tuple[str, str]] = []
+    for address in candidates:
+        try:
+            drafts.append(_draft(live[address], names, live, declared))
+        except _Skip as reason:
+            skipped.append((address, str(reason)))
+    _expand(drafts)
+    kept, refused = _check(drafts, live)
+    skipped += refused
+    kept, alike = _lookalikes(kept, declared)
+    skipped += alike
+    return ImportResult(candidates, _files(kept), tuple(sorted(skipped)),
+                        tuple(secret for draft in kept for secret, _ in draft.secrets))
+
+
+def _referenced(declared: Mapping[str, Desired]) -> set[str]:
+    """The environment variables the tree's storage targets already refer to: not to be reused."""
+    names: set[str] = set()
+    for item in declared.values():
+        if item.kind == "storage-target":
+            for _, text in iter_strings(item.fields.get("config") or {}):
+                names.update(env_references(text))
+    return names
+
+
+# --- documents ------------------------------------------------------------------------------
+
+
+def _draft(obj: Live, names: _Variables, live: Mapping[str, Live], declared: Collection[str]) -> _Draft:
+    name = obj.address.partition(":")[2]
+    if obj.kind == "storage-target":
+        return _storage_target(name, obj.fields, names, obj.address)
+    if obj.kind == "dataset":
+        document = _dataset(name, obj.fields)
+        _refuse_credentials(document, ("apiVersion", "kind", "slug"))
+        return _Draft(obj.address, obj.kind, document, _validate(Dataset, document))
+    namespace, _, key = name.partition("/")
+    return _record(obj.address, namespace, key, obj.fields, live, declared)
+
+
+def _storage_target(name: str, fields: Mapping[str, Any], names: _Variables, address: str) -> _Draft:
+    document: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "StorageTarget", "name": name,
+                                "type": fields["type"]}
+    if fields["description"] is not None:
+        document["description"] = fields["description"]
+    secrets: list[tuple[Secret, str]] = []
+    config = _config(fields["config"] or {}, (), False, name, names, address, secrets)
+    if config:
+        document["config"] = config
+    return _Draft(address, "storage-target", document, _validate(StorageTarget, document), secrets=secrets)
+
+
+def _config(value: Any, path: tuple[str | int, ...], secret: bool, target: str, names: _Variables,
+            address: str, secrets: list[tuple[Secret, str]]) -> Any:
+    """The config with sorted keys and every secret string replaced by an ${env:...} reference."""
+    if isinstance(value, Mapping):
+        return {key: _config(value[key], (*path, key), secret or looks_secret(key), target, names, address,
+                             secrets) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_config(item, (*path, index), secret, target, names, address, secrets)
+                for index, item in enumerate(value)]
+    shape = credential_in(value) if isinstance(value, str) and not secret else None
+    if isinstance(value, str) and (secret or shape):
+        variable = names.claim(target, path)
+        why = f"it holds {shape}" if shape else "its key names a secret"
+        secrets.append((Secret(address, "config." + format_path(path), variable, why), value))
+        return "${env:" + variable + "}"
+    if isinstance(value, str) and "${" in value:
+        raise _Skip(f"config.{format_path(path)} holds '${{', which a manifest reads as an environment "
+                    "variable reference")
+    return value
+
+
+def _dataset(slug: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    document: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "Dataset", "slug": slug,
+                                "name": fields["name"]}
+    if fields["description"] is not None:
+        document["description"] = fields["description"]
+    if fields["status"] != "active":
+        document["status"] = fields["status"]
+    if fields["storageTarget"] is not None:
+        document["storageTarget"] = fields["storageTarget"]
+    metadata = fields["metadata"]
+    if isinstance(metadata, Mapping):  # anything else fails validation, and is skipped with the reason
+        metadata = {k: v for k, v in metadata.items() if k not in SERVICE_METADATA_KEYS}
+    if metadata:
+        document["metadata"] = canonical_json(metadata)
+    if fields["retention"] is not None:
+        document["retention"] = canonical_json(fields["retention"])
+    return document
+
+
+def _record(address: str, namespace: str, key: str, fields: Mapping[str, Any], live: Mapping[str, Live],
+            declared: Collection[str]) -> _Draft:
+    item: dict[str, Any] = {"key": key}
+    if fields["owner"] is not None:
+        item["owner"] = fields["owner"]
+    if fields["tags"]:
+        item["tags"] = list(dict.fromkeys(fields["tags"]))
+    if fields["schemaHash"] is not None:
+        item["schemaHash"] = fields["schemaHash"]
+    if fields["metadata"]:
+        item["metadata"] = canonical_json(fields["metadata"])
+    if fields["deleted"]:
+        item["deleted"] = True
+    problem = _namespace_problem(namespace)
+    if problem:
+        raise _Skip(problem)
+    _refuse_credentials(item, ("key",))
+    model: RecordItem = _validate(RecordItem, item)
+    slug = (model.metadata or {}).get("datasetSlug")
+    if isinstance(slug, str) and f"dataset:{slug}" not in live and f"dataset:{slug}" not in declared:
+        raise _Skip(f"metadata.datasetSlug names dataset {slug!r}, which is neither in the catalog nor in "
+                    "the tree (the plan would refuse the broken link)")
+    return _Draft(address, "record", item, model, namespace=namespace)
+
+
+def _refuse_credentials(document: Mapping[str, Any], identity: Collection[str]) -> None:
+    """_Skip an object holding a credential-looking string outside a storage target's config:
+    no other field can take its value from the environment, and none is written in clear."""
+    for name, value in document.items():
+        if name in identity:
+            continue
+        for path, text in iter_strings(value, (name,)):
+            shape = credential_in(text)
+            if shape:
+                raise _Skip(f"{format_path(path)} looks like {shape}, and only a storage target's config can "
+                            "take a value from the environment; import never writes a credential in clear "
+                            "(take it out of the catalog object, or declare the object by hand)")
+
+
+def _expand(drafts: Sequence[_Draft]) -> None:
+    """Replace each record draft's RecordSet item by the Record its set expands to, as the loader does."""
+    items: dict[str, list[_Draft]] = {}
+    for draft in drafts:
+        if draft.kind == "record":
+            items.setdefault(draft.namespace, []).append(draft)
+    for namespace, group in items.items():
+        records = RecordSet.model_construct(namespace=namespace, records=tuple(d.model for d in group)).expand()
+        for draft, record in zip(group, records, strict=True):
+            draft.model = record
+
+
+@lru_cache(maxsize=1024)
+def _namespace_problem(namespace: str) -> str | None:
+    """Why no RecordSet can name ``namespace``, checked once per namespace."""
+    try:
+        _validate(RecordSet, {"apiVersion": API_VERSION, "kind": "RecordSet", "namespace": namespace,
+                              "records": []})
+    except _Skip as reason:
+        return str(reason)
+    return None
+
+
+def canonical_json(value: Any) -> Any:
+    """A JSON value with every mapping's keys sorted, so the same value is always written alike."""
+    if isinstance(value, Mapping):
+        return {key: canonical_json(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical_json(item) for item in value]
+    return value
+
+
+def _validate(model: type[BaseModel], document: Mapping[str, Any]) -> Any:
+    """The model the manifest loader would build from ``document``, or _Skip with its first problem."""
+    try:
+        return model.model_validate(document, by_alias=True, by_name=False)
+    except ValidationError as error:
+        detail = error.errors(include_url=False)[0]
+        raise _Skip(f"it cannot be written as a valid manifest: {translate(detail, model)[0][2]}") from None
+
+
+class _Variables:
+    """Environment variable names for secret config values: RECONCILER_<TARGET>_<KEY>, unique
+    among themselves and apart from every variable the tree already refers to."""
+
+    def __init__(self, taken: Collection[str] = ()) -> None:
+        self.taken: set[str] = set(taken)
+
+    def claim(self, target: str, path: Sequence[str | int]) -> str:
+        # Only A-Z, 0-9 and _ (ASCII: the class has no other letters) after a fixed
+        # first word, so the name always matches ENV_NAME_PATTERN.
+        base = _NOT_ALNUM.sub("_", "_".join(["RECONCILER", target, *map(str, path)]).upper())
+        base = base[:VARIABLE_LENGTH - 4]  # room for a _<n> suffix
+        name, n = base, 1
+        while name in self.taken:
+            n += 1
+            name = f"{base}_{n}"
+        self.taken.add(name)
+        return name
+
+
+# --- the check ------------------------------------------------------------------------------
+
+
+def _check(drafts: Sequence[_Draft], live: Mapping[str, Live]) -> tuple[list[_Draft], list[tuple[str, str]]]:
+    """Keep the drafts the loader reads back and the plan adopts with no change (one diff for all)."""
+    kept: list[_Draft] = []
+    skipped: list[tuple[str, str]] = []
+    environ = {secret.variable: value for draft in drafts for secret, value in draft.secrets}
+    desired: dict[str, Desired] = {}
+    for draft in drafts:
+        problem = _yaml_problem(draft)
+        if problem:
+            skipped.append((draft.address, problem))
+            continue
+        assert not isinstance(draft.model, RecordItem), "records are expanded before the check"
+        desired[draft.address], _, _ = _desired(Declared(draft.model, _NOWHERE), environ, True)
+        kept.append(draft)
+    result = diff(desired, {a: live[a] for a in desired}, {}, source="import")
+    refused = {c.address: f"no manifest can hold its {', '.join(c.paths or c.fields)} exactly as the catalog has it "
+                          "(the plan would show a change)" for c in result.changes}
+    refused.update({f.address: f.message for f in result.findings if f.severity == "error"})
+    skipped += refused.items()
+    return [d for d in kept if d.address not in refused], skipped
+
+
+def _lookalikes(drafts: Sequence[_Draft], declared: Mapping[str, Desired]) -> tuple[list[_Draft],
+                                                                                   list[tuple[str, str]]]:
+    """Skip every draft whose address differs from another's — a draft's, or an object the tree
+    declares — only by letter case or Unicode normalisation: the loader refuses such a pair in
+    one tree, so writing both would block every plan of the source."""
+    in_tree: dict[str, str] = {}
+    for address in declared:
+        in_tree.setdefault(folded(address), address)
+    alike: dict[str, list[str]] = {}
+    for draft in drafts:
+        alike.setdefault(folded(draft.address), []).append(draft.address)
+    kept, skipped = [], []
+    for draft in drafts:
+        key = folded(draft.address)
+        twin = in_tree.get(key)
+        others = [address for address in alike[key] if address != draft.address]
+        it = "it" + _spelling(draft.address)
+        if twin is not None:
+            where = declared[twin].location
+            skipped.append((draft.address, f"{it} differs from {twin}{_spelling(twin)}, which the tree declares "
+                            f"({where.path}:{where.line}), only by letter case or Unicode normalisation, and the "
+                            "loader refuses such a pair in one tree; rename it in the catalog, or delete it there "
+                            "if it is a stray copy"))
+        elif others:
+            named = ", ".join(address + _spelling(address) for address in others)
+            skipped.append((draft.address, f"{it} differs from {named} only by letter case "
+                            "or Unicode normalisation, and the loader refuses such a pair in one tree; rename one "
+                            "of them in the catalog (or delete the stray copy) and import again"))
+        else:
+            kept.append(draft)
+    return kept, skipped
+
+
+def _spelling(address: str) -> str:
+    """`` (spelled dataset:cafe\\u0301)`` for an address with non-ASCII characters, else nothing:
+    look-alikes that differ only by Unicode normalisation print the same."""
+    if address.isascii():
+        return ""
+    return f" (spelled {address.encode('ascii', 'backslashreplace').decode('ascii')})"
+
+
+def _yaml_problem(draft: _Draft) -> str | None:
+    """What the loader would refuse in the YAML itself (nesting depth, control characters in keys)."""
+    # A record sits two levels down in its RecordSet document (records list, item).
+    value: Any = {"records": [draft.document]} if draft.kind == "record" else draft.document
+    for path, at_key, message in value_problems(value, True):
+        inner = path[2:] if draft.kind == "record" else path
+        where = format_path(inner[:-1] if at_key else inner)
+        return f"it cannot be written as YAML the loader reads: {where + ': ' if where else ''}{message}"
+    return None
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def _files(drafts: Iterable[_Draft]) -> tuple[ImportFile, ...]:
+    """storage-targets.yaml; datasets/<slug>.yaml; records/<namespace>.yaml (one RecordSet each).
+
+    Names that would clash on a case-insensitive file system share one file.
+    """
+    grouped: dict[str, tuple[str, list[dict[str, Any]], list[str], list[Secret]]] = {}
+
+    def add(path: str, document: dict[str, Any], addresses: list[str], secrets: Iterable[Secret] = ()) -> None:
+        entry = grouped.setdefault(path.casefold(), (path, [], [], []))
+        entry[1].append(document)
+        entry[2].extend(addresses)
+        entry[3].extend(secrets)
+
+    by_kind: dict[str, list[_Draft]] = {kind: [] for kind in _KINDS}
+    for draft in drafts:
+        by_kind[draft.kind].append(draft)
+    for draft in by_kind["storage-target"]:
+        add("storage-targets.yaml", draft.document, [draft.address], (secret for secret, _ in draft.secrets))
+    for draft in by_kind["dataset"]:
+        add(f"datasets/{file_name(draft.address.partition(':')[2])}", draft.document, [draft.address])
+    namespaces: dict[str, list[_Draft]] = {}
+    for draft in by_kind["record"]:
+        namespaces.setdefault(draft.namespace, []).append(draft)
+    for namespace in sorted(namespaces):
+        items = sorted(namespaces[namespace], key=lambda d: d.document["key"])
+        document = {"apiVersion": API_VERSION, "kind": "RecordSet", "namespace": namespace,
+                    "records": [d.document for d in items]}
+        add(f"records/{file_name(namespace)}", document, [d.address for d in items])
+    return tuple(ImportFile(path, tuple(documents), tuple(addresses), tuple(secrets))
+                 for path, documents, addresses, secrets in sorted(grouped.values(), key=lambda entry: entry[0]))
+
+
+def file_name(name: str) -> str:
+    """A file name for a slug or namespace: ``:`` and the like become ``_``; never hidden."""
+    stem = _NOT_FILE_SAFE.sub("_", name)
+    return ("_" + stem if stem.startswith(".") else stem) + ".yaml"

@@ -1,0 +1,1 @@
+"""The pure core: values in, values out — manifest kinds, the diff, the plan, policy; no I/O."""

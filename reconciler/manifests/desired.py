@@ -1,0 +1,199 @@
+"""The manifest tree as the diff wants it: Desired values, secret templates and cross-links."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from reconciler.core.diff import Desired, Location, collector_paused
+from reconciler.errors import ManifestError, Problem
+from reconciler.manifests import Declared, ManifestTree, load_tree
+from reconciler.core.model import Dataset, Record, StorageTarget, env_references, iter_strings, substitute_env
+
+# Manifest field → the diff's field, per kind (only fields the diff manages).
+_FIELDS: dict[Any, dict[str, str]] = {
+    StorageTarget: {"type": "type", "description": "description", "config": "config"},
+    Dataset: {"name": "name", "description": "description", "status": "status",
+              "storage_target": "storageTarget", "metadata": "metadata", "retention": "retention"},
+    Record: {"owner": "owner", "tags": "tags", "schema_hash": "schemaHash", "metadata": "metadata",
+             "deleted": "deleted"},
+}
+_KIND: dict[Any, str] = {StorageTarget: "storage-target", Dataset: "dataset", Record: "record"}
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """What the tree asks for, ready for the diff."""
+
+    desired: dict[str, Desired]
+    secrets: dict[str, dict[str, str]]  # address → dotted path → the ${env:...} text the manifest wrote
+    links: list[tuple[str, str, Location]]  # (from address, to address, where) the tree cannot resolve
+
+
+def desired_state(root: Path, *, environ: Mapping[str, str], resolve_env: bool = True,
+                  skip: Collection[str] = ()) -> DesiredState:
+    """Load the tree and turn it into Desired values, resolving ``${env:...}`` when asked.
+
+    An unset variable is reported like any other manifest problem, at the value that
+    names it. Files in ``skip`` (as the loader shows them) are not read.
+    """
+    tree = load_tree(root, skip=skip, environ=environ, check_env=resolve_env)
+    return desired_from(tree, environ=environ, resolve_env=resolve_env)
+
+
+def desired_from(tree: ManifestTree, *, environ: Mapping[str, str], resolve_env: bool = True) -> DesiredState:
+    """``desired_state`` of a tree already loaded (from the working tree, or from a commit).
+
+    A tree loaded without ``check_env`` has had its variables checked by nobody: an unset
+    one is then reported here, at its storage target's first line."""
+    desired: dict[str, Desired] = {}
+    secrets: dict[str, dict[str, str]] = {}
+    problems: list[Problem] = []
+    with collector_paused():
+        for declared in tree.objects():
+            item, templates, missing = _desired(declared, environ, resolve_env)
+            desired[item.address] = item
+            if templates:
+                secrets[item.address] = templates
+            problems += [Problem(declared.location.path, declared.location.line, declared.location.column,
+                                 f"{item.address}: config.{path}: environment variable {name} is not set")
+                         for path, name in missing]
+    if problems:
+        raise ManifestError(problems)
+    return DesiredState(desired, secrets, _links(tree))
+
+
+def _location(declared: Declared[Any]) -> Location:
+    loc = declared.location
+    return Location(loc.path, loc.line, loc.end_line, tuple(loc.also))
+
+
+def desired_of(declared: Declared[Any]) -> Desired:
+    """One declared object as the diff sees it, ``${env:...}`` left unresolved."""
+    return _desired(declared, {}, False)[0]
+
+
+def _desired(declared: Declared[Any], environ: Mapping[str, str],
+             resolve_env: bool) -> tuple[Desired, dict[str, str], list[tuple[str, str]]]:
+    model = declared.model
+    if type(model) is Record:
+        return _record(declared), {}, []
+    names = _FIELDS[type(model)]
+    fields = {names[name]: _value(model, name) for name in model.model_fields_set if name in names}
+    templates: dict[str, str] = {}
+    missing: list[tuple[str, str]] = []
+    recorded = None
+    if isinstance(model, StorageTarget) and "config" in fields:
+        recorded = dict(fields)
+        fields["config"], templates, missing = _resolve(fields["config"], environ, resolve_env)
+    address = str(declared.address)
+    return (Desired(address, _KIND[type(model)], fields, _location(declared),
+                    protect=bool(getattr(model, "protect", False)), purge=bool(getattr(model, "purge", False)),
+                    secret_paths=frozenset(templates), recorded=recorded if templates else None),
+            templates, missing)
+
+
+# Records are most of a tree, so they take a direct path to the same values as the
+# general one (manifest name → the diff's name, only the fields the manifest set).
+_RECORD_FIELDS = tuple(_FIELDS[Record].items())
+
+
+def record_fields(model: Record) -> dict[str, Any]:
+    """A record's fields as the diff names them, only those the manifest set (tags as a list)."""
+    values = model.__dict__
+    given = model.model_fields_set
+    return {out: (list(values[name]) if name == "tags" else values[name])
+            for name, out in _RECORD_FIELDS if name in given}
+
+
+def _record(declared: Declared[Any]) -> Desired:
+    values = declared.model.__dict__
+    fields = record_fields(declared.model)
+    loc = declared.location
+    location = Location(loc.path, loc.line, loc.end_line, tuple(loc.also))
+    return Desired(f"record:{values['namespace']}/{values['key']}", "record", fields, location,
+                   protect=bool(values["protect"]), purge=bool(values["purge"]))
+
+
+def _value(model: Any, name: str) -> Any:
+    value = getattr(model, name)
+    if name == "retention":
+        return value.as_policy() if value is not None else None
+    if name == "tags":
+        return list(value)
+    return value
+
+
+def _resolve(config: Mapping[str, Any], environ: Mapping[str, str],
+             resolve_env: bool) -> tuple[dict[str, Any], dict[str, str], list[tuple[str, str]]]:
+    """The config with ``${env:NAME}`` replaced; the templates by dotted path; unset names."""
+    resolved: Any = _copy(config)
+    templates: dict[str, str] = {}
+    missing: list[tuple[str, str]] = []
+    for path, text in list(iter_strings(config)):
+        names = env_references(text)
+        if not names:
+            if "$${" in text:  # only the escape: a literal "${", no secret
+                _set(resolved, path, substitute_env(text, environ))
+            continue
+        dotted = ".".join(str(p) for p in path)
+        templates["config." + dotted] = text
+        unset = [n for n in names if n not in environ]
+        missing += [(dotted, n) for n in unset]
+        if resolve_env and not unset:
+            _set(resolved, path, substitute_env(text, environ))
+    return dict(resolved), templates, missing if resolve_env else []
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _set(node: Any, path: tuple[str | int, ...], value: str) -> None:
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+
+
+def _links(tree: ManifestTree) -> list[tuple[str, str, Location]]:
+    return [(str(ref.source), str(ref.target), Location(ref.location.path, ref.location.line,
+                                                         ref.location.end_line))
+            for ref in tree.unresolved]
+
+
+def rebase(state: DesiredState, root: Path) -> DesiredState:
+    """The same state with every location's path relative to ``root`` (the repository).
+
+    Plans, blame and the reconciler's records then name a file the same way wherever
+    the command runs from; paths outside ``root`` are kept as they are. Each file is
+    resolved once, and objects whose path does not change are kept as they are.
+    """
+    relative: dict[str, str] = {}
+
+    def moved(location: Location) -> Location:
+        path = relative.get(location.path)
+        if path is None:
+            path = relative[location.path] = repo_relative(location.path, root)
+        return location if path == location.path else replace(location, path=path)
+
+    desired = {}
+    for address, item in state.desired.items():
+        location = moved(item.location)
+        desired[address] = item if location is item.location else replace(item, location=location)
+    links = [(source, target, moved(where)) for source, target, where in state.links]
+    return DesiredState(desired, state.secrets, links)
+
+
+def repo_relative(path: str, root: Path) -> str:
+    """``path`` (relative to the working directory, or absolute) relative to ``root``."""
+    absolute = Path(path).resolve()
+    try:
+        return absolute.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path

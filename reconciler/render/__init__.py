@@ -1,0 +1,1 @@
+"""Plans, apply results and audit entries as text, markdown and JSON; never prints."""
