@@ -10,7 +10,7 @@ commits bringing files to their final form — so that the first apply attribute
 every object over the whole history. Then, with the same calls ``reconciler plan``
 and ``apply`` make, in this process:
 
-- the first apply, timing the attribution inside it (``engine.attribute``);
+- the first apply, timing the attribution inside it (``planning.attribute``);
 - a commit changing 1% of the records spread over every file, and ``--runs`` plans
   of it: each plan's time, and the same plan's time less its attribution — the plan
   "without the history walk". The ratio of the medians is the walk's cost.
@@ -126,10 +126,10 @@ def change_many(repo: Path, files: int) -> None:
 
 
 class Timer:
-    """Wraps ``engine.attribute`` to add up the time spent in it."""
+    """Wraps ``planning.attribute`` to add up the time spent in it."""
 
     def __init__(self) -> None:
-        from reconciler.app import engine
+        from reconciler.app import planning as engine
 
         self.engine = engine
         self.inner: Callable[..., Any] = engine.attribute
@@ -180,7 +180,10 @@ def database(url: str | None, work: Path) -> Iterator[str]:
 
 
 def measure(repo: Path, url: str, runs: int, change: Callable[[], None]) -> dict[str, Any]:
-    from reconciler.app.engine import ApplyOptions, apply_plan, make_plan, open_workspace
+    from reconciler.app.applying import apply_plan
+    from reconciler.app.planning import make_plan
+    from reconciler.app.workspace import open_workspace
+    from reconciler.core.checks import ApplyOptions
 
     os.chdir(repo)
     workspace = open_workspace(Path("manifests"), url)

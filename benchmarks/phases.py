@@ -38,7 +38,7 @@ def one_plan(tree: Path, url: str, results: dict[str, list[float]]) -> dict[str,
     from reconciler.manifests.desired import desired_state
     from reconciler.core.diff import diff, unchanged
     from reconciler.app.attribution import attribute
-    from reconciler.app.engine import link_findings
+    from reconciler.core.checks import link_findings
     from reconciler.core.plan import Author, from_diff
     from reconciler.git.repository import GitRepository
     from reconciler.render.plan import render_json, render_text

@@ -326,7 +326,8 @@ def plan(
     when the plan has errors (broken links, protected objects, another source's
     objects).
     """
-    from reconciler.app.engine import make_plan, open_workspace
+    from reconciler.app.planning import make_plan
+    from reconciler.app.workspace import open_workspace
     from reconciler.render.plan import render_json, render_markdown, render_text
 
     workspace = open_workspace(path, database_url, _announce)
@@ -430,15 +431,11 @@ def apply(
     change, or nothing is. Without --auto-approve it asks first, and refuses when
     there is no terminal to ask on.
     """
-    from reconciler.app.engine import (
-        ApplyOptions,
-        apply_plan,
-        check_refusals,
-        load_plan_file,
-        make_plan,
-        open_workspace,
-        rederive,
-    )
+    from reconciler.app.applying import apply_plan, check_refusals
+    from reconciler.app.planning import make_plan
+    from reconciler.app.saved import load_plan_file, rederive
+    from reconciler.app.workspace import open_workspace
+    from reconciler.core.checks import ApplyOptions
     from reconciler.render.plan import render_apply_result, render_apply_result_json, render_text
 
     if plan_file is not None and targets:
@@ -827,49 +824,17 @@ def import_command(
     and other existing files only with --force. Nothing is ever written through a
     symbolic link or outside DIR.
     """
-    from datetime import UTC, datetime
-
-    from reconciler.app.importing import place
-    from reconciler.app.engine import check_address, open_workspace
-    from reconciler.app.importer import plan_import
-    from reconciler.manifests import output
-
-    for target in targets:
-        check_address(target)
-    workspace = open_workspace(path, database_url, _announce)
-    declared, catalog = _import_inputs(workspace)
-    result = plan_import(catalog.live, catalog.applied, declared, targets)
-    for address, reason in result.skipped:
-        click.echo(f"warning: skipped {clean(address)}: {clean(reason)}", err=True)
-    if not result.candidates:
-        click.echo("Nothing to import: every catalog object is managed.")
-        return
-    if not result.files:
-        raise ReconcilerError(f"nothing imported: none of the {len(result.candidates)} unmanaged object(s) "
-                              "can be written as a manifest (see the warnings above)")
-    directory = out_dir if out_dir is not None else path / "imported"
-    catalog_name = "the embedded catalog (.reconciler/)" if workspace.embedded else workspace.database
-    header = (f"Imported by reconciler import from {clean(catalog_name)} on "
-              f"{datetime.now(UTC).date().isoformat()}; review before committing.")
-    boundary = workspace.repo.root if workspace.repo is not None else path
-    placement = place(result.files, directory, header, declared, tree=path, boundary=boundary, force=force)
-    for line in placement.lines(output.write(placement.checked, replace=False)):
-        click.echo(line)
-    for secret in result.secrets:
-        click.echo(f"warning: {clean(secret.address)}: {clean(secret.path)} is written as "
-                   f"${{env:{secret.variable}}}; set {secret.variable} to its value before plan or apply", err=True)
-    click.echo(result.summary(clean(directory)))
-
-
-def _import_inputs(workspace: Any) -> tuple[Any, Any]:
-    """What the tree declares (secrets left unresolved) and the catalog's state, for import."""
     import os
 
-    from reconciler.catalog.postgres.reading import read_catalog
-    from reconciler.manifests.desired import desired_state
+    from reconciler.app.importing import import_tree
+    from reconciler.app.workspace import open_workspace
+    from reconciler.core.checks import check_address
 
-    declared = desired_state(workspace.tree, environ=os.environ, resolve_env=False).desired
-    return declared, read_catalog(workspace.database_url, embedded=workspace.embedded)
+    for target in targets:  # before the catalog is opened
+        check_address(target)
+    workspace = open_workspace(path, database_url, _announce)
+    click.echo(import_tree(workspace, targets, out_dir, force=force, environ=os.environ, say=click.echo,
+                           warn=lambda line: click.echo(line, err=True)))
 
 
 def main() -> None:

@@ -54,6 +54,18 @@ class LockTimeout(ReconcilerError):
     """A lock apply needs (its source's, a row it touches, the audit log's) stayed held past ``--lock-timeout``."""
 
 
+class Refusal(ReconcilerError):
+    """Apply refused before writing anything; the message names every object that caused it."""
+
+
+class AuditVerificationError(ReconcilerError):
+    """The audit log does not verify; names the first bad entry and why."""
+
+    def __init__(self, message: str, *, seq: int | None = None) -> None:
+        super().__init__(f"audit log verification failed: {message}")
+        self.seq = seq
+
+
 class NotFoundError(ReconcilerError):
     """An object the caller named does not exist in the catalog."""
 

@@ -14,7 +14,11 @@ from reconciler.catalog.postgres.locks import lock_source, register_source
 from reconciler.services.rows import DatasetRow
 from reconciler.catalog.postgres.reading import read_state
 from reconciler.core.diff import Desired, Location, diff
-from reconciler.app.engine import ApplyOptions, Refusal, Workspace, apply_plan
+from reconciler.app.applying import apply_plan
+from reconciler.app.workspace import Workspace
+from reconciler.catalog.postgres.catalog import PostgresCatalog
+from reconciler.core.checks import ApplyOptions
+from reconciler.errors import Refusal
 from reconciler.errors import ConflictError, LockTimeout
 from reconciler.core.plan import Author, Plan, from_diff
 
@@ -56,7 +60,7 @@ def make(db_url: str, objects: list[Desired], source: str = "default") -> Plan:
 
 
 def ws(db_url: str, source: str = "default") -> Workspace:
-    return Workspace(Path("manifests"), None, source, db_url, False)
+    return Workspace(Path("manifests"), None, source, PostgresCatalog(db_url))
 
 
 def apply(db_url: str, objects: list[Desired], source: str = "default", **options: Any) -> Plan:

@@ -33,7 +33,8 @@ import pytest
 from psycopg import conninfo, sql
 
 from reconciler.app import auditing as audit
-from reconciler.app.engine import ApplyOptions, apply_plan
+from reconciler.app.applying import apply_plan
+from reconciler.core.checks import ApplyOptions
 from reconciler.errors import ReconcilerError
 
 
@@ -63,7 +64,10 @@ import psycopg
 
 from reconciler.catalog.postgres.reading import read_state
 from reconciler.core.diff import Desired, Location, diff
-from reconciler.app.engine import ApplyOptions, Workspace, apply_plan
+from reconciler.app.applying import apply_plan
+from reconciler.app.workspace import Workspace
+from reconciler.catalog.postgres.catalog import PostgresCatalog
+from reconciler.core.checks import ApplyOptions
 from reconciler.core.plan import Author, from_diff
 
 AUTHOR = Author("Kill Tester", "kill@example.com", "d" * 40)
@@ -86,7 +90,7 @@ def plan(url, objects):
 
 
 def workspace(url):
-    return Workspace(Path("manifests"), None, "default", url, False)
+    return Workspace(Path("manifests"), None, "default", PostgresCatalog(url))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,10 @@ from psycopg.types.json import Jsonb
 
 from reconciler.catalog.postgres.reading import read_state
 from reconciler.core.diff import Desired, Location, diff, same
-from reconciler.app.engine import ApplyOptions, Workspace, apply_plan
+from reconciler.app.applying import apply_plan
+from reconciler.app.workspace import Workspace
+from reconciler.catalog.postgres.catalog import PostgresCatalog
+from reconciler.core.checks import ApplyOptions
 from reconciler.core.plan import Author, Plan, from_diff
 from .helpers import js_trimmed
 
@@ -75,7 +78,7 @@ def empty_catalog(url: str) -> Iterator[str]:
 
 
 def workspace(url: str) -> Workspace:
-    return Workspace(Path("manifests"), None, SOURCE, url, False)
+    return Workspace(Path("manifests"), None, SOURCE, PostgresCatalog(url))
 
 
 def plan_for(url: str, objects: Sequence[Desired]) -> Plan:

@@ -20,9 +20,12 @@ from reconciler.catalog.postgres import audit_log
 from reconciler.catalog.postgres.reading import read_state
 from reconciler.cli import cli
 from reconciler.core.diff import Desired, Location, diff
-from reconciler.app.engine import ApplyOptions, Workspace, apply_plan
+from reconciler.app.applying import apply_plan
+from reconciler.app.workspace import Workspace
+from reconciler.catalog.postgres.catalog import PostgresCatalog, PostgresWriter
+from reconciler.core.checks import ApplyOptions
 from reconciler.errors import ConflictError
-from reconciler.catalog.postgres.writer import LockTimeout
+from reconciler.errors import LockTimeout
 from reconciler.core.plan import Author, Plan, from_diff
 from reconciler.git.repository import GitRepository
 from tests.conftest import run_git
@@ -115,7 +118,7 @@ def engine_apply(db_url: str, objects: list[Desired], author: Author, source: st
     plan = from_diff(result, source=source, commit=author.commit, dirty=False,
                      created_at="2026-11-21T00:00:00Z", authors={c.address: author for c in result.changes},
                      secrets={})
-    apply_plan(Workspace(Path("manifests"), None, source, db_url, False), plan, ApplyOptions(**options))
+    apply_plan(Workspace(Path("manifests"), None, source, PostgresCatalog(db_url)), plan, ApplyOptions(**options))
     return plan
 
 
@@ -192,7 +195,7 @@ def test_awkward_values_survive_postgresql_and_verify(db_url: str, db: psycopg.C
                           "Zoë Ünïcode", "zoe@example.com", False, "manifests/ä.yaml", 3, "ci-bot", "d" * 64)
               for i in range(3)]
     with psycopg.connect(db_url) as conn, conn.transaction():
-        written = audit.append(conn, drafts)
+        written = audit.append(PostgresWriter(conn), drafts)
     assert [e.seq for e in written] == [1, 2, 3] and written[0].prev_hash == audit.GENESIS
     assert written[1].prev_hash == written[0].hash
     read = list(audit_log.read_entries(db_url, audit.Entry.from_row))
@@ -436,7 +439,7 @@ def test_refused_and_failed_applies_leave_a_run_and_no_entry(db_url: str, db: ps
     plan = from_diff(result, source="default", commit="a" * 40, dirty=False, created_at="2026-11-21T00:00:00Z",
                      authors={"record:obs/r1": alice}, secrets={})
     db.execute("UPDATE metastore.metastore_records SET owner = 'someone', version = version + 1")
-    ws = Workspace(Path("manifests"), None, "default", db_url, False)
+    ws = Workspace(Path("manifests"), None, "default", PostgresCatalog(db_url))
     with pytest.raises(ConflictError):
         apply_plan(ws, plan, ApplyOptions())
     with psycopg.connect(db_url) as holder:  # another apply of the source holds its lock
@@ -463,7 +466,7 @@ def test_a_run_that_cannot_be_recorded_does_not_hide_the_error(db_url: str, db: 
     db.execute("ALTER TABLE reconciler.runs ADD CONSTRAINT no_more_runs CHECK (outcome = 'applied')")
     said: list[str] = []
     with pytest.raises(ConflictError, match="changed since the plan"):
-        apply_plan(Workspace(Path("manifests"), None, "default", db_url, False), plan, ApplyOptions(),
+        apply_plan(Workspace(Path("manifests"), None, "default", PostgresCatalog(db_url)), plan, ApplyOptions(),
                    progress=said.append)
     assert any(m.startswith("could not record the refused run run-") and "no_more_runs" in m for m in said)
 
@@ -498,7 +501,7 @@ def test_a_big_append_is_one_copy_and_verifies(db_url: str, db: psycopg.Connecti
                           "Bulk", "bulk@example.com", False, "manifests/bulk.yaml", i + 1, "ci", "f" * 64)
               for i in range(20_000)]
     with psycopg.connect(db_url) as conn, conn.transaction():
-        audit.append(conn, drafts)
+        audit.append(PostgresWriter(conn), drafts)
     assert audit.verify(db_url).entries == 20_000
     out = tmp_path / "big.parquet"
     assert audit.export(db_url, out, "parquet") == 20_000

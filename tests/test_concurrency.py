@@ -20,9 +20,10 @@ import pytest
 from psycopg import conninfo, sql
 
 from reconciler.app import auditing as audit
-from reconciler.catalog.postgres.writer import LockTimeout
+from reconciler.errors import LockTimeout
 from reconciler.core.diff import Desired
-from reconciler.app.engine import ApplyOptions, ApplyResult, apply_plan
+from reconciler.app.applying import ApplyResult, apply_plan
+from reconciler.core.checks import ApplyOptions
 from reconciler.errors import ConflictError, DatabaseError, ReconcilerError
 from tests.test_apply_core import CATALOG, ds, make, rec, st, ws
 from tests.test_apply_kill import wait_for

@@ -19,7 +19,8 @@ from reconciler.app import auditing as audit
 from reconciler.services.publishing import NewPartition, publish_manifest
 from reconciler.cli import cli
 from reconciler.core.diff import Desired
-from reconciler.app.engine import ApplyOptions, apply_plan
+from reconciler.app.applying import apply_plan
+from reconciler.core.checks import ApplyOptions
 from reconciler.errors import ConflictError
 from tests.test_apply_core import ds, loc, make, st, ws
 from tests.test_scenarios import ALICE, BOB, commit, invoke, write

@@ -927,7 +927,7 @@ def test_pre_commit_files_validate_with_pre_commits_own_schema(tmp_path: Path) -
 
 # The modules whose refusals and errors docs/operators.md explains, one by one.
 DOCUMENTED_MODULES = (
-    "reconciler/cli.py", "reconciler/app/engine.py", "reconciler/core/plan.py", "reconciler/core/diff.py",
+    "reconciler/cli.py", "reconciler/catalog/postgres/catalog.py", "reconciler/app/importing.py", "reconciler/app/planning.py", "reconciler/app/applying.py", "reconciler/app/saved.py", "reconciler/core/checks.py", "reconciler/core/plan.py", "reconciler/core/diff.py",
     "reconciler/git/command.py", "reconciler/git/repository.py", "reconciler/git/objects.py",
     "reconciler/app/attribution.py", "reconciler/manifests/config.py", "reconciler/catalog/postgres/writer.py",
     "reconciler/catalog/postgres/migrations.py", "reconciler/catalog/postgres/connection.py", "reconciler/catalog/postgres/embedded.py",

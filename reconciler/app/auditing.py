@@ -52,14 +52,16 @@ from reconciler.render.audit import render_json as render_json
 from reconciler.render.audit import render_text as render_text
 from reconciler.catalog.postgres import audit_log
 from reconciler.catalog.postgres.audit_log import Filters as Filters  # re-exported for the CLI
+from reconciler.catalog.port import ApplySession, CatalogWriter
 from reconciler.core.chain import GENESIS as GENESIS
+from reconciler.core.chain import Head
 from reconciler.core.chain import canonical as canonical
 from reconciler.core.chain import chain_hash as chain_hash
 from reconciler.core.chain import keyed_problem, later_columns, mac_of
 from reconciler.core.chain import plain as plain
 from reconciler.core.chain import utc_text as utc_text
 from reconciler.core.diff import OutOfBand, is_archived
-from reconciler.errors import ConfigurationError, ReconcilerError
+from reconciler.errors import ConfigurationError
 from reconciler.core.plan import MASK, Author, Plan, mask
 from reconciler.core.text import clean
 
@@ -67,14 +69,6 @@ if TYPE_CHECKING:
     from reconciler.app.verification import Verified
     from reconciler.git.repository import GitRepository
     from reconciler.git.review import Review
-
-
-class AuditVerificationError(ReconcilerError):
-    """The audit log does not verify; names the first bad entry and why."""
-
-    def __init__(self, message: str, *, seq: int | None = None) -> None:
-        super().__init__(f"audit log verification failed: {message}")
-        self.seq = seq
 
 
 # --- entries and the chain -------------------------------------------------------------------
@@ -371,7 +365,7 @@ def _moment(text: str | None) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def append(conn: audit_log.Connection, drafts: Sequence[Draft], *, run: run_chain.RunDraft | None = None,
+def append(writer: CatalogWriter, drafts: Sequence[Draft], *, run: run_chain.RunDraft | None = None,
            key: bytes | None = None, lock_timeout: float | None = None) -> list[Entry]:
     """Append the drafts to the log, and ``run`` to the runs, inside the caller's transaction.
 
@@ -383,33 +377,33 @@ def append(conn: audit_log.Connection, drafts: Sequence[Draft], *, run: run_chai
     """
     if not drafts and run is None:
         return []
-    head = audit_log.lock_head(conn, lock_timeout)
+    head = writer.lock_audit_head(lock_timeout)
     problem = (keyed_problem("entry", head.seq, head.hash, head.mac, key)
                or keyed_problem("run", head.run_seq, head.run_hash, head.run_mac, key))
     if problem:
         raise ConfigurationError(f"{problem}; nothing was applied")
     sealed = _sealed(drafts, after_seq=head.seq, after_hash=head.hash or GENESIS, recorded_at=head.now, key=key)
     if sealed:
-        audit_log.append(conn, (row for _, row in sealed))
+        writer.append_entries(row for _, row in sealed)
     if run is not None:
-        audit_log.insert_run(conn, run_chain.seal(run, head, entries=len(sealed), first_entry=head.seq + 1,
+        writer.insert_run(run_chain.seal(run, head, entries=len(sealed), first_entry=head.seq + 1,
                                                   key=key).values())
     return [entry for entry, _ in sealed]
 
 
-def record_unapplied(conn: audit_log.Connection, run: run_chain.RunDraft, key: bytes | None,
+def record_unapplied(session: ApplySession, run: run_chain.RunDraft, key: bytes | None,
                      lock_timeout: float | None = None) -> str | None:
     """Record a refused or failed apply as a run with no entries, in a transaction of its own after
     the rollback; returns why it could not be (never raises)."""
-    def build(head: audit_log.Head) -> Sequence[Any] | str:
+    def build(head: Head) -> Sequence[Any] | str:
         problem = (keyed_problem("entry", head.seq, head.hash, head.mac, key)
                    or keyed_problem("run", head.run_seq, head.run_hash, head.run_mac, key))
         if problem:
             return problem
         return run_chain.seal(run, head, entries=0, first_entry=head.seq + 1, key=key).values()
 
-    return audit_log.record_unapplied_run(
-        conn, build, lock_timeout, lambda: run_chain.outside_chain(run, datetime.now(UTC)).values())
+    return session.record_unapplied_run(
+        build, lock_timeout, lambda: run_chain.outside_chain(run, datetime.now(UTC)).values())
 
 
 def scrub(text: str, values: Iterable[str]) -> str:

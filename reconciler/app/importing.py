@@ -5,13 +5,15 @@ overwritten."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from reconciler.errors import ConfigurationError
 from reconciler.app.importer import ImportFile
+from reconciler.app.workspace import Workspace
+from reconciler.errors import ConfigurationError, ReconcilerError
 from reconciler.manifests import output
 from reconciler.manifests.emit import dump_documents
 from reconciler.manifests.yamlread import MAX_FILE_BYTES
@@ -149,3 +151,40 @@ def _free_name(checked: output.Checked, relative: str, taken: Collection[str]) -
                 and not checked.directory.joinpath(candidate).is_symlink():
             return candidate
         number += 1
+
+
+def import_tree(ws: Workspace, targets: Sequence[str], directory: Path | None, *, force: bool,
+                environ: Mapping[str, str], say: Callable[[str], None], warn: Callable[[str], None]) -> str:
+    """Write manifests for the catalog objects no source manages (or only ``targets``) under
+    ``directory`` (default: the tree's ``imported/``), placed beside what the tree holds.
+    ``say`` is told of each file written, ``warn`` of each object left out and each environment
+    variable to set; returns the summary line."""
+    from reconciler.app.importer import plan_import
+    from reconciler.core.checks import check_address
+    from reconciler.manifests.desired import desired_state
+
+    for target in targets:
+        check_address(target)
+    declared = desired_state(ws.tree, environ=environ, resolve_env=False).desired
+    with ws.catalog.reading() as reader:
+        catalog = reader.state("", ())
+    result = plan_import(catalog.live, catalog.applied, declared, targets)
+    for address, reason in result.skipped:
+        warn(f"warning: skipped {clean(address)}: {clean(reason)}")
+    if not result.candidates:
+        return "Nothing to import: every catalog object is managed."
+    if not result.files:
+        raise ReconcilerError(f"nothing imported: none of the {len(result.candidates)} unmanaged object(s) "
+                              "can be written as a manifest (see the warnings above)")
+    directory = directory if directory is not None else ws.tree / "imported"
+    catalog_name = "the embedded catalog (.reconciler/)" if ws.catalog.embedded else ws.database
+    header = (f"Imported by reconciler import from {clean(catalog_name)} on "
+              f"{datetime.now(UTC).date().isoformat()}; review before committing.")
+    boundary = ws.repo.root if ws.repo is not None else ws.tree
+    placement = place(result.files, directory, header, declared, tree=ws.tree, boundary=boundary, force=force)
+    for line in placement.lines(output.write(placement.checked, replace=False)):
+        say(line)
+    for secret in result.secrets:
+        warn(f"warning: {clean(secret.address)}: {clean(secret.path)} is written as ${{env:{secret.variable}}}; "
+             f"set {secret.variable} to its value before plan or apply")
+    return result.summary(clean(directory))

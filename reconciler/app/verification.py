@@ -27,7 +27,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.app.auditing import AuditVerificationError, Entry
+from reconciler.app.auditing import Entry
+from reconciler.errors import AuditVerificationError
 from reconciler.catalog.postgres import audit_log
 from reconciler.core.chain import GENESIS, HASH, mac_matches
 from reconciler.errors import ConfigurationError

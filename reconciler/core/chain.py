@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -24,6 +25,21 @@ KEY_VARIABLE = "RECONCILER_AUDIT_KEY"
 MIN_KEY_LENGTH = 16  # characters: shorter keys are guessable
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last entry and the last run of the log when an append starts, and the server's
+    clock then (``started``: when the transaction began)."""
+
+    seq: int
+    hash: str | None
+    mac: str | None
+    run_seq: int
+    run_hash: str | None
+    run_mac: str | None
+    now: datetime
+    started: datetime
 
 
 def plain(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -101,6 +102,18 @@ def _tree_of(root: str, shown: tuple[str, ...], results: Iterable[tuple[str, Fil
 
 
 # --- finding the files --------------------------------------------------------------------
+
+
+def digest_of(file: Path) -> str | None:
+    """sha256 of the file's bytes, hex, read in chunks; None when it cannot be read or is over
+    the loader's size limit (the loader reports why, without reading it)."""
+    try:
+        if file.stat().st_size > MAX_FILE_BYTES:
+            return None
+        with file.open("rb") as stream:
+            return hashlib.file_digest(stream, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def discover(root: Path) -> tuple[list[tuple[Path, str]], list[Problem]]:

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import args_row
 
+from reconciler.core.chain import Head as Head  # the heads an append chains onto
 from reconciler.errors import LockTimeout, MigrationError
 from reconciler.catalog.postgres.connection import connection, translated
 from reconciler.catalog.postgres.locks import lock_audit_log
@@ -78,21 +79,6 @@ _EXPORT_RUNS = sql.SQL(
        TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"""
 ).format(pairs=sql.SQL(", ").join(
     sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(c)) for c in RUN_COLUMNS))
-
-
-@dataclass(frozen=True)
-class Head:
-    """The last entry and the last run of the log when an append starts, and the server's
-    clock then (``started``: when the transaction began)."""
-
-    seq: int
-    hash: str | None
-    mac: str | None
-    run_seq: int
-    run_hash: str | None
-    run_mac: str | None
-    now: datetime
-    started: datetime
 
 
 @dataclass(frozen=True)

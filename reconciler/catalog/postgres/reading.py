@@ -11,6 +11,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from reconciler.catalog.port import CatalogState
 from reconciler.core.diff import Applied, Live, collector_paused
 from reconciler.catalog.postgres.connection import connection, translated
 from reconciler.catalog.postgres.migrations import ensure_migrated, migrate
@@ -83,14 +84,6 @@ _STORED_ON = """SELECT DISTINCT st.name, d.slug FROM timestore.dataset_partition
                 JOIN timestore.storage_targets st ON st.id = p.storage_target_id
                 JOIN timestore.datasets d ON d.id = p.dataset_id
                 WHERE st.name = ANY(%s)"""
-
-
-@dataclass(frozen=True)
-class CatalogState:
-    """Everything the plan compares against: live objects and the reconciler's records."""
-
-    live: dict[str, Live]
-    applied: dict[str, Applied]
 
 
 def storage_target_live(row: tuple[Any, ...]) -> Live:

@@ -20,34 +20,19 @@ live state and the applied state alike.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Iterable, Mapping
-from pathlib import Path
 from typing import Any, Final
 
 import psycopg
 from psycopg import sql
 
 from reconciler import __version__
-from reconciler.manifests.yamlread import MAX_FILE_BYTES
 from reconciler.core.plan import FileDigest
 from reconciler.catalog.postgres.reading import RECORD_IN_SYNC
 
 # Bump when reading a byte-identical file could give other objects than before
 # (manifest rules, defaults, how RecordSets merge).
 READING_RULES: Final = f"reconciler {__version__}; rules 1"
-
-
-def digest_of(file: Path) -> str | None:
-    """sha256 of the file's bytes, hex, read in chunks; None when it cannot be read or is over
-    the loader's size limit (the loader reports why, without reading it)."""
-    try:
-        if file.stat().st_size > MAX_FILE_BYTES:
-            return None
-        with file.open("rb") as stream:
-            return hashlib.file_digest(stream, "sha256").hexdigest()
-    except OSError:
-        return None
 
 
 _LATEST_RUN = """SELECT run_id FROM reconciler.runs WHERE source = %s AND outcome = 'applied'

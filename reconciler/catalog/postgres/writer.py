@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -20,34 +19,8 @@ from reconciler.services._common import new_id
 from reconciler.catalog.postgres.connection import explain
 from reconciler.catalog.postgres.locks import describe_holder
 from reconciler.catalog.postgres.reading import dataset_live, record_live, storage_target_live
-
-
-@dataclass(frozen=True)
-class Write:
-    """One change to write: the plan's change in catalog terms, with its actor and bookkeeping."""
-
-    address: str
-    kind: str
-    action: str
-    before: Mapping[str, Any] | None
-    after: Mapping[str, Any] | None  # secrets resolved
-    fields: tuple[str, ...]
-    actor: str
-
-
-@dataclass(frozen=True)
-class Managed:
-    """A reconciler.managed_objects row to write (``applied`` holds no secret values)."""
-
-    address: str
-    kind: str
-    applied: Mapping[str, Any]
-    protect: bool
-    commit: str | None
-    path: str | None
-    line: int | None
-    end_line: int | None
-    secret_paths: tuple[str, ...] = ()  # config paths holding a secret now (kept with those held before)
+from reconciler.catalog.port import Managed as Managed  # the values a backend writes
+from reconciler.catalog.port import Write as Write
 
 
 # --- re-checking -------------------------------------------------------------------------

@@ -1,0 +1,119 @@
+"""Where a command works: the manifest tree, its repository, its source and its catalog; and
+who is applying, as the audit log and the services' rows name them."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.app.ci import Identity, ci_identity, local_identity
+from reconciler.catalog.port import Catalog
+from reconciler.core.plan import Author, FileDigest
+from reconciler.core.policy import Policy
+from reconciler.errors import ConfigurationError
+from reconciler.git.repository import GitRepository
+from reconciler.manifests.config import load_config
+
+# The CI systems whose actor names the person who ran an apply.
+CI_ACTOR_VARIABLES = ("GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILDKITE_BUILD_CREATOR",
+                      "CIRCLE_USERNAME", "BUILD_REQUESTEDFOR")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a command works: the manifest tree, its repository, its source and its catalog."""
+
+    tree: Path
+    repo: GitRepository | None
+    source: str
+    catalog: Catalog
+    policy: Policy | None = None  # who may change what (reconciler.yaml); None: no restriction
+    ui_base_url: str | None = None  # the platform UI, for links in markdown plans
+
+    @property
+    def database(self) -> str:
+        """The catalog, described without its password."""
+        return self.catalog.description
+
+
+def open_workspace(tree: Path, database_url: str | None,
+                   announce: Callable[[str], None] | None = None) -> Workspace:
+    """Resolve the tree, its git repository, its source name and the catalog URL (``announce``
+    is told when the embedded catalog is being created)."""
+    if not tree.exists():
+        raise ConfigurationError(f"manifest tree {tree} does not exist")
+    if not tree.is_dir():
+        raise ConfigurationError(f"manifest tree {tree} is not a directory")
+    from reconciler.catalog.postgres.catalog import PostgresCatalog
+    from reconciler.catalog.postgres.connection import git_root, resolve_database
+
+    repo = GitRepository.discover(tree)
+    config = load_config(repo.root if repo else git_root(tree))
+    url, embedded = resolve_database(database_url, tree, announce)
+    return Workspace(tree, repo, config.source, PostgresCatalog(url, embedded), config.policy, config.ui_base_url)
+
+
+def who_applies(repo: GitRepository | None, environ: Mapping[str, str]) -> Identity:
+    """Whoever applies, as the audit log records it: the CI run's actor and identifiers, or
+    (marked local) the OS user with the local git identity."""
+    found = ci_identity(environ)
+    if found is not None:
+        return found
+    name, email = repo.user_identity() if repo is not None else (None, None)
+    return local_identity(os_user(), name, email)
+
+
+def os_user() -> str:
+    """The operating-system user running this process (``unknown`` where there is none)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "unknown"
+
+
+def applier_identity(repo: GitRepository | None) -> Author:
+    """Whoever applies, as changes no commit asked for name them: the CI actor where there is
+    one, else the local git identity (else the OS user); the email is git's ``user.email``
+    outside CI, empty in CI."""
+    for variable in CI_ACTOR_VARIABLES:
+        if os.environ.get(variable):
+            return Author(os.environ[variable], "", None, applier=True)
+    name, email = repo.user_identity() if repo is not None else ("unknown", "unknown")
+    if name == "unknown":
+        name = os_user()
+    return Author(name, "" if email == "unknown" else email, None, applier=True)
+
+
+def actor_of(author: Author, applying: Author) -> str:
+    """The actor the services' audit rows and ``created_by``/``updated_by`` name for a change:
+    the commit author's email, or for a change whoever applies made, their email (else name)."""
+    if author.applier:
+        return applying.email or applying.name
+    return author.email
+
+
+def changed_files(ws: Workspace) -> set[str] | None:
+    """Files of the tree whose working-tree content differs from HEAD (repository-relative);
+    None outside git."""
+    if ws.repo is None:
+        return None
+    return ws.repo.changed_paths(ws.repo.relative(ws.tree))
+
+
+def tree_files(ws: Workspace) -> dict[str, FileDigest]:
+    """Every manifest file of the workspace's tree (by the name the loader shows), with
+    the path objects' locations give it and the digest of its bytes."""
+    from reconciler.manifests.desired import repo_relative
+    from reconciler.manifests.loader import digest_of, discover
+
+    found, _ = discover(ws.tree)  # what the walk refuses, the loader reports
+    out = {}
+    for file, display in found:
+        digest = digest_of(file)
+        if digest is not None:
+            path = repo_relative(display, ws.repo.root) if ws.repo is not None else display
+            out[display] = FileDigest(path, digest)
+    return out

@@ -1,0 +1,158 @@
+"""The checks that are pure functions of a plan and what was read: findings that block apply
+(broken links, look-alikes, authors without an email, policy denials) and the refusals."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.core.diff import Change, Desired, Finding, Live
+from reconciler.core.model import folded
+from reconciler.core.plan import Author, Plan
+from reconciler.core.policy import Policy, check
+from reconciler.core.text import clean
+from reconciler.errors import ConfigurationError
+
+# An apply that archives or purges more than this share of a kind's managed objects (and
+# more than the minimum) needs --allow-mass-archive with the exact count.
+MASS_ARCHIVE_FRACTION = 0.10
+MASS_ARCHIVE_MINIMUM = 5
+ADDRESS_KINDS = ("storage-target:", "dataset:", "record:")
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """What the operator allowed for this apply."""
+
+    allow_purge: bool = False
+    allow_uncommitted: bool = False
+    allow_mass_archive: int | None = None
+    lock_timeout: float = 60.0
+
+
+def check_address(address: str) -> None:
+    """Refuse a malformed ``--target`` address with the forms that are accepted."""
+    kind, _, rest = address.partition(":")
+    ok = address.startswith(ADDRESS_KINDS) and rest and (kind != "record" or "/" in rest.strip("/"))
+    if not ok:
+        raise ConfigurationError(
+            f"--target {address!r} is not an address; use storage-target:<name>, dataset:<slug> "
+            "or record:<namespace>/<key>"
+        )
+
+
+def check_targets(targets: Sequence[str], desired: Mapping[str, Any], live: Mapping[str, Any]) -> None:
+    """Refuse ``--target`` addresses that name nothing: neither declared nor in the catalog."""
+    unknown = [target for target in targets if target not in desired and target not in live]
+    if unknown:
+        raise ConfigurationError("--target matches nothing (neither declared in the tree nor in the catalog): "
+                                 + ", ".join(clean(t) for t in unknown))
+
+
+def link_findings(links: Sequence[tuple[str, str, Any]], desired: Mapping[str, Desired],
+                  live: Mapping[str, Live]) -> list[Finding]:
+    """Cross-links the tree could not resolve itself, checked against the catalog."""
+    out = []
+    for address, target, location in links:
+        if target not in desired and target not in live:
+            out.append(Finding(address, "error", f"it refers to {target}, which is neither declared in "
+                               "the tree nor in the catalog", location))
+    return out
+
+
+def lookalike_findings(desired: Mapping[str, Desired], live: Mapping[str, Live]) -> list[Finding]:
+    """A note for each object the plan creates beside an undeclared catalog object whose
+    identity differs from it only by letter case or Unicode normalisation."""
+    new = [address for address in desired if address not in live]
+    if not new:
+        return []
+    undeclared: dict[str, str] = {}
+    for address in live:
+        if address not in desired:
+            undeclared.setdefault(folded(address), address)
+    out = []
+    for address in new:
+        twin = undeclared.get(folded(address))
+        if twin is not None:
+            out.append(Finding(address, "note", f"the catalog holds {twin}, which differs from it only by letter "
+                               "case or Unicode normalisation; this plan creates a separate object",
+                               desired[address].location))
+    return out
+
+
+def identity_findings(changes: Sequence[Change], authors: Mapping[str, Author]) -> list[Finding]:
+    """A blocking finding for every change whose commit has no author email: the services'
+    audit rows and ``created_by``/``updated_by`` would name nobody."""
+    out = []
+    for change in changes:
+        author = authors.get(change.address)
+        if author is not None and not author.applier and author.commit and not author.email.strip():
+            out.append(Finding(change.address, "error", f"commit {author.commit[:12]} by {author.name!r} has no "
+                               "author email, and the catalog's audit rows must name who asked; amend the "
+                               "commit's author (git commit --amend --author 'Name <email>') or rebase it",
+                               change.location))
+    return out
+
+
+def policy_findings(policy: Policy | None, changes: Sequence[Change],
+                    authors: Mapping[str, Author]) -> list[Finding]:
+    """A blocking finding for every change whose author lacks the scope it needs."""
+    unknown = Author("unknown", "unknown", None, True)
+    denials = check(policy, [(c.address, c.action, authors.get(c.address, unknown).email) for c in changes])
+    where = {c.address: c.location for c in changes}
+    return [Finding(d.address, "error", d.message, where.get(d.address)) for d in denials]
+
+
+def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int],
+             policy: Policy | None = None) -> list[str]:
+    """Every reason apply must refuse this plan, each naming its objects; empty when it may go.
+
+    The policy is checked again here, so a saved plan made before a policy change is
+    held to the policy in force when it is applied.
+    """
+    reasons = [f"{f.address}: {f.message}" if f.address else f.message for f in plan.errors]
+    for denial in check(policy, [(c.address, c.action, plan.author_of(c.address).email) for c in plan.changes]):
+        line = f"{denial.address}: {denial.message}"
+        if line not in reasons:
+            reasons.append(line)
+    purges = [c.address for c in plan.changes if c.action == "purge"]
+    if purges and not options.allow_purge:
+        reasons.append("purge needs --allow-purge: " + ", ".join(purges))
+    if plan.attribution_problem and plan.changes:
+        reasons.append(f"attribution is impossible: {plan.attribution_problem}")
+    uncommitted = plan.uncommitted
+    if uncommitted and not options.allow_uncommitted:
+        reasons.append("uncommitted changes (commit them, or pass --allow-uncommitted): "
+                       + ", ".join(uncommitted))
+    reasons += _mass_archive(plan, options, managed_counts)
+    return reasons
+
+
+def _mass_archive(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int]) -> list[str]:
+    destructive = [c for c in plan.changes if c.action in ("archive", "purge")]
+    by_kind = Counter(c.kind for c in destructive)
+    tripped = {kind: n for kind, n in by_kind.items()
+               if n > MASS_ARCHIVE_MINIMUM and n > MASS_ARCHIVE_FRACTION * max(managed_counts.get(kind, 0), 1)}
+    if not tripped or options.allow_mass_archive == len(destructive):
+        return []
+    detail = ", ".join(f"{n} of {managed_counts.get(k, 0)} managed {k}s" for k, n in sorted(tripped.items()))
+    return [f"the plan archives or purges {len(destructive)} objects ({detail}), more than "
+            f"{MASS_ARCHIVE_FRACTION:.0%} of a kind; if that is intended, pass "
+            f"--allow-mass-archive {len(destructive)}"]
+
+
+def protection_tampered(plan: Plan, stored: Mapping[str, bool], recorded: Mapping[str, tuple[bool, int]]) -> list[str]:
+    """The archives and purges of objects whose stored protect flag is off while the audit
+    chain last recorded it on: the flag was changed outside apply, and is not trusted."""
+    return [f"{address}: its stored protect flag is off, but the audit chain last recorded protect: true "
+            f"(entry {recorded[address][1]}); the flag was changed outside apply — set it back, or lift "
+            "protection through a commit"
+            for address in destructive_addresses(plan)
+            if address in recorded and recorded[address][0] and not stored.get(address, False)]
+
+
+def destructive_addresses(plan: Plan) -> list[str]:
+    """The objects the plan archives or purges."""
+    return [c.address for c in plan.changes if c.action in ("archive", "purge")]
