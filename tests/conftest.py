@@ -19,6 +19,22 @@ from reconciler.catalog.postgres.migrations import migrate
 
 TEST_DATABASE_ENV = "RECONCILER_TEST_DATABASE_URL"
 
+# Modules whose tests start a PostgreSQL of their own (the embedded catalog, through the
+# command line or a built wheel): integration tests whatever fixtures they use.
+STARTS_A_SERVER = frozenset({"test_embedded_catalog", "test_docs", "test_wheel", "test_database_url",
+                             "test_roles", "test_migrations"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Two tiers: ``integration`` for every test that needs a PostgreSQL server (it uses the
+    server fixture, or its module starts one), ``unit`` for the rest — the pure core and the
+    whole plan/apply flow on the in-memory catalog, run with ``pytest -m unit`` and no server."""
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if getattr(item, "module", None) else ""
+        needs_server = ("pg_server" in getattr(item, "fixturenames", ()) or module in STARTS_A_SERVER
+                        or item.get_closest_marker("integration") is not None)
+        item.add_marker(pytest.mark.integration if needs_server else pytest.mark.unit)
+
 
 def _with_dbname(url: str, dbname: str) -> str:
     params = conninfo.conninfo_to_dict(url)

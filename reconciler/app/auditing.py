@@ -53,6 +53,7 @@ from reconciler.render.audit import render_text as render_text
 from reconciler.catalog.postgres import audit_log
 from reconciler.catalog.postgres.audit_log import Filters as Filters  # re-exported for the CLI
 from reconciler.catalog.port import ApplySession, CatalogWriter
+from reconciler.core import chain as chain_format
 from reconciler.core.chain import GENESIS as GENESIS
 from reconciler.core.chain import Head
 from reconciler.core.chain import canonical as canonical
@@ -143,8 +144,8 @@ class Entry:
     @classmethod
     def from_row(cls, *values: Any) -> Entry:
         """An entry from the columns as catalog.audit_log reads them (JSON columns as text)."""
-        row = dict(zip(audit_log.COLUMNS, values, strict=True))
-        for name in audit_log.JSON_COLUMNS:
+        row = dict(zip(chain_format.COLUMNS, values, strict=True))
+        for name in chain_format.JSON_COLUMNS:
             row[name] = None if row[name] is None else json.loads(row[name])
         row["fields"] = tuple(row["fields"] or ())
         return cls(**row)
@@ -157,7 +158,7 @@ class Entry:
     def body(self) -> dict[str, Any]:
         """Every column but ``hash`` and ``mac``, normalised: the object the hash covers."""
         out = {name: getattr(self, name) for name in _HASHED}
-        later_columns(out, audit_log.LATER_COLUMNS)
+        later_columns(out, chain_format.LATER_COLUMNS)
         out["recorded_at"] = utc_text(self.recorded_at)
         out["fields"] = list(self.fields)
         out["before"] = plain(self.before)
@@ -172,7 +173,7 @@ class Entry:
         """The entry as ``audit log --format json`` shows it."""
         body = self.body()
         return {name: self.hash if name == "hash" else self.mac if name == "mac" else body.get(name)
-                for name in audit_log.COLUMNS}
+                for name in chain_format.COLUMNS}
 
     def row(self) -> tuple[Any, ...]:
         """The values to COPY, in COLUMNS order (JSON columns as normalised JSON text)."""
@@ -180,13 +181,13 @@ class Entry:
         return _row(self, texts)
 
 
-_HASHED = tuple(name for name in audit_log.COLUMNS if name not in audit_log.UNHASHED)
+_HASHED = tuple(name for name in chain_format.COLUMNS if name not in chain_format.UNHASHED)
 
 
 def _row(entry: Entry, texts: tuple[str | None, ...]) -> tuple[Any, ...]:
     """``entry.row()``, given ``before`` and ``after`` already as canonical JSON text."""
     out = []
-    for name in audit_log.COLUMNS:
+    for name in chain_format.COLUMNS:
         value = getattr(entry, name)
         if name == "before":
             value = texts[0]
@@ -221,7 +222,7 @@ def _sealed(drafts: Sequence[Draft], *, after_seq: int, after_hash: str,
         texts = (None if before is None else canonical(before), None if after is None else canonical(after))
         body = {**values, "recorded_at": recorded_text, "fields": list(draft.fields),  # as Entry.body()
                 "before": _MARK, "after": _MARK}
-        later_columns(body, audit_log.LATER_COLUMNS)
+        later_columns(body, chain_format.LATER_COLUMNS)
         prev = chain_hash(prev, _spliced(canonical(body), texts))
         entry = Entry(**values, hash=prev, mac=mac_of(key, prev))
         entries.append((entry, _row(entry, texts)))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.catalog.postgres.audit_log import RUN_COLUMNS, RUN_JSON_COLUMNS, Head
+from reconciler.core.chain import RUN_COLUMNS, RUN_JSON_COLUMNS, Head
 from reconciler.core.chain import GENESIS, canonical, chain_hash, mac_of, plain, utc_text
 from reconciler.core.text import clean
 

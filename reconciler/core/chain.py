@@ -27,6 +27,32 @@ MIN_KEY_LENGTH = 16  # characters: shorter keys are guessable
 HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
+# The columns in their table order; reconciler.app.auditing.Entry has the same fields.
+COLUMNS = (
+    "seq", "recorded_at", "run_id", "source", "address", "kind", "action", "before", "after", "fields",
+    "commit_sha", "author_name", "author_email", "uncommitted", "manifest_path", "manifest_line",
+    "applier", "plan_digest", "prev_hash", "hash",
+    # Added after the first version: hashed only when not null (see reconciler/app/auditing.py).
+    "reason", "commit_date", "protect",
+    "merge_commit", "pull_request", "ci_url", "applied_by", "changed_at", "evidence",
+    "mac",  # computed from hash, so never part of it
+)
+LATER_COLUMNS = ("reason", "commit_date", "protect", "merge_commit", "pull_request", "ci_url", "applied_by",
+                 "changed_at", "evidence")
+UNHASHED = ("hash", "mac")
+# Read as their text, so that the caller parses them the one way the hash was computed
+# (and never through a json loader someone configured).
+JSON_COLUMNS = ("before", "after", "applied_by")
+# reconciler.runs as the runs chain covers it (reconciler.app.runs.Run has the same fields). The
+# chain began with these columns: every one of them but hash and mac is hashed, null or not;
+# a column added later would be hashed only when not null, as for the entries.
+RUN_COLUMNS = (
+    "seq", "run_id", "source", "applier", "commit_sha", "plan_digest", "started_at", "finished_at", "outcome",
+    "counts", "message", "complete", "command", "applied_by", "ci_url", "entries", "first_entry", "prev_hash",
+    "hash", "mac",
+)
+RUN_JSON_COLUMNS = ("counts", "applied_by")
+
 @dataclass(frozen=True)
 class Head:
     """The last entry and the last run of the log when an append starts, and the server's

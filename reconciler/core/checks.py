@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ from reconciler.core.model import folded
 from reconciler.core.plan import Author, Plan
 from reconciler.core.policy import Policy, check
 from reconciler.core.text import clean
-from reconciler.errors import ConfigurationError
+from reconciler.errors import ConfigurationError, ConflictError
 
 # An apply that archives or purges more than this share of a kind's managed objects (and
 # more than the minimum) needs --allow-mass-archive with the exact count.
@@ -156,3 +156,28 @@ def protection_tampered(plan: Plan, stored: Mapping[str, bool], recorded: Mappin
 def destructive_addresses(plan: Plan) -> list[str]:
     """The objects the plan archives or purges."""
     return [c.address for c in plan.changes if c.action in ("archive", "purge")]
+
+
+def moved_since_plan(wanted: Mapping[str, str | None], found: Mapping[str, Live]) -> list[str]:
+    """How the objects a plan touches moved since it was made: ``wanted`` maps each address to
+    the token the plan saw (None: it must not exist), ``found`` holds them as they are now."""
+    problems = []
+    for address, token in sorted(wanted.items()):
+        now = found.get(address)
+        if token is None and now is not None:
+            problems.append(f"{address} was created since the plan")
+        elif token is not None and now is None:
+            problems.append(f"{address} was deleted since the plan")
+        elif now is not None and now.token != token:
+            who = f" by {now.updated_by}" if now.updated_by else ""
+            problems.append(f"{address} changed since the plan{who} (plan saw {token}, now {now.token})")
+    return problems
+
+
+def check_unmoved(problems: Sequence[str], elsewhere: Iterable[tuple[str, str]]) -> None:
+    """Raise one ConflictError naming every object that moved (``problems``) or that another
+    source now manages (``elsewhere``: address, source); nothing when there is neither."""
+    lines = [*problems, *(f"{address} is now managed by source {other!r}" for address, other in elsewhere)]
+    if lines:
+        raise ConflictError("the catalog changed since the plan was made; nothing was applied:\n  "
+                            + "\n  ".join(clean(line) for line in lines) + "\nrun plan again and review the new plan")

@@ -12,6 +12,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import args_row
 
+from reconciler.core.chain import COLUMNS as COLUMNS  # the log's format, defined with its chain
+from reconciler.core.chain import JSON_COLUMNS, RUN_COLUMNS, RUN_JSON_COLUMNS
 from reconciler.core.chain import Head as Head  # the heads an append chains onto
 from reconciler.errors import LockTimeout, MigrationError
 from reconciler.catalog.postgres.connection import connection, translated
@@ -25,22 +27,6 @@ Connection = psycopg.Connection[Any]
 # Rows per network fetch when streaming the log.
 FETCH_ROWS = 2000
 
-# The columns in their table order; reconciler.app.auditing.Entry has the same fields.
-COLUMNS = (
-    "seq", "recorded_at", "run_id", "source", "address", "kind", "action", "before", "after", "fields",
-    "commit_sha", "author_name", "author_email", "uncommitted", "manifest_path", "manifest_line",
-    "applier", "plan_digest", "prev_hash", "hash",
-    # Added after the first version: hashed only when not null (see reconciler/app/auditing.py).
-    "reason", "commit_date", "protect",
-    "merge_commit", "pull_request", "ci_url", "applied_by", "changed_at", "evidence",
-    "mac",  # computed from hash, so never part of it
-)
-LATER_COLUMNS = ("reason", "commit_date", "protect", "merge_commit", "pull_request", "ci_url", "applied_by",
-                 "changed_at", "evidence")
-UNHASHED = ("hash", "mac")
-# Read as their text, so that the caller parses them the one way the hash was computed
-# (and never through a json loader someone configured).
-JSON_COLUMNS = ("before", "after", "applied_by")
 _SELECT_LIST = sql.SQL(", ").join(
     sql.SQL("{}::text").format(sql.Identifier(c)) if c in JSON_COLUMNS else sql.Identifier(c)
     for c in COLUMNS
@@ -48,15 +34,6 @@ _SELECT_LIST = sql.SQL(", ").join(
 _COPY_IN = sql.SQL("COPY reconciler.audit_log ({}) FROM STDIN").format(
     sql.SQL(", ").join(map(sql.Identifier, COLUMNS)))
 
-# reconciler.runs as the runs chain covers it (reconciler.app.runs.Run has the same fields). The
-# chain began with these columns: every one of them but hash and mac is hashed, null or not;
-# a column added later would be hashed only when not null, as for the entries.
-RUN_COLUMNS = (
-    "seq", "run_id", "source", "applier", "commit_sha", "plan_digest", "started_at", "finished_at", "outcome",
-    "counts", "message", "complete", "command", "applied_by", "ci_url", "entries", "first_entry", "prev_hash",
-    "hash", "mac",
-)
-RUN_JSON_COLUMNS = ("counts", "applied_by")
 _RUN_SELECT_LIST = sql.SQL(", ").join(
     sql.SQL("{}::text").format(sql.Identifier(c)) if c in RUN_JSON_COLUMNS else sql.Identifier(c)
     for c in RUN_COLUMNS

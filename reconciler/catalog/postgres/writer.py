@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 from reconciler.core.diff import same
 from reconciler.errors import ConflictError, DatabaseError, LockTimeout, ReconcilerError
 from reconciler.core.service_rules import normalize_tags
-from reconciler.core.text import clean
+from reconciler.core.checks import check_unmoved, moved_since_plan
 from reconciler.catalog.postgres import service_audit
 from reconciler.services._common import new_id
 from reconciler.catalog.postgres.connection import explain
@@ -133,23 +133,12 @@ def recheck(conn: psycopg.Connection[Any], expected: Mapping[str, tuple[str, str
             for row in cur:
                 obj = build(row)
                 found[obj.address] = obj
-        for address, token in sorted(wanted.items()):
-            now = found.get(address)
-            if token is None and now is not None:
-                problems.append(f"{address} was created since the plan")
-            elif token is not None and now is None:
-                problems.append(f"{address} was deleted since the plan")
-            elif now is not None and now.token != token:
-                who = f" by {now.updated_by}" if now.updated_by else ""
-                problems.append(f"{address} changed since the plan{who} (plan saw {token}, now {now.token})")
+        problems += moved_since_plan(wanted, found)
     others = conn.execute(
         "SELECT address, source FROM reconciler.managed_objects WHERE address = ANY(%s) AND source <> %s",
         (list(expected), source),
     ).fetchall()
-    problems += [f"{address} is now managed by source {other!r}" for address, other in others]
-    if problems:
-        raise ConflictError("the catalog changed since the plan was made; nothing was applied:\n  "
-                            + "\n  ".join(clean(p) for p in problems) + "\nrun plan again and review the new plan")
+    check_unmoved(problems, others)
 
 
 # --- storage targets -------------------------------------------------------------------------

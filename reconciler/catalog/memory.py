@@ -1,0 +1,227 @@
+"""A catalog held in memory, behind the same port as PostgreSQL (catalog/port.py).
+
+It keeps what plan and apply need and nothing of the services' own tables: objects with
+their managed fields and a version that every write moves, the reconciler's records of
+what it applied, the audit log and the runs, chained exactly as in PostgreSQL. An apply is
+all or nothing (the state is copied when its transaction begins and put back if it
+fails); one apply at a time holds it. It never passes a manifest file over (no settled
+files), and knows no change's author outside git but the actor of the last write.
+
+The unit tests run the whole plan/apply flow against it, without a server.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.catalog.port import CatalogState, Managed, Write
+from reconciler.core.chain import COLUMNS, RUN_COLUMNS, Head
+from reconciler.core.checks import check_unmoved, moved_since_plan
+from reconciler.core.diff import Applied, Live, OutOfBand, archived
+from reconciler.core.plan import FileDigest
+from reconciler.errors import LockTimeout
+
+_SEQ, _HASH, _MAC = COLUMNS.index("seq"), COLUMNS.index("hash"), COLUMNS.index("mac")
+_ADDRESS, _PROTECT = COLUMNS.index("address"), COLUMNS.index("protect")
+_RUN = {name: index for index, name in enumerate(RUN_COLUMNS)}
+
+
+@dataclass
+class Stored:
+    """One catalog object: its managed fields, version, and who wrote it last."""
+
+    kind: str
+    fields: dict[str, Any]
+    version: int = 1
+    updated_by: str | None = None
+
+
+@dataclass
+class Contents:
+    """Everything the memory catalog holds (copied whole at the start of an apply)."""
+
+    objects: dict[str, Stored] = field(default_factory=dict)
+    managed: dict[str, Applied] = field(default_factory=dict)
+    entries: list[tuple[Any, ...]] = field(default_factory=list)
+    runs: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MemoryReader:
+    """Reads of one moment of the memory catalog."""
+
+    contents: Contents
+
+    def settled_files(self, source: str, files: Iterable[FileDigest]) -> dict[str, int]:
+        return {}
+
+    def lookalikes(self, source: str, paths: Collection[str], seen: Collection[str]) -> list[str]:
+        return []
+
+    def state(self, source: str, settled_paths: Collection[str]) -> CatalogState:
+        live = {address: Live(address, obj.kind, copy.deepcopy(obj.fields), str(obj.version),
+                              updated_by=obj.updated_by)
+                for address, obj in self.contents.objects.items()}
+        return CatalogState(live, {address: replace(row, fields=copy.deepcopy(dict(row.fields)))
+                                   for address, row in self.contents.managed.items()})
+
+    def last_applied(self, source: str) -> tuple[str | None, bool]:
+        for run in reversed(self.contents.runs):
+            if run[_RUN["source"]] == source and run[_RUN["outcome"]] == "applied":
+                return run[_RUN["commit_sha"]], bool(run[_RUN["complete"]])
+        return None, False
+
+    def stored_on(self, addresses: Collection[str]) -> dict[str, list[str]]:
+        return {}  # no dataset partitions are held here
+
+    def with_evidence(self, outside: Mapping[str, OutOfBand]) -> dict[str, OutOfBand]:
+        return dict(outside)
+
+    def managed_counts(self, source: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.contents.managed.values():
+            if row.source == source:
+                counts[row.kind] = counts.get(row.kind, 0) + 1
+        return counts
+
+    def stored_protection(self, addresses: Sequence[str]) -> dict[str, bool]:
+        return {a: self.contents.managed[a].protect for a in addresses if a in self.contents.managed}
+
+    def recorded_protection(self, addresses: Sequence[str]) -> dict[str, tuple[bool, int]]:
+        wanted, out = set(addresses), {}
+        for entry in self.contents.entries:
+            if entry[_ADDRESS] in wanted and entry[_PROTECT] is not None:
+                out[entry[_ADDRESS]] = (bool(entry[_PROTECT]), int(entry[_SEQ]))
+        return out
+
+
+@dataclass(frozen=True)
+class MemoryWriter(MemoryReader):
+    """An apply's writes to the copy its transaction works on."""
+
+    started: datetime
+
+    def recheck(self, expected: Mapping[str, tuple[str, str | None]], source: str) -> None:
+        state = self.state(source, ())
+        found = {a: state.live[a] for a in expected if a in state.live}
+        elsewhere = [(a, row.source) for a, row in sorted(self.contents.managed.items())
+                     if a in expected and row.source != source]
+        check_unmoved(moved_since_plan({a: token for a, (_, token) in expected.items()}, found), elsewhere)
+
+    def write(self, writes: Sequence[Write], progress: Callable[[str], None],
+              advance: Callable[[int, int], None] | None, run_id: str) -> None:
+        progress(f"writing {len(writes)} change(s)")
+        for done, w in enumerate(writes, 1):
+            if w.action == "purge":
+                self.contents.objects.pop(w.address, None)
+            elif w.action == "create":
+                self.contents.objects[w.address] = Stored(w.kind, copy.deepcopy(dict(w.after or {})),
+                                                          updated_by=w.actor)
+            else:
+                obj = self.contents.objects[w.address]
+                obj.fields.update(copy.deepcopy(dict(w.after or {})))
+                obj.version += 1
+                obj.updated_by = w.actor
+            if advance is not None:
+                advance(done, len(writes))
+
+    def record_managed(self, rows: Sequence[Managed], forget: Sequence[str], source: str, run_id: str, *,
+                       removed: Sequence[tuple[str, str]], commit: str | None) -> None:
+        managed = self.contents.managed
+        for m in rows:
+            held = managed.get(m.address)
+            if held is not None and held.source != source:
+                continue  # another source's record is never changed (recheck refused the apply before)
+            remembered = held.secret_paths if held is not None else frozenset()
+            managed[m.address] = Applied(m.address, m.kind, source, copy.deepcopy(dict(m.applied)), m.protect,
+                                         m.commit, m.path, m.line, m.end_line,
+                                         secret_paths=remembered | frozenset(m.secret_paths))
+        for address in forget:
+            if address in managed and managed[address].source == source:
+                del managed[address]
+        for address, kind in removed:
+            held = managed.get(address)
+            if held is not None and held.source == source and archived(kind, {}):
+                managed[address] = replace(held, fields=archived(kind, held.fields), commit=commit, declared=False)
+
+    def lock_audit_head(self, lock_timeout: float | None) -> Head:
+        entry = self.contents.entries[-1] if self.contents.entries else None
+        chained = [run for run in self.contents.runs if run[_RUN["seq"]] is not None]
+        run = chained[-1] if chained else None
+        return Head(entry[_SEQ] if entry else 0, entry[_HASH] if entry else None, entry[_MAC] if entry else None,
+                    run[_RUN["seq"]] if run else 0, run[_RUN["hash"]] if run else None,
+                    run[_RUN["mac"]] if run else None, datetime.now(UTC), self.started)
+
+    def append_entries(self, rows: Iterable[Sequence[Any]]) -> None:
+        self.contents.entries.extend(tuple(row) for row in rows)
+
+    def insert_run(self, values: Sequence[Any]) -> None:
+        self.contents.runs.append(tuple(values))
+
+    def record_files(self, source: str, run_id: str, files: Mapping[str, FileDigest]) -> None:
+        return None  # files are never passed over here
+
+
+class MemoryCatalog:
+    """An empty catalog in memory (``seed`` puts objects in it as a service would have)."""
+
+    description = "the in-memory catalog"
+    embedded = False
+
+    def __init__(self) -> None:
+        self.contents = Contents()
+        self._lock = threading.Lock()
+
+    def seed(self, address: str, kind: str, fields: Mapping[str, Any], *, by: str | None = None) -> None:
+        """Create or overwrite an object as someone outside the reconciler would (its version moves)."""
+        held = self.contents.objects.get(address)
+        version = held.version + 1 if held is not None else 1
+        self.contents.objects[address] = Stored(kind, copy.deepcopy(dict(fields)), version, by)
+
+    @contextmanager
+    def reading(self) -> Iterator[MemoryReader]:
+        yield MemoryReader(self.contents)
+
+    @contextmanager
+    def checking(self, lock_timeout: float) -> Iterator[MemoryReader]:
+        yield MemoryReader(self.contents)
+
+    @contextmanager
+    def session(self, application_name: str) -> Iterator[MemorySession]:
+        yield MemorySession(self)
+
+
+@dataclass(frozen=True)
+class MemorySession:
+    """An apply's hold on the memory catalog."""
+
+    catalog: MemoryCatalog
+
+    @contextmanager
+    def locked(self, source: str, lock_timeout: float,
+               touched: Mapping[str, tuple[str, str | None]]) -> Iterator[MemoryWriter]:
+        catalog = self.catalog
+        if not catalog._lock.acquire(timeout=lock_timeout):
+            raise LockTimeout(f"another apply holds the in-memory catalog; gave up after {lock_timeout:g} s "
+                              "(--lock-timeout); nothing was applied")
+        try:
+            working = copy.deepcopy(catalog.contents)
+            yield MemoryWriter(working, datetime.now(UTC))
+            catalog.contents = working  # committed: the copy becomes the catalog
+        finally:
+            catalog._lock.release()
+
+    def record_unapplied_run(self, build: Callable[[Head], Sequence[Any] | str], lock_timeout: float | None,
+                             unchained: Callable[[], Sequence[Any]]) -> str | None:
+        writer = MemoryWriter(self.catalog.contents, datetime.now(UTC))
+        values = build(writer.lock_audit_head(lock_timeout))
+        if isinstance(values, str):
+            return values
+        writer.insert_run(values)
+        return None

@@ -1,0 +1,268 @@
+"""The whole plan/apply flow — a git tree, attribution, the diff, refusals, the transaction and the
+audit chain — run against each catalog behind the port: in memory (the unit tier, no server) and
+PostgreSQL (the integration tier). Both must behave alike wherever the port promises it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.app.applying import apply_plan, check_refusals
+from reconciler.app.auditing import Entry
+from reconciler.app.planning import make_plan
+from reconciler.app.workspace import Workspace
+from reconciler.catalog.memory import MemoryCatalog
+from reconciler.catalog.port import Catalog, CatalogState
+from reconciler.core.chain import GENESIS
+from reconciler.core.checks import ApplyOptions
+from reconciler.core.plan import Plan
+from reconciler.errors import ConfigurationError, ConflictError, Refusal
+
+from .helpers import ALICE, BOB, CAROL, commit, write
+
+STORAGE = """\
+apiVersion: reconciler/v1
+kind: StorageTarget
+name: lake
+type: s3
+description: The lake
+config: {bucket: readings, secretKey: "${env:LAKE_SECRET}"}
+"""
+
+DATASET = """\
+apiVersion: reconciler/v1
+kind: Dataset
+slug: readings
+name: Readings
+storageTarget: lake
+metadata: {unit: celsius}
+"""
+
+RECORDS = """\
+apiVersion: reconciler/v1
+kind: RecordSet
+namespace: obs
+defaults: {owner: team-obs, tags: [iot]}
+records:
+  - key: sensor-1
+    metadata: {datasetSlug: readings}
+  - key: sensor-2
+  - key: sensor-3
+"""
+
+SECRET = "s3cr3t-value-1234"
+ENV = {"LAKE_SECRET": SECRET}
+
+
+class Memory:
+    """The in-memory catalog, and how someone outside the reconciler changes it."""
+
+    def __init__(self) -> None:
+        self.catalog = MemoryCatalog()
+
+    def change_outside(self, address: str, field: str, value: Any) -> None:
+        held = self.catalog.contents.objects[address]
+        self.catalog.seed(address, held.kind, {**held.fields, field: value}, by="someone@example.com")
+
+    def audit_rows(self) -> list[tuple[Any, ...]]:
+        return list(self.catalog.contents.entries)
+
+    def run_outcomes(self) -> list[str]:
+        return [run[8] for run in self.catalog.contents.runs]
+
+
+class Postgres:
+    """A PostgreSQL catalog of the test's own, and how someone outside the reconciler changes it."""
+
+    def __init__(self, url: str) -> None:
+        from reconciler.catalog.postgres.catalog import PostgresCatalog
+
+        self.url = url
+        self.catalog = PostgresCatalog(url)
+
+    def change_outside(self, address: str, field: str, value: Any) -> None:
+        import psycopg
+
+        assert address.startswith("record:") and field == "owner"
+        namespace, key = address.removeprefix("record:").split("/")
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("UPDATE metastore.metastore_records SET owner = %s, version = version + 1, "
+                         "updated_by = 'someone@example.com' WHERE namespace = %s AND record_key = %s",
+                         (value, namespace, key))
+
+    def audit_rows(self) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        from reconciler.catalog.postgres.audit_log import _SELECT_LIST
+        from psycopg import sql
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            query = sql.SQL("SELECT {} FROM reconciler.audit_log ORDER BY seq").format(_SELECT_LIST)
+            return [tuple(row) for row in conn.execute(query)]
+
+    def run_outcomes(self) -> list[str]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return [o for (o,) in conn.execute("SELECT outcome FROM reconciler.runs ORDER BY started_at")]
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.integration)])
+def backend(request: pytest.FixtureRequest) -> Iterator[Memory | Postgres]:
+    if request.param == "memory":
+        yield Memory()
+    else:
+        yield Postgres(request.getfixturevalue("db_url"))
+
+
+def workspace(repo: Path, catalog: Catalog) -> Workspace:
+    return Workspace(repo / "manifests", _repository(repo), "default", catalog)
+
+
+def _repository(repo: Path) -> Any:
+    from reconciler.git.repository import GitRepository
+
+    return GitRepository.discover(repo / "manifests")
+
+
+def plan(repo: Path, backend: Memory | Postgres, **kwargs: Any) -> Plan:
+    return make_plan(workspace(repo, backend.catalog), environ=ENV, **kwargs)
+
+
+def apply(repo: Path, backend: Memory | Postgres, **options: Any) -> Plan:
+    planned = plan(repo, backend)
+    apply_plan(workspace(repo, backend.catalog), planned, ApplyOptions(**options), environ=ENV)
+    return planned
+
+
+def state(backend: Memory | Postgres) -> CatalogState:
+    with backend.catalog.reading() as reader:
+        return reader.state("default", ())
+
+
+def actions(planned: Plan) -> dict[str, str]:
+    return {c.address: c.action for c in planned.changes}
+
+
+@pytest.fixture
+def tree(git_repo: Path) -> Path:
+    write(git_repo, "manifests/storage.yaml", STORAGE)
+    write(git_repo, "manifests/datasets.yaml", DATASET)
+    commit(git_repo, ALICE, "lake and readings")
+    write(git_repo, "manifests/records.yaml", RECORDS)
+    commit(git_repo, BOB, "sensors")
+    return git_repo
+
+
+def test_a_first_apply_creates_everything_and_names_each_commits_author(
+        tree: Path, backend: Memory | Postgres) -> None:
+    done = apply(tree, backend)
+    assert actions(done) == {"storage-target:lake": "create", "dataset:readings": "create",
+                             "record:obs/sensor-1": "create", "record:obs/sensor-2": "create",
+                             "record:obs/sensor-3": "create"}
+    live = state(backend).live
+    assert live["record:obs/sensor-2"].fields["owner"] == "team-obs"
+    assert live["dataset:readings"].fields["storageTarget"] == "lake"
+    assert live["storage-target:lake"].fields["config"] == {"bucket": "readings", "secretKey": SECRET}
+    entries = [Entry.from_row(*row) for row in backend.audit_rows()]
+    assert {e.address: e.author_email for e in entries} == {
+        "storage-target:lake": ALICE[1], "dataset:readings": ALICE[1], "record:obs/sensor-1": BOB[1],
+        "record:obs/sensor-2": BOB[1], "record:obs/sensor-3": BOB[1]}
+    # The chain: each entry's hash is computed from its body and the one before it.
+    previous = GENESIS
+    for entry in entries:
+        assert entry.prev_hash == previous and entry.computed_hash() == entry.hash
+        previous = entry.hash
+    # The secret reached the catalog, and nothing the reconciler keeps.
+    assert SECRET not in json.dumps([list(map(str, row)) for row in backend.audit_rows()])
+    assert SECRET not in json.dumps(dict(state(backend).applied["storage-target:lake"].fields))
+    assert backend.run_outcomes() == ["applied"]
+
+
+def test_a_second_plan_finds_nothing_to_do(tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    again = plan(tree, backend)
+    assert again.changes == () and again.bookkeeping == () and not again.errors
+
+
+def test_edits_removals_and_returns_are_updates_archives_and_restores_by_their_authors(
+        tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    write(tree, "manifests/records.yaml", RECORDS.replace("  - key: sensor-3\n", "")
+          .replace("owner: team-obs", "owner: team-lab"))
+    commit(tree, CAROL, "team-lab owns the sensors; sensor-3 retired")
+    second = apply(tree, backend)
+    assert actions(second) == {"record:obs/sensor-1": "update", "record:obs/sensor-2": "update",
+                               "record:obs/sensor-3": "archive"}
+    assert {a.email for a in second.authors.values()} == {CAROL[1]}
+    assert state(backend).live["record:obs/sensor-3"].fields["deleted"] is True
+    write(tree, "manifests/records.yaml", RECORDS.replace("owner: team-obs", "owner: team-lab"))
+    commit(tree, ALICE, "sensor-3 is back")
+    third = apply(tree, backend)
+    assert actions(third) == {"record:obs/sensor-3": "restore"}
+    assert third.author_of("record:obs/sensor-3").email == ALICE[1]
+    assert state(backend).live["record:obs/sensor-3"].fields["deleted"] is False
+
+
+def test_a_change_made_between_plan_and_apply_refuses_the_whole_apply(
+        tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    write(tree, "manifests/records.yaml", RECORDS.replace("owner: team-obs", "owner: team-lab"))
+    commit(tree, CAROL, "team-lab")
+    planned = plan(tree, backend)
+    backend.change_outside("record:obs/sensor-2", "owner", "intruder")
+    before = state(backend).live
+    with pytest.raises(ConflictError, match="record:obs/sensor-2 changed since the plan"):
+        apply_plan(workspace(tree, backend.catalog), planned, ApplyOptions(), environ=ENV)
+    after = state(backend).live
+    assert {a: dict(o.fields) for a, o in after.items()} == {a: dict(o.fields) for a, o in before.items()}
+    assert backend.run_outcomes() == ["applied", "refused"]
+
+
+def test_a_purge_is_refused_without_its_flag_and_done_with_it(tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    write(tree, "manifests/records.yaml", RECORDS.replace("  - key: sensor-3\n", "  - key: sensor-3\n    purge: true\n"))
+    commit(tree, BOB, "purge sensor-3")
+    planned = plan(tree, backend)
+    assert actions(planned) == {"record:obs/sensor-3": "purge"}
+    with pytest.raises(Refusal, match="purge needs --allow-purge: record:obs/sensor-3"):
+        check_refusals(workspace(tree, backend.catalog), planned, ApplyOptions())
+    assert "record:obs/sensor-3" in state(backend).live
+    apply_plan(workspace(tree, backend.catalog), planned, ApplyOptions(allow_purge=True), environ=ENV)
+    assert "record:obs/sensor-3" not in state(backend).live
+    assert "record:obs/sensor-3" not in state(backend).applied
+
+
+def test_a_protected_object_is_not_archived(tree: Path, backend: Memory | Postgres) -> None:
+    write(tree, "manifests/records.yaml", RECORDS.replace("  - key: sensor-3\n", "  - key: sensor-3\n    protect: true\n"))
+    commit(tree, BOB, "protect sensor-3")
+    apply(tree, backend)
+    write(tree, "manifests/records.yaml", RECORDS.replace("  - key: sensor-3\n", ""))
+    commit(tree, CAROL, "drop sensor-3")
+    planned = plan(tree, backend)
+    assert any(f.address == "record:obs/sensor-3" and f.severity == "error" for f in planned.findings)
+    with pytest.raises(Refusal):
+        apply_plan(workspace(tree, backend.catalog), planned, ApplyOptions(), environ=ENV)
+    assert state(backend).live["record:obs/sensor-3"].fields["deleted"] is False
+
+
+def test_a_failure_after_the_writes_leaves_the_catalog_as_it_was(tree: Path, backend: Memory | Postgres) -> None:
+    key = {"RECONCILER_AUDIT_KEY": "k" * 32}
+    first = plan(tree, backend)
+    apply_plan(workspace(tree, backend.catalog), first, ApplyOptions(), environ={**ENV, **key})
+    write(tree, "manifests/records.yaml", RECORDS.replace("owner: team-obs", "owner: team-lab"))
+    commit(tree, CAROL, "team-lab")
+    planned = plan(tree, backend)
+    before = state(backend)
+    # The log is keyed now: an apply without the key writes every change, then cannot append.
+    with pytest.raises(ConfigurationError, match="nothing was applied"):
+        apply_plan(workspace(tree, backend.catalog), planned, ApplyOptions(), environ=ENV)
+    after = state(backend)
+    assert {a: dict(o.fields) for a, o in after.live.items()} == {a: dict(o.fields) for a, o in before.live.items()}
+    assert {a: dict(o.fields) for a, o in after.applied.items()} == \
+        {a: dict(o.fields) for a, o in before.applied.items()}
+    assert len(backend.audit_rows()) == len(first.changes)
