@@ -28,7 +28,9 @@ from reconciler.errors import ConflictError
 from reconciler.errors import LockTimeout
 from reconciler.core.plan import Author, Plan, from_diff
 from reconciler.git.repository import GitRepository
+from tests import helpers
 from tests.conftest import run_git
+from tests.helpers import write
 
 ALICE = ("Alice Analyst", "alice@example.com")
 BOB = ("Bob Builder", "bob@example.com")
@@ -67,20 +69,14 @@ records:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def write(repo: Path, name: str, text: str) -> None:
-    path = repo / "manifests" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 _CLOCK = itertools.count()
 
 
 def commit(repo: Path, author: tuple[str, str], message: str) -> str:
-    # A minute apart: attribution picks the latest commit by time, and applies are fast.
-    run_git(repo, "add", "-A")
-    run_git(repo, "commit", "-q", "-m", message, f"--date=@{1767225600 + 60 * next(_CLOCK)} +0000", author=author)
-    return run_git(repo, "rev-parse", "HEAD").strip()
+    """A commit a minute after the one before: attribution picks the latest commit by time, and applies are fast."""
+    return helpers.commit(repo, author, message, date=f"@{1767225600 + 60 * next(_CLOCK)} +0000")
 
 
 def apply_tree(repo: Path, db_url: str, *extra: str) -> Result:
@@ -211,22 +207,22 @@ def test_awkward_values_survive_postgresql_and_verify(db_url: str, db: psycopg.C
 def test_every_action_is_recorded_with_author_commit_and_applier(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITHUB_ACTOR", "ci-bot")
-    write(git_repo, "storage.yaml", STORAGE)
-    write(git_repo, "datasets.yaml", DATASET)
-    write(git_repo, "records/obs.yaml", RECORDS)
+    write(git_repo, "manifests/storage.yaml", STORAGE)
+    write(git_repo, "manifests/datasets.yaml", DATASET)
+    write(git_repo, "manifests/records/obs.yaml", RECORDS)
     alice = commit(git_repo, ALICE, "step 1")
     apply_tree(git_repo, db_url)
     # Bob describes the dataset and removes a record (archived).
-    write(git_repo, "datasets.yaml", DATASET + "description: Minute readings\n")
-    write(git_repo, "records/obs.yaml", RECORDS.replace("  - key: sensor-0002\n", ""))
+    write(git_repo, "manifests/datasets.yaml", DATASET + "description: Minute readings\n")
+    write(git_repo, "manifests/records/obs.yaml", RECORDS.replace("  - key: sensor-0002\n", ""))
     bob = commit(git_repo, BOB, "step 2")
     monkeypatch.setenv("GITHUB_ACTOR", "release-bot")
     apply_tree(git_repo, db_url)
     # Carol brings the record back (restored), then purges it.
-    write(git_repo, "records/obs.yaml", RECORDS)
+    write(git_repo, "manifests/records/obs.yaml", RECORDS)
     carol = commit(git_repo, CAROL, "step 3")
     apply_tree(git_repo, db_url)
-    write(git_repo, "records/obs.yaml", RECORDS + "    purge: true\n")
+    write(git_repo, "manifests/records/obs.yaml", RECORDS + "    purge: true\n")
     carol2 = commit(git_repo, CAROL, "step 4")
     apply_tree(git_repo, db_url, "--allow-purge")
 
@@ -267,7 +263,7 @@ def test_every_action_is_recorded_with_author_commit_and_applier(
 
 
 def test_no_op_apply_writes_no_entry(git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(git_repo, "storage.yaml", STORAGE)
+    write(git_repo, "manifests/storage.yaml", STORAGE)
     commit(git_repo, ALICE, "storage")
     apply_tree(git_repo, db_url)
     assert log_rows(db, "action") == [("create",)]
@@ -279,11 +275,11 @@ def test_secrets_never_reach_the_log(git_repo: Path, db_url: str, db: psycopg.Co
                                      monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CH_PW", "hunter2")
     secret = STORAGE.replace("config: {cluster: obs}", "config: {cluster: obs, password: '${env:CH_PW}'}")
-    write(git_repo, "storage.yaml", secret)
+    write(git_repo, "manifests/storage.yaml", secret)
     commit(git_repo, ALICE, "storage with a password")
     apply_tree(git_repo, db_url)
     assert db.execute("SELECT config->>'password' FROM timestore.storage_targets").fetchone() == ("hunter2",)
-    write(git_repo, "storage.yaml", secret.replace("cluster: obs", "cluster: obs2"))
+    write(git_repo, "manifests/storage.yaml", secret.replace("cluster: obs", "cluster: obs2"))
     commit(git_repo, BOB, "another cluster")
     apply_tree(git_repo, db_url)
     rows = db.execute("SELECT before->'config', after->'config' FROM reconciler.audit_log ORDER BY seq").fetchall()
@@ -401,7 +397,7 @@ def test_verify_of_an_empty_log(db_url: str) -> None:
 
 def test_git_check_names_an_entry_whose_commit_is_not_in_the_repository(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(git_repo, "README.md", "catalog\n")
+    write(git_repo, "manifests/README.md", "catalog\n")
     real = commit(git_repo, ALICE, "first")
     engine_apply(db_url, [rec("r1", 1)], Author("Alice", "alice@example.com", real))
     engine_apply(db_url, [rec("r1", 1), rec("r2", 5)], Author("Alice", "alice@example.com", None, True),
@@ -409,7 +405,7 @@ def test_git_check_names_an_entry_whose_commit_is_not_in_the_repository(
     assert run(db_url, "verify", "--git", str(git_repo)).exit_code == 0  # uncommitted entries have no commit
     # A commit on a branch that was never merged exists, but is not reachable from the default branch.
     run_git(git_repo, "checkout", "-q", "-b", "side")
-    write(git_repo, "side.txt", "x\n")
+    write(git_repo, "manifests/side.txt", "x\n")
     side = commit(git_repo, BOB, "side")
     run_git(git_repo, "checkout", "-q", "main")
     engine_apply(db_url, [rec("r1", 1), rec("r2", 5), rec("r3", 9)], Author("Bob", "bob@example.com", side))

@@ -7,21 +7,20 @@ that follow; the pure tests drive the importer with plain values.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from reconciler.cli import cli
 from reconciler.core.diff import Applied, Live
 from reconciler.app.importer import file_name, looks_secret, plan_import
 from reconciler.manifests import load_tree
 from reconciler.manifests.emit import dump_documents
-from tests.conftest import run_git
+from tests.helpers import TEST_AUTHOR, commit, invoke, plan_json
 
 SECRET_VARIABLE = "RECONCILER_WARM_S3_SECRETACCESSKEY"
 
@@ -69,15 +68,8 @@ SNAPSHOT = {
 TODAY = datetime.now(UTC).date().isoformat()
 
 
-def invoke(repo: Path, db_url: str, *args: str) -> Result:
-    """``reconciler <command> <repo>/manifests --database-url <db_url> <args...>``."""
-    return CliRunner().invoke(cli, [args[0], str(repo / "manifests"), "--database-url", db_url, *args[1:]],
-                              catch_exceptions=False)
 
 
-def commit(repo: Path, message: str) -> None:
-    run_git(repo, "add", "-A")
-    run_git(repo, "commit", "-q", "-m", message)
 
 
 def snapshot(db: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
@@ -88,11 +80,6 @@ def files_under(directory: Path) -> dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def plan_json(repo: Path, db_url: str) -> dict[str, Any]:
-    result = invoke(repo, db_url, "plan", "--format", "json")
-    assert result.exit_code == 0, result.output
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
 
 
 @pytest.fixture
@@ -149,7 +136,7 @@ retention:
     assert records.index("key: sensor-0001") < records.index("key: sensor-0002") < records.index("key: sensor-0003")
     assert "deleted: true" in records and "defaults" not in records
 
-    commit(git_repo, "import the ingested catalog")
+    commit(git_repo, TEST_AUTHOR, "import the ingested catalog")
     plan = plan_json(git_repo, db_url)
     assert plan["summary"] == {"create": 0, "update": 0, "archive": 0, "restore": 0, "purge": 0}
     assert plan["changes"] == [] and plan["unmanaged"] == []
@@ -168,7 +155,7 @@ retention:
 
     # Now managed: removing a record's entry from the imported file archives it.
     (out / "records" / "observatory.yaml").write_text(_without_item(records, "sensor-0001"), encoding="utf-8")
-    commit(git_repo, "drop sensor-0001")
+    commit(git_repo, TEST_AUTHOR, "drop sensor-0001")
     plan = plan_json(git_repo, db_url)
     assert [(c["address"], c["action"]) for c in plan["changes"]] == [("record:observatory/sensor-0001", "archive")]
 
@@ -210,7 +197,7 @@ def _imported_and_applied(git_repo: Path, db_url: str, db: psycopg.Connection[An
     """Everything imported, committed and applied; then ingestion goes on: a new record in an
     imported namespace, and a new dataset. Returns the import directory."""
     assert invoke(git_repo, db_url, "import").exit_code == 0
-    commit(git_repo, "import")
+    commit(git_repo, TEST_AUTHOR, "import")
     assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
     db.execute("INSERT INTO metastore.metastore_records (namespace, record_key, owner) "
                "VALUES ('observatory', 'sensor-0004', 'team-observatory')")
@@ -222,7 +209,7 @@ def _adopts_exactly(git_repo: Path, db_url: str, addresses: list[str], *, left: 
     """The tree validates; committed, its plan adopts exactly ``addresses`` with no change, and
     once applied only ``left`` remain to import."""
     assert CliRunner().invoke(cli, ["validate", str(git_repo / "manifests")]).exit_code == 0
-    commit(git_repo, "import the late arrivals")
+    commit(git_repo, TEST_AUTHOR, "import the late arrivals")
     plan = plan_json(git_repo, db_url)
     assert plan["changes"] == [] and [f for f in plan["findings"] if f["severity"] == "error"] == []
     assert sorted(b["address"] for b in plan["bookkeeping"] if b["reason"] == "adopt") == addresses
@@ -285,7 +272,7 @@ def test_a_file_with_crlf_line_endings_is_appended_to_in_them(
     out = _imported_and_applied(git_repo, db_url, db)
     path = out / "records" / "observatory.yaml"
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
-    commit(git_repo, "windows line endings")
+    commit(git_repo, TEST_AUTHOR, "windows line endings")
     crlf = path.read_bytes()
     assert invoke(git_repo, db_url, "import", "--target", "record:observatory/sensor-0004").exit_code == 0
     new = path.read_bytes()
@@ -342,7 +329,7 @@ slug: observatory-readings
 name: Observatory readings (managed)
 storageTarget: warm-s3
 """)
-    commit(git_repo, "manage one dataset and one storage target")
+    commit(git_repo, TEST_AUTHOR, "manage one dataset and one storage target")
     assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
     db.execute("INSERT INTO reconciler.managed_objects (address, kind, source) "
                "VALUES ('record:team:ops/jobs/nightly', 'record', 'team-b')")
@@ -353,7 +340,7 @@ storageTarget: warm-s3
                                         "records/observatory.yaml", "storage-targets.yaml"]
     storage = (out / "storage-targets.yaml").read_text(encoding="utf-8")
     assert "name: warm-s3" in storage and "name: primary" not in storage
-    commit(git_repo, "import the rest")
+    commit(git_repo, TEST_AUTHOR, "import the rest")
     plan = plan_json(git_repo, db_url)
     assert plan["changes"] == [] and plan["unmanaged"] == []
 
@@ -392,7 +379,7 @@ config:
                            ("RECONCILER_CH_MAIN_PASSWORD", "config.password")]:
         assert (f"warning: storage-target:ch.main: {path} is written as ${{env:{variable}}}; "
                 f"set {variable} to its value before plan or apply") in result.stderr
-    commit(git_repo, "import")
+    commit(git_repo, TEST_AUTHOR, "import")
 
     unset = invoke(git_repo, db_url, "plan")
     assert unset.exit_code == 1 and "RECONCILER_CH_MAIN_AUTH_ACCESSKEYID is not set" in unset.output
@@ -435,7 +422,7 @@ def test_objects_no_manifest_can_express_are_skipped_with_the_reason(
          "variable reference"),
     ]
     assert result.stdout.splitlines()[-1].startswith("Imported 1 storage target, 1 dataset, 1 record into")
-    commit(git_repo, "import what can be")
+    commit(git_repo, TEST_AUTHOR, "import what can be")
     plan = plan_json(git_repo, db_url)
     assert plan["changes"] == [] and [f for f in plan["findings"] if f["severity"] == "error"] == []
     assert plan["unmanaged"] == ["storage-target:home", "dataset:bad slug", "dataset:untrimmed",

@@ -23,7 +23,7 @@ from click.testing import CliRunner, Result
 
 from reconciler.cli import cli
 from reconciler.core.model import ENV_NAME_PATTERN
-from tests.conftest import run_git
+from tests.helpers import TEST_AUTHOR, commit, invoke, plan_json
 
 # Every credential below is a distinct marker, so a leak of any of them is found by name.
 CONFIG = {
@@ -45,26 +45,14 @@ LEAKS = ["leak-auth-pass", "leak-auth-pwd", "leak-dsn", "leak-jdbc", "leak-url",
 VARIABLE = re.compile(r"\$\{env:([^}]*)\}")
 
 
-def invoke(repo: Path, db_url: str, *args: str) -> Result:
-    """``reconciler <command> <repo>/manifests --database-url <db_url> <args...>``."""
-    return CliRunner().invoke(cli, [args[0], str(repo / "manifests"), "--database-url", db_url, *args[1:]],
-                              catch_exceptions=False)
 
 
 def validate(tree: Path) -> Result:
     return CliRunner().invoke(cli, ["validate", str(tree)], catch_exceptions=False)
 
 
-def commit(repo: Path, message: str) -> None:
-    run_git(repo, "add", "-A")
-    run_git(repo, "commit", "-q", "-m", message)
 
 
-def plan_json(repo: Path, db_url: str) -> dict[str, Any]:
-    result = invoke(repo, db_url, "plan", "--format", "json")
-    assert result.exit_code == 0, result.output
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
 
 
 def files_under(directory: Path) -> list[str]:
@@ -108,7 +96,7 @@ def test_credentials_by_key_name_and_by_shape_are_written_as_env_references_and_
            "set RECONCILER_WAREHOUSE_PG_JDBC to its value before plan or apply" in result.stderr
 
     assert validate(git_repo / "manifests").exit_code == 0
-    commit(git_repo, "import the warehouse target")
+    commit(git_repo, TEST_AUTHOR, "import the warehouse target")
     by_variable = _values_by_variable(text)
     for name, value in by_variable.items():
         monkeypatch.setenv(name, value)
@@ -342,7 +330,7 @@ def test_look_alikes_are_skipped_naming_both_and_the_tree_still_validates(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
     (git_repo / "manifests" / "mine.yaml").write_text(
         "apiVersion: reconciler/v1\nkind: Dataset\nslug: obs-one\nname: One\n")
-    commit(git_repo, "one dataset of our own")
+    commit(git_repo, TEST_AUTHOR, "one dataset of our own")
     composed, decomposed = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
     db.execute("""INSERT INTO timestore.datasets (id, slug, name) VALUES ('ds-1', 'Readings', 'R'),
         ('ds-2', 'readings', 'r'), ('ds-3', 'OBS-one', 'Shouting'), ('ds-4', 'distinct', 'Fine')""")
@@ -370,7 +358,7 @@ def test_look_alikes_are_skipped_naming_both_and_the_tree_still_validates(
     assert files_under(out) == ["datasets/distinct.yaml", "records/obs.yaml"]
     validated = validate(git_repo / "manifests")
     assert validated.exit_code == 0, validated.output
-    commit(git_repo, "import")
+    commit(git_repo, TEST_AUTHOR, "import")
     plan = plan_json(git_repo, db_url)
     assert sorted(b["address"] for b in plan["bookkeeping"]) == ["dataset:distinct", "record:obs/sensor-2"]
     assert [f for f in plan["findings"] if f["severity"] == "error"] == []

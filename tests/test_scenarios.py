@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from reconciler.cli import cli
 from tests.conftest import run_git
+from tests.helpers import commit, invoke, write
 
 ALICE = ("Alice Analyst", "alice@example.com")
 BOB = ("Bob Builder", "bob@example.com")
@@ -60,22 +61,10 @@ records:
 """
 
 
-def write(repo: Path, name: str, text: str) -> None:
-    path = repo / "manifests" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
-def commit(repo: Path, author: tuple[str, str], message: str) -> str:
-    run_git(repo, "add", "-A")
-    run_git(repo, "commit", "-q", "-m", message, author=author)
-    return run_git(repo, "rev-parse", "HEAD").strip()
 
 
-def invoke(repo: Path, db_url: str, *args: str, input: str | None = None) -> Result:
-    runner = CliRunner()
-    return runner.invoke(cli, [args[0], str(repo / "manifests"), "--database-url", db_url, *args[1:]],
-                         input=input, catch_exceptions=False)
 
 
 def rows(db: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
@@ -84,9 +73,9 @@ def rows(db: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
 
 @pytest.fixture
 def step1(git_repo: Path, db_url: str) -> str:
-    write(git_repo, "storage.yaml", STORAGE)
-    write(git_repo, "datasets.yaml", DATASETS)
-    write(git_repo, "records/observatory.yaml", RECORDS)
+    write(git_repo, "manifests/storage.yaml", STORAGE)
+    write(git_repo, "manifests/datasets.yaml", DATASETS)
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS)
     return commit(git_repo, ALICE, "step 1")
 
 
@@ -103,9 +92,9 @@ def test_three_steps_by_three_authors(git_repo: Path, db_url: str, db: psycopg.C
     assert rows(db, "SELECT DISTINCT commit_sha FROM reconciler.managed_objects") == [(step1,)]
 
     # Step 2: Bob describes a dataset and removes a record.
-    write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events\n",
+    write(git_repo, "manifests/datasets.yaml", DATASETS.replace("name: Observatory events\n",
                                                       "name: Observatory events\ndescription: Raw events\n"))
-    write(git_repo, "records/observatory.yaml", RECORDS.split("  - key: sensor-0003")[0])
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS.split("  - key: sensor-0003")[0])
     bob_sha = commit(git_repo, BOB, "step 2")
     planned = invoke(git_repo, db_url, "plan", "--format", "json")
     assert planned.exit_code == 0, planned.output
@@ -131,7 +120,7 @@ def test_three_steps_by_three_authors(git_repo: Path, db_url: str, db: psycopg.C
                     "WHERE record_key = 'sensor-0003' ORDER BY id DESC LIMIT 1") == [("delete", "bob@example.com", 1, 2)]
 
     # Step 3: Carol purges a record (needs --allow-purge).
-    write(git_repo, "records/observatory.yaml", RECORDS.replace(
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS.replace(
         "  - key: sensor-0002\n", "  - key: sensor-0002\n    purge: true\n").split("  - key: sensor-0003")[0])
     commit(git_repo, CAROL, "step 3")
     refused = invoke(git_repo, db_url, "apply", "--auto-approve")
@@ -187,7 +176,7 @@ def test_apply_without_terminal_or_auto_approve_refuses(git_repo: Path, db_url: 
 def test_uncommitted_changes_are_planned_but_not_applied_without_flag(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any], step1: str) -> None:
     assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
-    write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events", "name: Events (draft)"))
+    write(git_repo, "manifests/datasets.yaml", DATASETS.replace("name: Observatory events", "name: Events (draft)"))
     planned = json.loads(invoke(git_repo, db_url, "plan", "--format", "json").stdout)
     assert planned["dirty"] is True
     assert planned["changes"][0]["author"]["uncommitted"] is True
@@ -210,7 +199,7 @@ def test_saved_plan_applies_exactly_and_a_stale_one_is_refused(
     assert applied.exit_code == 0, applied.output
     assert rows(db, "SELECT count(*) FROM metastore.metastore_records") == [(3,)]
 
-    write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events", "name: Events"))
+    write(git_repo, "manifests/datasets.yaml", DATASETS.replace("name: Observatory events", "name: Events"))
     commit(git_repo, BOB, "rename")
     assert invoke(git_repo, db_url, "plan", "--out", str(saved)).exit_code == 0
     db.execute("UPDATE timestore.datasets SET name = 'Renamed by the service', updated_at = now() "
@@ -265,7 +254,7 @@ def test_drift_shown_with_who_and_when_and_reverted(git_repo: Path, db_url: str,
 
 
 def test_invalid_tree_writes_nothing(git_repo: Path, db_url: str, db: psycopg.Connection[Any], step1: str) -> None:
-    write(git_repo, "broken.yaml", "apiVersion: reconciler/v1\nkind: Dataset\nslug: x\n")
+    write(git_repo, "manifests/broken.yaml", "apiVersion: reconciler/v1\nkind: Dataset\nslug: x\n")
     result = invoke(git_repo, db_url, "apply", "--auto-approve")
     assert result.exit_code == 1
     assert "broken.yaml:" in result.output and "Traceback" not in result.output
@@ -293,7 +282,7 @@ SQL_TEXT = "x'); DROP TABLE metastore.metastore_records; --"
 
 
 def test_sql_in_names_and_values_is_stored_verbatim(git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(git_repo, "hostile.yaml", f"""\
+    write(git_repo, "manifests/hostile.yaml", f"""\
 apiVersion: reconciler/v1
 kind: Dataset
 slug: robert.tables
@@ -333,7 +322,7 @@ def _position_of(path: Path, text: str) -> tuple[int, int]:
 def test_a_secret_is_resolved_only_to_write_it_masked_everywhere_and_a_rotation_is_a_change(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    write(git_repo, "storage.yaml", STORAGE.replace("config: {cluster: obs}",
+    write(git_repo, "manifests/storage.yaml", STORAGE.replace("config: {cluster: obs}",
                                                     "config: {cluster: obs, password: '${env:CH_PW}'}"))
     commit(git_repo, ALICE, "storage with a password")
     monkeypatch.delenv("CH_PW", raising=False)
@@ -389,7 +378,7 @@ def test_the_database_password_never_appears_in_any_output(
     outputs = [invoke(git_repo, url, *args) for args in (("plan",), ("plan", "--format", "markdown"),
                                                           ("plan", "--format", "json"), ("apply", "--auto-approve"))]
     db.execute("ALTER TABLE metastore.metastore_records ADD CONSTRAINT no_kelvin CHECK (metadata->>'unit' <> 'x')")
-    write(git_repo, "records/observatory.yaml", RECORDS.replace("unit: kelvin", "unit: x"))
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS.replace("unit: kelvin", "unit: x"))
     commit(git_repo, BOB, "unit x")
     outputs.append(invoke(git_repo, url, "apply", "--auto-approve"))
     assert outputs[-1].exit_code == 1 and "apply failed and was rolled back" in outputs[-1].output

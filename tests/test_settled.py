@@ -10,10 +10,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner, Result
 
-from reconciler.cli import cli
 from tests.conftest import run_git
+from tests.helpers import commit, invoke, write
 
 ALICE = ("Alice Analyst", "alice@example.com")
 OPS = "ops@example.com"
@@ -49,20 +48,10 @@ metadata: {datasetSlug: readings}
 REUSED = "manifest files are unchanged since the last apply"
 
 
-def write(repo: Path, name: str, text: str) -> None:
-    path = repo / "manifests" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
-def commit(repo: Path, message: str) -> None:
-    run_git(repo, "add", "-A")
-    run_git(repo, "commit", "-q", "-m", message, author=ALICE)
 
 
-def invoke(repo: Path, db_url: str, *args: str) -> Result:
-    return CliRunner().invoke(cli, [args[0], str(repo / "manifests"), "--database-url", db_url, *args[1:]],
-                              catch_exceptions=False)
 
 
 def plan_json(repo: Path, db_url: str) -> tuple[dict[str, Any], str]:
@@ -91,10 +80,10 @@ def fast_and_full(repo: Path, db_url: str, db: psycopg.Connection[Any]) -> tuple
 
 @pytest.fixture
 def applied(git_repo: Path, db_url: str) -> Path:
-    write(git_repo, "datasets.yaml", DATASETS)
-    write(git_repo, "records/sensors.yaml", SENSORS)
-    write(git_repo, "records/pumps.yaml", PUMPS)
-    commit(git_repo, "catalog")
+    write(git_repo, "manifests/datasets.yaml", DATASETS)
+    write(git_repo, "manifests/records/sensors.yaml", SENSORS)
+    write(git_repo, "manifests/records/pumps.yaml", PUMPS)
+    commit(git_repo, ALICE, "catalog")
     result = invoke(git_repo, db_url, "apply", "--auto-approve")
     assert result.exit_code == 0, result.output
     return git_repo
@@ -146,8 +135,8 @@ def test_any_out_of_band_edit_makes_its_file_read_again(
 
 def test_a_link_to_a_dataset_gone_from_tree_and_catalog_is_still_reported(
         applied: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(applied, "datasets.yaml", "")
-    commit(applied, "drop the dataset")
+    write(applied, "manifests/datasets.yaml", "")
+    commit(applied, ALICE, "drop the dataset")
     db.execute("DELETE FROM timestore.dataset_retention_policies")
     db.execute("DELETE FROM reconciler.managed_objects WHERE kind = 'dataset'")
     db.execute("DELETE FROM timestore.datasets")
@@ -159,9 +148,9 @@ def test_a_link_to_a_dataset_gone_from_tree_and_catalog_is_still_reported(
 
 def test_a_new_file_repeating_a_settled_address_names_both_places(
         applied: Path, db_url: str) -> None:
-    write(applied, "records/more.yaml", PUMPS)
-    write(applied, "records/lookalike.yaml", SENSORS.replace("sensor-2", "SENSOR-2").replace("sensor-1", "sensor-9"))
-    commit(applied, "repeat")
+    write(applied, "manifests/records/more.yaml", PUMPS)
+    write(applied, "manifests/records/lookalike.yaml", SENSORS.replace("sensor-2", "SENSOR-2").replace("sensor-1", "sensor-9"))
+    commit(applied, ALICE, "repeat")
     result = invoke(applied, db_url, "plan")
     assert result.exit_code == 1
     records = applied / "manifests" / "records"
@@ -177,8 +166,8 @@ def test_after_an_apply_of_a_saved_or_narrowed_plan_no_file_is_passed_over(
         applied: Path, db_url: str, db: psycopg.Connection[Any], tmp_path: Path) -> None:
     # A saved plan changes a record; reverting the file makes its bytes those the
     # record of files names, but the catalog holds the saved plan's value.
-    write(applied, "records/pumps.yaml", PUMPS.replace("team-plant", "team-maintenance"))
-    commit(applied, "hand pump-1 over")
+    write(applied, "manifests/records/pumps.yaml", PUMPS.replace("team-plant", "team-maintenance"))
+    commit(applied, ALICE, "hand pump-1 over")
     saved = tmp_path / "plan.json"
     assert invoke(applied, db_url, "plan", "--out", str(saved)).exit_code == 0
     assert invoke(applied, db_url, "apply", "--plan", str(saved), "--auto-approve").exit_code == 0
@@ -199,8 +188,8 @@ def test_after_an_apply_of_a_saved_or_narrowed_plan_no_file_is_passed_over(
 
 
 def test_an_edited_file_is_read_again(applied: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(applied, "records/sensors.yaml", SENSORS.replace("kelvin", "rankine"))
-    commit(applied, "rankine")
+    write(applied, "manifests/records/sensors.yaml", SENSORS.replace("kelvin", "rankine"))
+    commit(applied, ALICE, "rankine")
     plan, stderr = fast_and_full(applied, db_url, db)
     assert "1 of 3 " + REUSED in stderr
     assert changes(plan) == [("record:obs/sensor-2", "update")]
@@ -208,12 +197,12 @@ def test_an_edited_file_is_read_again(applied: Path, db_url: str, db: psycopg.Co
 
 def test_a_new_file_with_a_unicode_lookalike_of_a_settled_address_is_refused(
         applied: Path, db_url: str) -> None:
-    write(applied, "records/cafe.yaml", PUMPS.replace("pump-1", "CAF\u00c9"))
-    commit(applied, "café")
+    write(applied, "manifests/records/cafe.yaml", PUMPS.replace("pump-1", "CAF\u00c9"))
+    commit(applied, ALICE, "café")
     assert invoke(applied, db_url, "apply", "--auto-approve").exit_code == 0
     assert "3 of 4 " + REUSED in invoke(applied, db_url, "plan", "--verbose").stderr
-    write(applied, "records/zzz.yaml", PUMPS.replace("pump-1", "Cafe\u0301"))
-    commit(applied, "Café, decomposed")
+    write(applied, "manifests/records/zzz.yaml", PUMPS.replace("pump-1", "Cafe\u0301"))
+    commit(applied, ALICE, "Café, decomposed")
     result = invoke(applied, db_url, "plan")
     assert result.exit_code == 1
     records = applied / "manifests" / "records"

@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.app import runs as run_chain
+from reconciler.app.exporting import export as export
+from reconciler.app.exporting import export_format as export_format
 from reconciler.render.audit import EXPORT_FORMATS as EXPORT_FORMATS
 from reconciler.render.audit import EXPORT_TYPES as EXPORT_TYPES
-from reconciler.render.audit import export as export
-from reconciler.render.audit import export_format as export_format
 from reconciler.render.audit import render_json as render_json
 from reconciler.render.audit import render_text as render_text
 from reconciler.catalog.postgres import audit_log

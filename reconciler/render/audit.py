@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.app import runs as run_chain
-from reconciler.catalog.postgres import audit_log
 from reconciler.core.chain import canonical, plain
-from reconciler.errors import ConfigurationError, ReconcilerError
 from reconciler.core.text import clean
 
 if TYPE_CHECKING:
@@ -121,56 +116,3 @@ def _changed_lines(entry: Entry) -> list[str]:
 def _value(value: Any) -> str:
     text = clean(canonical(plain(value)))
     return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 1] + "…"
-
-
-# --- exporting -------------------------------------------------------------------------------
-
-
-def export_format(path: Path, chosen: str | None) -> str:
-    """The format asked for, else the file's suffix (``.csv``), else Parquet."""
-    if chosen is not None:
-        return chosen
-    return "csv" if path.suffix.lower() == ".csv" else "parquet"
-
-
-def export(url: str, path: Path, fmt: str, *, runs: bool = False) -> int:
-    """Write every entry (``runs``: every run) to ``path`` as Parquet (typed columns) or CSV;
-    returns how many.
-
-    PostgreSQL streams the rows as NDJSON into a temporary file beside ``path``; DuckDB
-    converts it in one statement, into a temporary file renamed over ``path`` at the end.
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigurationError(f"unknown export format {fmt!r} (use {' or '.join(EXPORT_FORMATS)})")
-    directory = path.resolve().parent
-    if not directory.is_dir():
-        raise ConfigurationError(f"cannot write {path}: {directory} is not a directory")
-    try:
-        with tempfile.TemporaryDirectory(prefix=".reconciler-export-", dir=directory) as work:
-            ndjson = Path(work) / "audit.ndjson"
-            with ndjson.open("wb") as out:
-                count = audit_log.write_ndjson(url, out, runs=runs)
-            staged = Path(work) / f"audit.{fmt}"
-            _convert(ndjson, staged, fmt, run_chain.EXPORT_TYPES if runs else EXPORT_TYPES)
-            os.replace(staged, path)
-    except OSError as error:
-        raise ConfigurationError(f"cannot write {path}: {error.strerror or error}") from None
-    return count
-
-
-def _convert(ndjson: Path, target: Path, fmt: str, types: dict[str, str]) -> None:
-    import duckdb  # only the export needs it
-
-    try:
-        with duckdb.connect() as db:
-            db.execute("SET TimeZone = 'UTC'")
-            relation = db.read_json(str(ndjson), format="newline_delimited", columns=types)
-            if fmt == "parquet":
-                relation.write_parquet(str(target))
-            else:
-                # CSV has no lists: the changed fields become a JSON array, like before/after.
-                columns = ", ".join("to_json(fields)::VARCHAR AS fields" if c == "fields" else f'"{c}"'
-                                    for c in types)
-                relation.project(columns).write_csv(str(target), header=True)
-    except duckdb.Error as error:
-        raise ReconcilerError(f"exporting the audit log with DuckDB failed: {error}") from None
