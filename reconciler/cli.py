@@ -175,19 +175,17 @@ def migrate(database_url: str | None, print_sql: bool) -> None:
     and records each file's checksum. Safe to run on a catalog the platform's
     services created, and a no-op when nothing is pending.
     """
-    from reconciler.catalog.postgres.connection import describe, resolve_database_url
-    from reconciler.catalog.postgres.migrations import migrate as run_migrations
-    from reconciler.catalog.postgres.migrations import pending_sql
+    from reconciler.app.workspace import migrate_catalog, pending_migrations
 
-    url = resolve_database_url(database_url, Path.cwd(), _announce)
     if print_sql:
-        click.echo(pending_sql(url), nl=False)
+        click.echo(pending_migrations(database_url, Path.cwd(), _announce), nl=False)
         return
-    applied = run_migrations(url, on_applied=lambda m: click.echo(f"applied {m.filename}", err=True))
+    where, applied = migrate_catalog(database_url, Path.cwd(), _announce,
+                                     on_applied=lambda name: click.echo(f"applied {name}", err=True))
     if applied:
-        click.echo(f"Migrated {describe(url)}: {len(applied)} migration(s) applied.")
+        click.echo(f"Migrated {where}: {len(applied)} migration(s) applied.")
     else:
-        click.echo(f"The catalog schema at {describe(url)} is up to date.")
+        click.echo(f"The catalog schema at {where} is up to date.")
 
 
 # --- validate ------------------------------------------------------------------------------
@@ -211,14 +209,14 @@ def validate(path: Path) -> None:
     takes in a URL) are warnings, path:line:column: warning: message; they do not
     change the exit code.
     """
-    from reconciler.manifests import load_tree
-    from reconciler.manifests.report import summary, unresolved_lines, warning_line
+    from reconciler.app.validating import validate_tree
 
-    tree = load_tree(path)  # a ManifestError lists every problem, one per line (_UserFacingError)
-    for warning in tree.warnings:
-        click.echo(warning_line(warning), err=True)
-    click.echo(summary(tree))
-    for line in unresolved_lines(tree):
+    # A ManifestError lists every problem, one per line (_UserFacingError).
+    checked = validate_tree(path)
+    for line in checked.warnings:
+        click.echo(line, err=True)
+    click.echo(checked.summary)
+    for line in checked.unresolved:
         click.echo(line)
 
 
@@ -516,16 +514,6 @@ def audit_group() -> None:
     """
 
 
-def _repository(path: Path, option: str) -> Any:
-    from reconciler.errors import ConfigurationError
-    from reconciler.git.repository import GitRepository
-
-    repo = GitRepository.discover(path)
-    if repo is None:
-        raise ConfigurationError(f"{option} {path} is not inside a git repository")
-    return repo
-
-
 @audit_group.command("verify")
 @database_option
 @shared_options
@@ -584,15 +572,16 @@ def audit_verify(database_url: str | None, expect_head: str | None, anchor_files
 
     from reconciler.app import anchors as anchoring
     from reconciler.app.auditing import catalog_url, verify
+    from reconciler.app.workspace import repository_at
     from reconciler.core.chain import audit_key
     from reconciler.errors import ConfigurationError
 
     if replay and git_path is None:
         raise ConfigurationError("--replay needs --git PATH (the repository whose commits the entries name)")
-    repo = _repository(git_path, "--git") if git_path is not None else None
+    repo = repository_at(git_path, "--git") if git_path is not None else None
     given = [anchor for path in anchor_files for anchor in anchoring.read_file(path)]
     if notes_path is not None:
-        found = anchoring.read_notes(_repository(notes_path, "--notes"))
+        found = anchoring.read_notes(repository_at(notes_path, "--notes"))
         if not found:
             raise ConfigurationError(f"--notes {notes_path}: the repository has no audit anchor notes "
                                      "(refs/notes/reconciler-audit); fetch them, or take one with `audit anchor --git`")
@@ -729,6 +718,7 @@ def audit_anchor(database_url: str | None, file: Path | None, git_path: Path | N
     """
     from reconciler.app import anchors as anchoring
     from reconciler.app.auditing import catalog_url
+    from reconciler.app.workspace import repository_at
     from reconciler.errors import ConfigurationError
 
     if file is None and git_path is None:
@@ -742,7 +732,7 @@ def audit_anchor(database_url: str | None, file: Path | None, git_path: Path | N
         anchoring.write_file(file, anchor)
         click.echo(f"Wrote the anchor to {file}")
     if git_path is not None:
-        repo = _repository(git_path, "--git")
+        repo = repository_at(git_path, "--git")
         target = repo.resolve(commit) if commit is not None else anchoring.applied_commit(url, repo) or repo.head()
         if target is None:
             raise ConfigurationError(f"--commit {commit!r} names no commit in {repo.root}" if commit is not None

@@ -117,3 +117,31 @@ def tree_files(ws: Workspace) -> dict[str, FileDigest]:
             path = repo_relative(display, ws.repo.root) if ws.repo is not None else display
             out[display] = FileDigest(path, digest)
     return out
+
+
+def migrate_catalog(database_url: str | None, anchor: Path, announce: Callable[[str], None] | None,
+                    on_applied: Callable[[str], None]) -> tuple[str, list[str]]:
+    """Bring the catalog's schema up to date (``on_applied`` is told each migration file applied);
+    returns the catalog as messages name it, and the files applied."""
+    from reconciler.catalog.postgres.connection import describe, resolve_database_url
+    from reconciler.catalog.postgres.migrations import migrate
+
+    url = resolve_database_url(database_url, anchor, announce)
+    applied = migrate(url, on_applied=lambda migration: on_applied(migration.filename))
+    return describe(url), [migration.filename for migration in applied]
+
+
+def pending_migrations(database_url: str | None, anchor: Path, announce: Callable[[str], None] | None) -> str:
+    """The SQL of the migrations the catalog has not had yet (changes nothing)."""
+    from reconciler.catalog.postgres.connection import resolve_database_url
+    from reconciler.catalog.postgres.migrations import pending_sql
+
+    return pending_sql(resolve_database_url(database_url, anchor, announce))
+
+
+def repository_at(path: Path, option: str) -> GitRepository:
+    """The git repository holding ``path``, given with ``option``; refused when there is none."""
+    repo = GitRepository.discover(path)
+    if repo is None:
+        raise ConfigurationError(f"{option} {path} is not inside a git repository")
+    return repo
