@@ -27,15 +27,8 @@ from reconciler.core.checks import ApplyOptions
 from reconciler.errors import ConflictError, DatabaseError, ReconcilerError
 from tests.test_apply_core import CATALOG, ds, make, rec, st, ws
 from tests.test_apply_kill import wait_for
-from tests.test_scenarios import (
-    ALICE,
-    DATASETS,
-    RECORDS,
-    STORAGE,
-    commit,
-    invoke,
-    write,
-)
+from tests.helpers import commit, invoke, write
+from tests.test_scenarios import ALICE, DATASETS, RECORDS, STORAGE
 
 PASSWORD = "concurrency-s3cret-pw"
 

@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import cli
-from tests.test_scenarios import ALICE, commit, invoke, write
+from tests.helpers import commit, invoke, write
+from tests.test_scenarios import ALICE
 
 # Every way YAML writes U+0000 in a double-quoted string.
 ESCAPES = {"backslash-0": "\\0", "x00": "\\x00", "u0000": "\\u0000", "U00000000": "\\U00000000"}

@@ -14,7 +14,8 @@ from reconciler.errors import ConfigurationError
 from reconciler.manifests.config import load_config
 from reconciler.core.policy import Grant, check, parse_policy
 from tests.conftest import run_git
-from tests.test_scenarios import ALICE, BOB, DATASETS, RECORDS, STORAGE, commit, invoke, write
+from tests.helpers import commit, invoke, write
+from tests.test_scenarios import ALICE, BOB, DATASETS, RECORDS, STORAGE
 
 POLICY = """\
 source: observatory

@@ -23,7 +23,8 @@ from reconciler.app.applying import apply_plan
 from reconciler.core.checks import ApplyOptions
 from reconciler.errors import ConflictError
 from tests.test_apply_core import ds, loc, make, st, ws
-from tests.test_scenarios import ALICE, BOB, commit, invoke, write
+from tests.helpers import commit, invoke, write
+from tests.test_scenarios import ALICE, BOB
 
 PRIMARY = """\
 apiVersion: reconciler/v1
