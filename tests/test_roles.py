@@ -38,9 +38,9 @@ def roles(db: psycopg.Connection[Any], db_url: str) -> tuple[str, str]:
 def test_plan_with_the_read_only_role_apply_with_the_apply_role(
         git_repo: Path, db: psycopg.Connection[Any], roles: tuple[str, str]) -> None:
     plan_url, apply_url = roles
-    write(git_repo, "storage.yaml", STORAGE)
-    write(git_repo, "datasets.yaml", DATASETS)
-    write(git_repo, "records/observatory.yaml", RECORDS)
+    write(git_repo, "manifests/storage.yaml", STORAGE)
+    write(git_repo, "manifests/datasets.yaml", DATASETS)
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS)
     commit(git_repo, ALICE, "catalog")
 
     planned = invoke(git_repo, plan_url, "plan")
@@ -63,9 +63,9 @@ def test_plan_with_the_read_only_role_apply_with_the_apply_role(
     publish_manifest(db, dataset_id=dataset_id[0], partitions=[NewPartition(
         partition_key={"day": "2026-11-20"}, storage_target_id="st-primary-clickhouse", file_path="p/1",
         start_time=datetime(2026, 11, 20, tzinfo=UTC), end_time=datetime(2026, 11, 20, 1, tzinfo=UTC))])
-    write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events\n",
+    write(git_repo, "manifests/datasets.yaml", DATASETS.replace("name: Observatory events\n",
                                                       "name: Observatory events\npurge: true\n"))
-    write(git_repo, "records/observatory.yaml", RECORDS.replace("unit: kelvin", "unit: rankine")
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS.replace("unit: kelvin", "unit: rankine")
           .split("  - key: sensor-0003")[0])
     commit(git_repo, BOB, "change, archive, purge")
     changed = invoke(git_repo, apply_url, "apply", "--auto-approve", "--allow-purge")
@@ -93,13 +93,13 @@ def test_the_apply_role_cannot_rewrite_history(db: psycopg.Connection[Any], role
 
 def catalog_in_step_one(git_repo: Path, apply_url: str) -> None:
     """The example catalog applied by the apply role, then a committed change for the next apply."""
-    write(git_repo, "storage.yaml", STORAGE)
-    write(git_repo, "datasets.yaml", DATASETS)
-    write(git_repo, "records/observatory.yaml", RECORDS)
+    write(git_repo, "manifests/storage.yaml", STORAGE)
+    write(git_repo, "manifests/datasets.yaml", DATASETS)
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS)
     commit(git_repo, ALICE, "catalog")
     assert invoke(git_repo, apply_url, "apply", "--auto-approve").exit_code == 0
-    write(git_repo, "records/observatory.yaml", RECORDS.replace("unit: kelvin", "unit: rankine"))
-    write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events", "name: Observatory event log"))
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS.replace("unit: kelvin", "unit: rankine"))
+    write(git_repo, "manifests/datasets.yaml", DATASETS.replace("name: Observatory events", "name: Observatory event log"))
     commit(git_repo, BOB, "rankine, event log")
 
 
