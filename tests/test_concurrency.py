@@ -153,12 +153,12 @@ def test_a_row_or_table_locked_by_another_session_fails_the_apply_in_the_lock_ti
 
 def test_apply_through_the_cli_fails_on_a_locked_row_with_one_clear_line(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(git_repo, "storage.yaml", STORAGE)
-    write(git_repo, "datasets.yaml", DATASETS)
-    write(git_repo, "records/observatory.yaml", RECORDS)
+    write(git_repo, "manifests/storage.yaml", STORAGE)
+    write(git_repo, "manifests/datasets.yaml", DATASETS)
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS)
     commit(git_repo, ALICE, "catalog")
     assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
-    write(git_repo, "records/observatory.yaml", RECORDS.replace("unit: celsius", "unit: kelvin"))
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS.replace("unit: celsius", "unit: kelvin"))
     commit(git_repo, ALICE, "sensor 1 in kelvin")
     before = counts(db)
     url = as_url(db_url)
@@ -265,7 +265,7 @@ def test_plan_with_a_tiny_statement_timeout_exits_1_with_one_clear_line(
     db.execute("INSERT INTO metastore.metastore_records (namespace, record_key, owner, metadata) "
                "SELECT 'ingested', 'key-' || g, 'ingestion', jsonb_build_object('n', g) "
                "FROM generate_series(1, 10000) AS g")
-    write(git_repo, "records/observatory.yaml", RECORDS.replace("datasetSlug: observatory-readings, ", ""))
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS.replace("datasetSlug: observatory-readings, ", ""))
     commit(git_repo, ALICE, "records")
     result = invoke(git_repo, as_url(db_url, options="-c statement_timeout=1ms"), "plan")
     assert result.exit_code == 1
@@ -278,7 +278,7 @@ def test_plan_with_a_tiny_statement_timeout_exits_1_with_one_clear_line(
 
 def test_plan_names_a_statement_timeout_set_on_the_database_user(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any], role_timeout: Callable[[str], None]) -> None:
-    write(git_repo, "records/observatory.yaml", RECORDS.replace("datasetSlug: observatory-readings, ", ""))
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS.replace("datasetSlug: observatory-readings, ", ""))
     commit(git_repo, ALICE, "records")
     with psycopg.connect(db_url) as migration:  # a long migration of the services holds the table
         migration.execute("LOCK TABLE metastore.metastore_records IN ACCESS EXCLUSIVE MODE")

@@ -93,7 +93,7 @@ def catalog_rows(db: psycopg.Connection[Any]) -> tuple[Any, ...]:
 @pytest.mark.parametrize("command", [["plan"], ["apply", "--auto-approve"]])
 def test_plan_and_apply_refuse_it_before_touching_the_catalog(
         command: list[str], git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(git_repo, "catalog.yaml", TREE.format(nul="\\0"))
+    write(git_repo, "manifests/catalog.yaml", TREE.format(nul="\\0"))
     commit(git_repo, ALICE, "catalog with NUL characters")
     result = invoke(git_repo, db_url, *command)
     assert result.exit_code == 1

@@ -80,16 +80,16 @@ def test_policy_mistakes_are_clear_errors(tmp_path: Path, policy: dict[str, Any]
 
 def test_plan_marks_denied_changes_and_apply_refuses(git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
     (git_repo / "reconciler.yaml").write_text(POLICY)
-    write(git_repo, "storage.yaml", STORAGE)
-    write(git_repo, "datasets.yaml", DATASETS)
-    write(git_repo, "records/observatory.yaml", RECORDS)
+    write(git_repo, "manifests/storage.yaml", STORAGE)
+    write(git_repo, "manifests/datasets.yaml", DATASETS)
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS)
     commit(git_repo, ALICE, "alice sets up the catalog")
     first = invoke(git_repo, db_url, "apply", "--auto-approve")
     assert first.exit_code == 0, first.output
 
     # Bob may write records of namespace observatory, but not datasets, deletes or purges.
-    write(git_repo, "datasets.yaml", DATASETS.replace("name: Observatory events", "name: Bob's events"))
-    write(git_repo, "records/observatory.yaml", RECORDS.replace("unit: kelvin", "unit: rankine")
+    write(git_repo, "manifests/datasets.yaml", DATASETS.replace("name: Observatory events", "name: Bob's events"))
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS.replace("unit: kelvin", "unit: rankine")
           .split("  - key: sensor-0003")[0])
     commit(git_repo, BOB, "bob edits")
     planned = invoke(git_repo, db_url, "plan")
@@ -107,9 +107,9 @@ def test_plan_marks_denied_changes_and_apply_refuses(git_repo: Path, db_url: str
 
 def test_markdown_plan_links_to_the_platform_ui(git_repo: Path, db_url: str) -> None:
     (git_repo / "reconciler.yaml").write_text(POLICY)
-    write(git_repo, "storage.yaml", STORAGE)
-    write(git_repo, "datasets.yaml", DATASETS)
-    write(git_repo, "records/observatory.yaml", RECORDS.replace("unit: celsius}", "unit: celsius, assetId: a/1}"))
+    write(git_repo, "manifests/storage.yaml", STORAGE)
+    write(git_repo, "manifests/datasets.yaml", DATASETS)
+    write(git_repo, "manifests/records/observatory.yaml", RECORDS.replace("unit: celsius}", "unit: celsius, assetId: a/1}"))
     commit(git_repo, ALICE, "catalog")
     markdown = invoke(git_repo, db_url, "plan", "--format", "markdown").output
     assert "[dataset observatory-events](https://catalog.example.com/datasets/observatory-events)" in markdown
@@ -129,12 +129,12 @@ def _signing_repo(repo: Path, tmp_path: Path) -> None:
 
 def test_require_signed_commits(git_repo: Path, db_url: str, tmp_path: Path) -> None:
     _signing_repo(git_repo, tmp_path)
-    write(git_repo, "storage.yaml", STORAGE)
+    write(git_repo, "manifests/storage.yaml", STORAGE)
     run_git(git_repo, "add", "-A")
     run_git(git_repo, "commit", "-q", "-S", "-m", "signed", author=ALICE)
     signed = invoke(git_repo, db_url, "plan", "--require-signed-commits")
     assert signed.exit_code == 0, signed.output
-    write(git_repo, "datasets.yaml", DATASETS)
+    write(git_repo, "manifests/datasets.yaml", DATASETS)
     commit(git_repo, BOB, "not signed")
     unsigned = invoke(git_repo, db_url, "plan", "--require-signed-commits")
     assert unsigned.exit_code == 1

@@ -66,8 +66,8 @@ def rows(db: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
 def two_targets(git_repo: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Both storage targets applied, the dataset on the primary one."""
     monkeypatch.setenv("ARCHIVE_SECRET", SECRET)
-    write(git_repo, "storage.yaml", PRIMARY + ARCHIVE)
-    write(git_repo, "datasets.yaml", READINGS.format(target="primary-clickhouse"))
+    write(git_repo, "manifests/storage.yaml", PRIMARY + ARCHIVE)
+    write(git_repo, "manifests/datasets.yaml", READINGS.format(target="primary-clickhouse"))
     commit(git_repo, ALICE, "storage targets and a dataset")
     applied = invoke(git_repo, db_url, "apply", "--auto-approve")
     assert applied.exit_code == 0, applied.output
@@ -76,7 +76,7 @@ def two_targets(git_repo: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_purge_needs_allow_purge_then_deletes_the_row_forgets_it_and_audits_it(
         two_targets: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(two_targets, "storage.yaml", PRIMARY + purging())
+    write(two_targets, "manifests/storage.yaml", PRIMARY + purging())
     commit(two_targets, BOB, "purge the archive target")
     planned = invoke(two_targets, db_url, "plan")
     assert planned.exit_code == 0, planned.output
@@ -118,7 +118,7 @@ def test_purge_needs_allow_purge_then_deletes_the_row_forgets_it_and_audits_it(
 def test_a_storage_target_is_not_purged_while_a_dataset_uses_it(
         two_targets: Path, db_url: str, db: psycopg.Connection[Any], user: str) -> None:
     if user == "declared":  # the tree moves its dataset onto the target it purges
-        write(two_targets, "datasets.yaml", READINGS.format(target="archive-s3"))
+        write(two_targets, "manifests/datasets.yaml", READINGS.format(target="archive-s3"))
         used_by = "dataset:observatory-readings (its storageTarget)"
     elif user == "catalog":  # ingestion made a dataset of its own on it
         db.execute("INSERT INTO timestore.datasets (id, slug, name, default_storage_target_id) "
@@ -130,7 +130,7 @@ def test_a_storage_target_is_not_purged_while_a_dataset_uses_it(
             partition_key={"day": "2026-11-20"}, storage_target_id="st-archive-s3", file_path="cold/1",
             start_time=datetime(2026, 11, 20, tzinfo=UTC), end_time=datetime(2026, 11, 20, 1, tzinfo=UTC))])
         used_by = "dataset:observatory-readings (partitions stored on it)"
-    write(two_targets, "storage.yaml", PRIMARY + purging())
+    write(two_targets, "manifests/storage.yaml", PRIMARY + purging())
     commit(two_targets, BOB, "purge the archive target")
     error = (f"storage-target:archive-s3: cannot be purged while datasets use it: {used_by}; point them at "
              "another storage target, or purge them, first")
@@ -152,8 +152,8 @@ def test_a_storage_target_is_not_purged_while_a_dataset_uses_it(
 def test_several_users_are_all_named(two_targets: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
     db.execute("INSERT INTO timestore.datasets (id, slug, name, default_storage_target_id) VALUES "
                "('ds-a', 'zeta-events', 'Z', 'st-archive-s3'), ('ds-b', 'alpha-events', 'A', 'st-archive-s3')")
-    write(two_targets, "datasets.yaml", READINGS.format(target="archive-s3"))
-    write(two_targets, "storage.yaml", PRIMARY + purging())
+    write(two_targets, "manifests/datasets.yaml", READINGS.format(target="archive-s3"))
+    write(two_targets, "manifests/storage.yaml", PRIMARY + purging())
     commit(two_targets, BOB, "purge the archive target")
     planned = invoke(two_targets, db_url, "plan", "--format", "json")
     assert planned.exit_code == 1
@@ -165,11 +165,11 @@ def test_several_users_are_all_named(two_targets: Path, db_url: str, db: psycopg
 
 def test_a_dataset_purged_in_the_same_apply_does_not_hold_its_storage_target(
         two_targets: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(two_targets, "datasets.yaml", READINGS.format(target="archive-s3"))
+    write(two_targets, "manifests/datasets.yaml", READINGS.format(target="archive-s3"))
     commit(two_targets, ALICE, "readings move to the archive")
     assert invoke(two_targets, db_url, "apply", "--auto-approve").exit_code == 0
-    write(two_targets, "datasets.yaml", READINGS.format(target="archive-s3") + "purge: true\n")
-    write(two_targets, "storage.yaml", PRIMARY + purging())
+    write(two_targets, "manifests/datasets.yaml", READINGS.format(target="archive-s3") + "purge: true\n")
+    write(two_targets, "manifests/storage.yaml", PRIMARY + purging())
     commit(two_targets, BOB, "retire the archive and its dataset")
     applied = invoke(two_targets, db_url, "apply", "--auto-approve", "--allow-purge")
     assert applied.exit_code == 0, applied.output
@@ -180,13 +180,13 @@ def test_a_dataset_purged_in_the_same_apply_does_not_hold_its_storage_target(
 
 def test_protect_blocks_the_purge_of_a_storage_target(
         two_targets: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(two_targets, "storage.yaml", PRIMARY + ARCHIVE + "protect: true\n")
+    write(two_targets, "manifests/storage.yaml", PRIMARY + ARCHIVE + "protect: true\n")
     commit(two_targets, ALICE, "protect the archive")
     protected = invoke(two_targets, db_url, "apply", "--auto-approve")
     assert protected.exit_code == 0, protected.output
     assert rows(db, "SELECT protect FROM reconciler.managed_objects WHERE address = 'storage-target:archive-s3'") \
         == [(True,)]
-    write(two_targets, "storage.yaml", PRIMARY + purging("protect: true\n"))
+    write(two_targets, "manifests/storage.yaml", PRIMARY + purging("protect: true\n"))
     commit(two_targets, BOB, "purge the protected archive")
     planned = invoke(two_targets, db_url, "plan")
     assert planned.exit_code == 1
@@ -202,7 +202,7 @@ def test_protect_alone_changes_only_the_reconcilers_records(
         two_targets: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
     stamp = "SELECT updated_at FROM timestore.storage_targets WHERE name = 'archive-s3'"
     before = rows(db, stamp)
-    write(two_targets, "storage.yaml", PRIMARY + ARCHIVE + "protect: true\n")
+    write(two_targets, "manifests/storage.yaml", PRIMARY + ARCHIVE + "protect: true\n")
     commit(two_targets, ALICE, "protect the archive")
     applied = invoke(two_targets, db_url, "apply", "--auto-approve")
     assert applied.exit_code == 0, applied.output
@@ -214,7 +214,7 @@ def test_protect_alone_changes_only_the_reconcilers_records(
 
 def test_removing_a_storage_targets_manifest_leaves_it_in_place(
         two_targets: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
-    write(two_targets, "storage.yaml", PRIMARY)
+    write(two_targets, "manifests/storage.yaml", PRIMARY)
     commit(two_targets, BOB, "drop the archive's manifest")
     planned = invoke(two_targets, db_url, "plan", "--detailed-exitcode")
     assert planned.exit_code == 0, planned.output
