@@ -40,9 +40,10 @@ class Delivery:
     def describe(self) -> str:
         """One line: what was delivered, and what is left and why."""
         sent = f"{_events(self.delivered)} delivered to {self.bus}"
-        if not self.pending:
+        if self.pending == 0:
             return f"Platform events: {sent}."
-        return (f"Platform events: {sent}; {_events(self.pending)} pending ({clean(self.error or 'not sent')}): "
+        left = _events(self.pending) if self.pending > 0 else "the rest"  # < 0: the outbox could not be read
+        return (f"Platform events: {sent}; {left} pending ({clean(self.error or 'not sent')}): "
                 "the next apply or `reconciler events --deliver` sends them.")
 
 

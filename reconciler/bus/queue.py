@@ -20,7 +20,6 @@ from bullmq import Queue
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff
-from redis.exceptions import RedisError
 
 from reconciler.core.text import clean
 from reconciler.errors import EventDeliveryError
@@ -54,8 +53,8 @@ class QueueSender:
         try:
             if self._queue is not None:
                 self._runner.run(asyncio.wait_for(self._queue.close(), self.timeout))
-        except (RedisError, OSError, asyncio.TimeoutError):
-            pass  # closing a connection that is already gone
+        except Exception:  # noqa: BLE001
+            pass  # closing a connection that is already gone: nothing is left to lose
         finally:
             self._runner.close()
             self._runner = None
@@ -66,7 +65,8 @@ class QueueSender:
         jobs = [{"name": JOB_NAME, "data": {"envelope": dict(e)}, "opts": {"jobId": e["id"]}} for e in envelopes]
         try:
             self._runner.run(asyncio.wait_for(self._queue.addBulk(jobs), self.timeout))
-        except (RedisError, OSError) as error:
-            raise EventDeliveryError(f"the BullMQ queue could not take the events: {clean(str(error))}") from None
         except asyncio.TimeoutError:
             raise EventDeliveryError(f"the BullMQ queue did not answer within {self.timeout:g} s") from None
+        except Exception as error:  # noqa: BLE001  (Redis's errors, and bullmq's own: e.g. a Redis too old)
+            why = clean(str(error)) or type(error).__name__
+            raise EventDeliveryError(f"the BullMQ queue could not take the events: {why}") from None
