@@ -331,6 +331,7 @@ def plan(
     workspace = open_workspace(path, database_url, _announce)
     result = make_plan(workspace, targets=targets, require_signed=require_signed_commits)
     _note_reused(result)
+    _note_no_bus(result)
     if out is not None:
         _write_file(out, render_json(result))
     if output_format == "json":
@@ -343,6 +344,18 @@ def plan(
         raise click.exceptions.Exit(1)
     if detailed_exitcode and result.has_changes:
         raise click.exceptions.Exit(2)
+
+
+def _note_no_bus(plan: Any) -> None:
+    """Say once, on stderr, that record changes will not be announced when no event bus is configured."""
+    import os
+
+    from reconciler.bus import not_configured
+
+    if any(change.kind == "record" for change in plan.changes):
+        note = not_configured(os.environ)
+        if note:
+            click.echo(note, err=True)
 
 
 def _note_reused(plan: Any) -> None:
@@ -447,6 +460,7 @@ def apply(
     else:
         result = make_plan(workspace, targets=targets, require_signed=require_signed_commits)
     _note_reused(result)
+    _note_no_bus(result)
     options = ApplyOptions(allow_purge, allow_uncommitted, allow_mass_archive, lock_timeout)
     human = output_format == "text"
     click.echo(render_text(result, color=_color(sys.stdout.isatty() if human else sys.stderr.isatty())),
@@ -469,6 +483,8 @@ def apply(
         click.echo(render_apply_result(outcome.to_json(), color=_color(sys.stdout.isatty())), nl=False)
     else:
         click.echo(render_apply_result_json(outcome.to_json()), nl=False)
+    if outcome.events is not None and (outcome.events.delivered or outcome.events.pending):
+        click.echo(outcome.events.describe(), err=True)
 
 
 def _invocation(ctx: click.Context) -> str:
@@ -768,6 +784,67 @@ def audit_export(file: Path, database_url: str | None, output_format: str | None
     if runs_file is not None:
         written = export(url, runs_file, export_format(runs_file, output_format), runs=True)
         click.echo(f"Exported {written} run{'' if written == 1 else 's'} to {runs_file}")
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+@cli.command("events")
+@database_option
+@shared_options
+@click.option(
+    "--deliver",
+    is_flag=True,
+    help=("Deliver the pending events, oldest first, to the event bus the environment configures, as the "
+          "platform's services do: APPHUB_EVENT_PROXY_URL (with APPHUB_EVENT_PROXY_TOKEN) for the HTTP event "
+          "proxy, else REDIS_URL (with APPHUB_EVENT_QUEUE_NAME) for the BullMQ ingress queue. Exits 1, with "
+          "the rest still pending, when the bus does not take one."),
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Without --deliver: one line per pending event, or JSON with each event's envelope as it will be sent.",
+)
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Without --deliver: list only the N oldest pending events (the count is of all).")
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --deliver: how long to wait for another process (an apply) that is delivering events, "
+         "before failing with the events still pending.",
+)
+def events_command(database_url: str | None, deliver: bool, output_format: str, limit: int | None,
+                   lock_timeout: float) -> None:
+    """List the platform events applies wrote and the bus has not taken yet; --deliver sends them.
+
+    Every record change an apply makes is announced on the platform's event bus
+    as the metastore announces its own (metastore.record.created, updated or
+    deleted), with a stable id, the apply's run id as correlation id, in apply
+    order. An apply writes them in its own transaction and sends them after its
+    commit; those the bus did not take (it was down, the apply was killed) stay
+    pending until the next apply or this command delivers them. A bus may
+    receive an event twice (at least once), never under two ids.
+    """
+    import os
+
+    from reconciler.app import events
+    from reconciler.app.auditing import catalog_url
+    from reconciler.catalog.postgres.catalog import PostgresCatalog
+
+    catalog = PostgresCatalog(catalog_url(database_url, Path.cwd(), _announce))
+    if deliver:
+        done = events.deliver_pending(catalog, os.environ, lock_timeout, progress=_progress)
+        click.echo(done.describe())
+        return
+    found, total = events.pending_events(catalog, limit)
+    click.echo(events.render_json(found, total) if output_format == "json" else events.render_text(found, total),
+               nl=False)
 
 
 # --- import --------------------------------------------------------------------------------

@@ -70,6 +70,14 @@ class NotFoundError(ReconcilerError):
     """An object the caller named does not exist in the catalog."""
 
 
+class EventDeliveryError(ReconcilerError):
+    """The event bus did not take a platform event; ``sent`` of the batch went before it."""
+
+    def __init__(self, message: str, *, sent: int = 0) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
 class DuplicatePartitionError(ConflictError):
     """A manifest publish carried a partition the dataset already has."""
 

@@ -36,6 +36,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.integration if needs_server else pytest.mark.unit)
 
 
+# The event bus the platform's services configure: a test that wants one sets it itself, so
+# a developer's own REDIS_URL never receives the suite's events.
+BUS_VARIABLES = ("APPHUB_EVENT_PROXY_URL", "APPHUB_EVENT_PROXY_TOKEN", "REDIS_URL", "APPHUB_EVENT_QUEUE_NAME",
+                 "APPHUB_EVENTS_MODE")
+
+
+@pytest.fixture(autouse=True)
+def no_event_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No event bus unless the test configures one."""
+    for name in BUS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 def _with_dbname(url: str, dbname: str) -> str:
     params = conninfo.conninfo_to_dict(url)
     params["dbname"] = dbname

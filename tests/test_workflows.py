@@ -933,9 +933,11 @@ DOCUMENTED_MODULES = (
     "reconciler/catalog/postgres/migrations.py", "reconciler/catalog/postgres/connection.py", "reconciler/catalog/postgres/embedded.py",
     "reconciler/app/importer.py", "reconciler/manifests/output.py", "reconciler/app/importing.py",
     "reconciler/app/auditing.py", "reconciler/core/chain.py", "reconciler/app/anchors.py", "reconciler/app/verification.py",
+    "reconciler/app/events.py", "reconciler/bus/__init__.py", "reconciler/bus/proxy.py", "reconciler/bus/queue.py",
+    "reconciler/catalog/postgres/locks.py",
 )
 _ERROR_CALLS = {"ReconcilerError", "ConfigurationError", "DatabaseError", "DatabaseUnavailable", "MigrationError",
-                "ConflictError", "Refusal", "LockTimeout", "UsageError", "AuditVerificationError"}
+                "ConflictError", "Refusal", "LockTimeout", "UsageError", "AuditVerificationError", "EventDeliveryError"}
 
 
 def _literal_pieces(node: ast.AST) -> Iterator[str]:

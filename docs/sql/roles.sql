@@ -55,6 +55,12 @@ GRANT INSERT ON
     reconciler.runs
 TO reconciler_apply;
 
+-- The platform events apply queues in its transaction and delivers after it (migration 0010):
+-- queued, then marked delivered (or failed), and removed a week after delivery. Delivering
+-- also takes the 'event-outbox' row of reconciler.apply_locks (UPDATE above), so only the
+-- apply role delivers; the read-only role can list what is pending (`reconciler events`).
+GRANT INSERT, UPDATE, DELETE ON reconciler.event_outbox TO reconciler_apply;
+
 -- Record and record-audit ids come from their bigserial sequences.
 GRANT USAGE ON SEQUENCE
     metastore.metastore_records_id_seq,

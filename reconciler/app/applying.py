@@ -1,5 +1,6 @@
 """The apply use case: refuse or execute a plan in one transaction under the source's lock,
-with the audit log, the runs chain and the bookkeeping written in the same transaction."""
+with the audit log, the runs chain, the bookkeeping and the outbox of platform events
+written in the same transaction, and the events delivered after its commit."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.app import auditing as audit
+from reconciler.app.events import Delivery, deliver_after_apply
 from reconciler.app.runs import RunDraft
 from reconciler.app.workspace import Workspace, actor_of, applier_identity, who_applies
+from reconciler.bus import Bus, configured
 from reconciler.catalog.port import ApplySession, Managed, RefusalReader, Write
 from reconciler.core.chain import audit_key
 from reconciler.core.checks import ApplyOptions, destructive_addresses, protection_tampered, refusals
@@ -30,11 +33,12 @@ DONE = {"create": "created", "update": "updated", "archive": "archived", "restor
 
 @dataclass
 class ApplyResult:
-    """What an apply did: run id, outcome and per-object results."""
+    """What an apply did: run id, outcome, per-object results, and how its platform events went."""
 
     run_id: str
     outcome: str
     objects: list[dict[str, str]] = field(default_factory=list)
+    events: Delivery | None = None  # None: no event bus is configured
 
     @property
     def summary(self) -> dict[str, int]:
@@ -44,8 +48,11 @@ class ApplyResult:
 
     def to_json(self) -> dict[str, Any]:
         """The machine-readable apply result."""
-        return {"run_id": self.run_id, "outcome": self.outcome, "summary": self.summary,
-                "objects": self.objects}
+        out: dict[str, Any] = {"run_id": self.run_id, "outcome": self.outcome, "summary": self.summary,
+                               "objects": self.objects}
+        if self.events is not None:
+            out["events"] = self.events.to_json()
+        return out
 
 
 def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
@@ -56,14 +63,18 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
 
     Every change is recorded in the audit log, with the change made outside git it reverts
     or adopts before it, and the run in the runs chain (``command``: how it was invoked).
+    With an event bus configured, each record change's platform event is queued in the
+    same transaction and, after the commit, every pending event is delivered (a failure
+    leaves them pending and is reported in the result, not raised).
     """
     if plan.source != ws.source:
         raise Refusal(f"the plan is for source {plan.source!r} but this repository is source {ws.source!r}")
     run_id = f"run-{uuid.uuid4()}"
+    env = os.environ if environ is None else environ
+    bus = configured(env)
     if not plan.changes and not plan.bookkeeping:
         _check_refusals(ws, plan, options)
-        return ApplyResult(run_id, "no-op")
-    env = os.environ if environ is None else environ
+        return _delivered(ws, ApplyResult(run_id, "no-op"), bus, options, progress)
     key = audit_key(env)
     applying = applier_identity(ws.repo)
     identity = who_applies(ws.repo, env)
@@ -84,7 +95,7 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
                 _check_refusals(ws, plan, options, writer)
                 progress("checking the catalog against the plan")
                 writer.recheck(expected, ws.source)
-                writer.write(writes, progress, advance, run_id)
+                writer.write(writes, progress, advance, run_id, announce=bus is not None)
                 progress("recording what was applied")
                 writer.record_managed(_managed(plan), [c.address for c in plan.changes if c.action == "purge"],
                                       ws.source, run_id, commit=plan.commit,
@@ -97,8 +108,17 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
         except ReconcilerError as error:
             _record_unapplied(session, run, _scrubbed(error, plan, env), key, progress, options.lock_timeout)
             raise
-    return ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": DONE[c.action]}
-                                           for c in plan.changes])
+    applied = ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": DONE[c.action]}
+                                              for c in plan.changes])
+    return _delivered(ws, applied, bus, options, progress)
+
+
+def _delivered(ws: Workspace, result: ApplyResult, bus: Bus | None, options: ApplyOptions,
+               progress: Callable[[str], None]) -> ApplyResult:
+    """After the commit: deliver every pending event (this apply's and any left by earlier ones)."""
+    if bus is not None:
+        result.events = deliver_after_apply(ws.catalog, bus, options.lock_timeout, progress)
+    return result
 
 
 def _reviews(repo: GitRepository | None, plan: Plan, ci_request: int | None) -> dict[str, Review]:

@@ -2,10 +2,13 @@
 
 It keeps what plan and apply need and nothing of the services' own tables: objects with
 their managed fields and a version that every write moves, the reconciler's records of
-what it applied, the audit log and the runs, chained exactly as in PostgreSQL. An apply is
-all or nothing (the state is copied when its transaction begins and put back if it
-fails); one apply at a time holds it. It never passes a manifest file over (no settled
-files), and knows no change's author outside git but the actor of the last write.
+what it applied, the audit log and the runs, chained exactly as in PostgreSQL, and the
+outbox of platform events. An apply is all or nothing (the state is copied when its
+transaction begins and put back if it fails); one apply at a time holds it. It never
+passes a manifest file over (no settled files), and knows no change's author outside git
+but the actor of the last write. Its events are one per change, of the type and mode the
+change's operation has (core/events.py), with the record as it holds it: no audit rows,
+so no ``restoredFrom``, and one time for every timestamp of an apply.
 
 The unit tests run the whole plan/apply flow against it, without a server.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -24,6 +28,7 @@ from reconciler.catalog.port import CatalogState, Managed, Write
 from reconciler.core.chain import COLUMNS, RUN_COLUMNS, Head
 from reconciler.core.checks import check_unmoved, moved_since_plan
 from reconciler.core.diff import Applied, Live, OutOfBand, archived
+from reconciler.core.events import OPERATIONS, QueuedEvent, js_iso, record_payload
 from reconciler.core.plan import FileDigest
 from reconciler.errors import LockTimeout
 
@@ -50,6 +55,7 @@ class Contents:
     managed: dict[str, Applied] = field(default_factory=dict)
     entries: list[tuple[Any, ...]] = field(default_factory=list)
     runs: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[QueuedEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -115,9 +121,12 @@ class MemoryWriter(MemoryReader):
         check_unmoved(moved_since_plan({a: token for a, (_, token) in expected.items()}, found), elsewhere)
 
     def write(self, writes: Sequence[Write], progress: Callable[[str], None],
-              advance: Callable[[int, int], None] | None, run_id: str) -> None:
+              advance: Callable[[int, int], None] | None, run_id: str, *, announce: bool = False) -> int:
         progress(f"writing {len(writes)} change(s)")
+        queued = 0
         for done, w in enumerate(writes, 1):
+            if announce and w.kind == "record" and w.action == "purge":
+                queued += self._queue(w, run_id)  # the record as it was
             if w.action == "purge":
                 self.contents.objects.pop(w.address, None)
             elif w.action == "create":
@@ -128,8 +137,27 @@ class MemoryWriter(MemoryReader):
                 obj.fields.update(copy.deepcopy(dict(w.after or {})))
                 obj.version += 1
                 obj.updated_by = w.actor
+            if announce and w.kind == "record" and w.action != "purge":
+                queued += self._queue(w, run_id)
             if advance is not None:
                 advance(done, len(writes))
+        return queued
+
+    def _queue(self, w: Write, run_id: str) -> int:
+        """Queue the event of the record change ``w`` (one per change; see the module's docstring)."""
+        operation = {"archive": "delete"}.get(w.action, w.action)
+        obj = self.contents.objects[w.address]
+        namespace, key = w.address.split(":", 1)[1].split("/", 1)
+        moment = js_iso(self.started)
+        record = {"namespace": namespace, "key": key, "metadata": copy.deepcopy(obj.fields.get("metadata") or {}),
+                  "tags": list(obj.fields.get("tags") or []), "owner": obj.fields.get("owner"),
+                  "schemaHash": obj.fields.get("schemaHash"), "version": obj.version, "createdAt": moment,
+                  "updatedAt": moment, "deletedAt": moment if obj.fields.get("deleted") else None,
+                  "createdBy": obj.updated_by, "updatedBy": obj.updated_by}
+        self.contents.outbox.append(QueuedEvent(
+            len(self.contents.outbox) + 1, str(uuid.uuid4()), OPERATIONS[operation][0], run_id, self.started,
+            record_payload(operation, record, w.actor), self.started))
+        return 1
 
     def record_managed(self, rows: Sequence[Managed], forget: Sequence[str], source: str, run_id: str, *,
                        removed: Sequence[tuple[str, str]], commit: str | None) -> None:
@@ -177,6 +205,7 @@ class MemoryCatalog:
     def __init__(self) -> None:
         self.contents = Contents()
         self._lock = threading.Lock()
+        self._delivering = threading.Lock()
 
     def seed(self, address: str, kind: str, fields: Mapping[str, Any], *, by: str | None = None) -> None:
         """Create or overwrite an object as someone outside the reconciler would (its version moves)."""
@@ -195,6 +224,44 @@ class MemoryCatalog:
     @contextmanager
     def session(self, application_name: str) -> Iterator[MemorySession]:
         yield MemorySession(self)
+
+    @contextmanager
+    def outbox(self, lock_timeout: float | None) -> Iterator[MemoryOutbox]:
+        if lock_timeout is None:
+            yield MemoryOutbox(self)
+            return
+        if not self._delivering.acquire(timeout=lock_timeout):
+            raise LockTimeout(f"another process is delivering platform events; gave up waiting after "
+                              f"{lock_timeout:g} s; the events stay pending")
+        try:
+            yield MemoryOutbox(self)
+        finally:
+            self._delivering.release()
+
+
+@dataclass(frozen=True)
+class MemoryOutbox:
+    """The memory catalog's event outbox."""
+
+    catalog: MemoryCatalog
+
+    def pending(self, limit: int | None = None) -> list[QueuedEvent]:
+        waiting = [e for e in self.catalog.contents.outbox if e.delivered_at is None]
+        return waiting if limit is None else waiting[:limit]
+
+    def count_pending(self) -> int:
+        return len(self.pending())
+
+    def mark_delivered(self, ids: Sequence[str]) -> None:
+        self._change(set(ids), lambda e: replace(e, delivered_at=datetime.now(UTC), attempts=e.attempts + 1,
+                                                 last_error=None))
+
+    def mark_failed(self, event_id: str, error: str) -> None:
+        self._change({event_id}, lambda e: replace(e, attempts=e.attempts + 1, last_error=error))
+
+    def _change(self, ids: set[str], change: Callable[[QueuedEvent], QueuedEvent]) -> None:
+        outbox = self.catalog.contents.outbox
+        outbox[:] = [change(e) if e.id in ids else e for e in outbox]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from reconciler.core.chain import Head
 from reconciler.core.diff import Applied, Live, OutOfBand
+from reconciler.core.events import QueuedEvent
 from reconciler.core.plan import FileDigest
 
 
@@ -114,8 +115,10 @@ class CatalogWriter(RefusalReader, Protocol):
         ...
 
     def write(self, writes: Sequence[Write], progress: Callable[[str], None],
-              advance: Callable[[int, int], None] | None, run_id: str) -> None:
-        """Execute the changes, kind by kind, with the services' audit rows."""
+              advance: Callable[[int, int], None] | None, run_id: str, *, announce: bool = False) -> int:
+        """Execute the changes, kind by kind, with the services' audit rows; with ``announce``,
+        also queue in the outbox the platform event the service would have published for
+        each (core/events.py), in the changes' order. Returns how many events were queued."""
         ...
 
     def record_managed(self, rows: Sequence[Managed], forget: Sequence[str], source: str, run_id: str, *,
@@ -159,6 +162,26 @@ class ApplySession(Protocol):
         ...
 
 
+class EventOutbox(Protocol):
+    """The platform events applies queued, in one transaction (see ``Catalog.outbox``)."""
+
+    def pending(self, limit: int | None = None) -> list[QueuedEvent]:
+        """Events not delivered yet, in the order they are to be delivered (at most ``limit``)."""
+        ...
+
+    def count_pending(self) -> int:
+        """How many events are not delivered yet."""
+        ...
+
+    def mark_delivered(self, ids: Sequence[str]) -> None:
+        """The bus took the events ``ids``."""
+        ...
+
+    def mark_failed(self, event_id: str, error: str) -> None:
+        """The bus did not take ``event_id``, for the reason ``error``."""
+        ...
+
+
 class Catalog(Protocol):
     """A catalog that plans read and applies write."""
 
@@ -182,4 +205,10 @@ class Catalog(Protocol):
 
     def session(self, application_name: str) -> AbstractContextManager[ApplySession]:
         """An apply's session, closed when the block ends."""
+        ...
+
+    def outbox(self, lock_timeout: float | None) -> AbstractContextManager[EventOutbox]:
+        """The event outbox in one transaction, committed when the block ends. With a
+        ``lock_timeout``, the block holds the deliverers' lock (one deliverer at a time),
+        waited for at most that long (LockTimeout after); without, it only reads."""
         ...

@@ -13,11 +13,12 @@ from typing import Any
 import psycopg
 
 from reconciler.catalog.port import CatalogState, Managed, Write
-from reconciler.catalog.postgres import audit_log, outside, reading, settled, writer
+from reconciler.catalog.postgres import audit_log, outbox, outside, reading, settled, writer
 from reconciler.catalog.postgres.connection import connect, describe, translated
-from reconciler.catalog.postgres.locks import bound_lock_waits, lock_source, register_source
+from reconciler.catalog.postgres.locks import bound_lock_waits, lock_event_outbox, lock_source, register_source
 from reconciler.core.chain import Head
 from reconciler.core.diff import OutOfBand
+from reconciler.core.events import QueuedEvent
 from reconciler.core.plan import FileDigest
 
 Connection = psycopg.Connection[Any]
@@ -68,8 +69,8 @@ class PostgresWriter(PostgresReader):
         writer.recheck(self.conn, expected, source)
 
     def write(self, writes: Sequence[Write], progress: Callable[[str], None],
-              advance: Callable[[int, int], None] | None, run_id: str) -> None:
-        _write_changes(self.conn, writes, progress, advance, run_id)
+              advance: Callable[[int, int], None] | None, run_id: str, *, announce: bool = False) -> int:
+        return _write_changes(self.conn, writes, progress, advance, run_id, announce)
 
     def record_managed(self, rows: Sequence[Managed], forget: Sequence[str], source: str, run_id: str, *,
                        removed: Sequence[tuple[str, str]], commit: str | None) -> None:
@@ -112,6 +113,25 @@ class PostgresSession:
 
 
 @dataclass(frozen=True)
+class PostgresOutbox:
+    """The event outbox, in the transaction ``conn`` is in."""
+
+    conn: Connection
+
+    def pending(self, limit: int | None = None) -> list[QueuedEvent]:
+        return outbox.pending(self.conn, limit)
+
+    def count_pending(self) -> int:
+        return outbox.count_pending(self.conn)
+
+    def mark_delivered(self, ids: Sequence[str]) -> None:
+        outbox.mark_delivered(self.conn, ids)
+
+    def mark_failed(self, event_id: str, error: str) -> None:
+        outbox.mark_failed(self.conn, event_id, error)
+
+
+@dataclass(frozen=True)
 class PostgresCatalog:
     """The catalog at ``url`` (``embedded``: the working directory's own server, migrated on use)."""
 
@@ -143,9 +163,21 @@ class PostgresCatalog:
         finally:
             conn.close()
 
+    @contextmanager
+    def outbox(self, lock_timeout: float | None) -> Iterator[PostgresOutbox]:
+        doing = "reading the event outbox failed" if lock_timeout is None else "delivering platform events failed"
+        with connect(self.url, autocommit=True, application_name="reconciler events") as conn, \
+                translated(doing, conn, self.url), conn.transaction():
+            if lock_timeout is not None:
+                lock_event_outbox(conn, lock_timeout)
+            yield PostgresOutbox(conn)
+
 
 def _write_changes(conn: Connection, writes: Sequence[Write], progress: Callable[[str], None],
-                   advance: Callable[[int, int], None] | None = None, run_id: str | None = None) -> None:
+                   advance: Callable[[int, int], None] | None = None, run_id: str | None = None,
+                   announce: bool = False) -> int:
+    """Write kind by kind; with ``announce``, queue the record changes' events from what was
+    written (only records have any: the timestore announces no dataset administration)."""
     by_kind: dict[str, list[Write]] = {"storage-target": [], "dataset": [], "record": []}
     for w in writes:
         by_kind[w.kind].append(w)
@@ -155,9 +187,15 @@ def _write_changes(conn: Connection, writes: Sequence[Write], progress: Callable
     if by_kind["dataset"]:
         progress(f"writing {len(by_kind['dataset'])} dataset change(s)")
         writer.write_datasets(conn, by_kind["dataset"], run_id=run_id)
+    announced = announce and run_id is not None and bool(by_kind["record"])
+    marked = outbox.mark(conn, by_kind["record"]) if announced else None
     if by_kind["record"]:
         progress(f"writing {len(by_kind['record'])} record change(s)")
         total = len(by_kind["record"])
         writer.write_records(conn, by_kind["record"],
                              None if advance is None else (lambda done: advance(done, total)))
     writer.purge_storage_targets(conn, by_kind["storage-target"])
+    if marked is None or run_id is None:
+        return 0
+    progress("queueing the platform events of the record changes")
+    return outbox.queue(conn, by_kind["record"], run_id, marked)

@@ -1,7 +1,8 @@
 """The apply's own locks: rows of reconciler.apply_locks that only the apply role can lock, each wait bounded.
 
-Applies of one source are serialised by a lock on the row ``source:<source>``, and
-appends to the audit log by a lock on the row ``audit-log`` (migration 0006). Both are
+Applies of one source are serialised by a lock on the row ``source:<source>``,
+appends to the audit log by a lock on the row ``audit-log`` (migration 0006), and
+deliverers of platform events by a lock on the row ``event-outbox`` (migration 0010). All are
 row locks (``SELECT ... FOR UPDATE``), which PostgreSQL grants only to a role with
 UPDATE privilege on the table: docs/sql/roles.sql gives it to reconciler_apply alone,
 so a read-only session cannot take them, let alone hold them. (Advisory locks, used
@@ -23,6 +24,7 @@ from reconciler.errors import LockTimeout
 
 SOURCE_PREFIX: Final = "source:"
 AUDIT_LOG: Final = "audit-log"
+EVENT_OUTBOX: Final = "event-outbox"  # held by whoever delivers platform events (migration 0010)
 MAX_LOCK_TIMEOUT_MS: Final = 2_147_483_647  # the largest lock_timeout the server accepts
 LONGEST_PAUSE: Final = 0.1  # seconds between two attempts at a held lock, at most
 
@@ -105,6 +107,17 @@ def lock_audit_log(conn: psycopg.Connection[Any], timeout: float | None) -> None
                            f"gave up after {timeout:g} s (--lock-timeout); nothing was applied")
 
     _take(conn, AUDIT_LOG, time.monotonic() + timeout, busy)
+    bound_lock_waits(conn, timeout)
+
+
+def lock_event_outbox(conn: psycopg.Connection[Any], timeout: float) -> None:
+    """Take the deliverers' lock on the event outbox for the current transaction, waiting up
+    to ``timeout`` seconds: one deliverer at a time sends events, so none overtakes another."""
+    def busy(who: str) -> LockTimeout:
+        return LockTimeout(f"another process is delivering platform events ({who}); gave up waiting after "
+                           f"{timeout:g} s; the events stay pending")
+
+    _take(conn, EVENT_OUTBOX, time.monotonic() + timeout, busy)
     bound_lock_waits(conn, timeout)
 
 
