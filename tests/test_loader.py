@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import ConfigurationError, ManifestError
@@ -699,6 +699,7 @@ def test_recordsets_written_as_yaml_expand_back_to_their_records(
 
 
 @given(st.one_of(_JSON, st.text(_TEXT)))
+@example("A\n")  # a plain-looking word with a line break after it: once written plain, losing the break
 def test_emitted_scalars_read_back_unchanged(value: Any) -> None:
     text = dump_documents([{"v": value}])
     assert parse_text(text, "a.yaml").documents[0].value == {"v": value}

@@ -73,3 +73,28 @@ def test_the_idle_in_transaction_timeout_is_named_when_it_fires(db_url: str) -> 
             conn.execute("SELECT 2")
     message = explain(raised.value)
     assert "idle_in_transaction_session_timeout" in message and "raise" in message
+
+
+# --- values that end in a line break: a pattern anchored with ``$`` lets one through ---------------
+
+
+def test_a_source_name_with_a_line_break_after_it_is_refused(tmp_path: Path) -> None:
+    from reconciler.errors import ConfigurationError
+    from reconciler.manifests.config import load_config
+
+    (tmp_path / "reconciler.yaml").write_text('source: "team-a\\n"\n', encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="source must be 1-64 characters"):
+        load_config(tmp_path)
+
+
+def test_a_commit_name_with_a_line_break_after_it_names_no_commit(git_repo: Path) -> None:
+    from reconciler.git.repository import GitRepository
+
+    (git_repo / "manifests" / "a.yaml").write_text("", encoding="utf-8")
+    run_git(git_repo, "add", "-A")
+    run_git(git_repo, "commit", "-q", "-m", "one")
+    sha = run_git(git_repo, "rev-parse", "HEAD").strip()
+    repo = GitRepository.discover(git_repo)
+    assert repo is not None and repo.commit_exists(sha)
+    assert not repo.commit_exists(sha + "\n") and not repo.is_ancestor(sha + "\n", "HEAD")
+

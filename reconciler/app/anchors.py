@@ -117,7 +117,7 @@ def parse(text: str, where: str) -> list[Anchor]:
                             str(data["taken_at"]), where)
         except (ValueError, KeyError, TypeError):
             raise ConfigurationError(f"{where} holds a damaged audit anchor: {line[:120]}") from None
-        if data.get(MARK) != VERSION or not (HASH.match(anchor.head) and HASH.match(anchor.runs_head)) \
+        if data.get(MARK) != VERSION or not (HASH.fullmatch(anchor.head) and HASH.fullmatch(anchor.runs_head)) \
                 or anchor.entries < 0 or anchor.runs < 0:
             raise ConfigurationError(f"{where} holds a damaged audit anchor: {line[:120]}")
         found.append(anchor)

@@ -85,7 +85,7 @@ def verify(url: str, *, expect_head: str | None = None, repo: GitRepository | No
            key: bytes | None = None, anchors: Sequence[Anchor] = (), replay_git: bool = False) -> Verified:
     """Check the log at ``url`` as the module docstring says; raise at the first problem."""
     expected = expect_head.strip().lower() if expect_head is not None else None
-    if expected is not None and not HASH.match(expected):
+    if expected is not None and not HASH.fullmatch(expected):
         raise ConfigurationError(f"--expect-head {expect_head!r} is not a hash (64 hex digits, as verify prints it)")
     with audit_log.snapshot(url, "reconciler audit verify") as conn:
         with closing(audit_log.runs_in(conn, Run.from_row)) as read:
@@ -246,7 +246,7 @@ def _check_commits(repo: GitRepository, found: _Pass) -> tuple[str, tuple[tuple[
             _fail(f"{entry.label}: commit {sha} is not in the repository at {repo.root}{shallow}", entry.seq)
         if not repo.is_ancestor(sha, ref):
             _fail(f"{entry.label}: commit {sha} is not reachable from {ref} in {repo.root}", entry.seq)
-        full[sha if _FULL.match(sha) else repo.resolve(sha) or sha] = sha
+        full[sha if _FULL.fullmatch(sha) else repo.resolve(sha) or sha] = sha
     arrived = reviews(repo, list(full), ref)
     direct = tuple((full[sha], tuple(found.seqs_of[full[sha]])) for sha, review in arrived.items() if review.direct)
     return ref, tuple(sorted(direct, key=lambda item: item[1][0]))

@@ -84,7 +84,7 @@ class GitRepository:
 
     def commit_exists(self, sha: str) -> bool:
         """Whether ``sha`` (hex, possibly abbreviated if unambiguous) names a commit in this repository."""
-        if not _SHA.match(sha.lower()):
+        if not _SHA.fullmatch(sha.lower()):
             return False
         output = self._git("cat-file", "-e", f"{sha}^{{commit}}", ok=(0, 1, 128))
         return output.returncode == 0
@@ -96,7 +96,7 @@ class GitRepository:
 
     def is_ancestor(self, sha: str, ref: str) -> bool:
         """Whether commit ``sha`` is ``ref`` or one of its ancestors."""
-        if not _SHA.match(sha.lower()):
+        if not _SHA.fullmatch(sha.lower()):
             return False
         output = self._git("merge-base", "--is-ancestor", sha, ref, ok=(0, 1, 128))
         return output.returncode == 0
@@ -119,7 +119,7 @@ class GitRepository:
         """
         results: dict[str, bool] = {}
         for sha in sorted(set(shas)):
-            if not _SHA.match(sha.lower()):
+            if not _SHA.fullmatch(sha.lower()):
                 results[sha] = False
                 continue
             output = self._git("verify-commit", sha, ok=range(0, 256))
@@ -138,7 +138,7 @@ class GitRepository:
 
     def graph(self, tip: str) -> dict[str, tuple[str, ...]]:
         """Every commit ``tip`` reaches, with its parents (``tip`` first)."""
-        if not _FULL_SHA.match(tip):
+        if not _FULL_SHA.fullmatch(tip):
             raise ConfigurationError(f"not a full commit name: {tip!r}")
         output = self._git("rev-list", "--parents", tip)
         graph: dict[str, tuple[str, ...]] = {}
@@ -149,7 +149,7 @@ class GitRepository:
 
     def messages(self, shas: Iterable[str]) -> dict[str, str]:
         """The full message of each commit (full shas), read with one ``git log --no-walk``."""
-        listed = sorted({sha for sha in shas if _FULL_SHA.match(sha)})
+        listed = sorted({sha for sha in shas if _FULL_SHA.fullmatch(sha)})
         if not listed:
             return {}
         output = self._git("log", "--no-walk=unsorted", "--stdin", "--no-color", "--format=%x01%H%x02%B",
@@ -162,7 +162,7 @@ class GitRepository:
 
     def commit_facts(self, sha: str) -> tuple[str, str, str, tuple[str, ...]] | None:
         """A commit's author name, author email, author date (ISO 8601) and parents; None when unknown."""
-        if not _SHA.match(sha.lower()):
+        if not _SHA.fullmatch(sha.lower()):
             return None
         output = self._git("show", "-s", "--no-color", "--format=%aN%x00%aE%x00%aI%x00%P", sha, "--",
                            ok=(0, 128))
@@ -173,7 +173,7 @@ class GitRepository:
 
     def blob_at(self, commit: str, path: str) -> str | None:
         """The blob name of ``path`` at ``commit`` (a plain file only); None when there is none."""
-        if not _FULL_SHA.match(commit):
+        if not _FULL_SHA.fullmatch(commit):
             return None
         output = self._git("ls-tree", "-z", "--full-tree", commit, "--", path, ok=(0, 128))
         for entry in output.stdout.split("\x00"):
@@ -186,7 +186,7 @@ class GitRepository:
     def files_mentioning(self, commit: str, text: str, suffixes: Sequence[str]) -> list[str]:
         """The files at ``commit`` whose name ends in one of ``suffixes`` and whose content holds
         ``text`` (fixed string), by path from the root."""
-        if not _FULL_SHA.match(commit) or not text:
+        if not _FULL_SHA.fullmatch(commit) or not text:
             return []
         output = self._git("grep", "-l", "-z", "-I", "-F", "-e", text, commit, ok=(0, 1))
         prefix = f"{commit}:"
@@ -220,7 +220,7 @@ class GitRepository:
     def tree_id(self, commit: str, pathspec: str) -> str | None:
         """The object name of what ``commit`` holds at ``pathspec`` (a tree, or a blob for one
         file); None when it holds nothing there. Equal names mean identical contents."""
-        if not _FULL_SHA.match(commit):
+        if not _FULL_SHA.fullmatch(commit):
             return None
         spec = commit if pathspec in ("", ".") else f"{commit}:{pathspec}"
         if pathspec in ("", "."):
@@ -235,7 +235,7 @@ class GitRepository:
         merge's changes against each parent are read when first asked for.
         """
         for sha in (head, *exclude):
-            if not _FULL_SHA.match(sha):
+            if not _FULL_SHA.fullmatch(sha):
                 raise ConfigurationError(f"not a full commit name: {sha!r}")
         revisions = [head, *(f"^{sha}" for sha in exclude)]
         output = self._git("log", "-z", "--raw", "--no-renames", "--no-abbrev", "--topo-order", "--parents",

@@ -49,7 +49,7 @@ def load_config(root: Path | None) -> RepositoryConfig:
             f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_KNOWN_KEYS))})"
         )
     source = data.get("source", DEFAULT_SOURCE)
-    if not isinstance(source, str) or not _SOURCE.match(source):
+    if not isinstance(source, str) or not _SOURCE.fullmatch(source):
         raise ConfigurationError(
             f"{path}: source must be 1-64 characters of letters, digits, '.', '_' or '-', got {source!r}"
         )

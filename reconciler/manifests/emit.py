@@ -48,7 +48,7 @@ def scalar(value: Any) -> str:
         text = repr(value)
         return text if any(c in text for c in ".e") else text + ".0"
     if isinstance(value, str):
-        if _PLAIN.match(value) and value.lower() not in _KEYWORDS:
+        if _PLAIN.fullmatch(value) and value.lower() not in _KEYWORDS:
             return value
         quoted = json.dumps(value, ensure_ascii=False)
         return _ESCAPE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)

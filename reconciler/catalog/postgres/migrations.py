@@ -83,7 +83,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     directory = directory or migrations_dir()
     found: list[Migration] = []
     for path in sorted(directory.glob("*.sql")):
-        match = _FILE_NAME.match(path.name)
+        match = _FILE_NAME.fullmatch(path.name)
         if not match:
             raise MigrationError(
                 f"{path}: migration files are named NNNN_lowercase_name.sql"
