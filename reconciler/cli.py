@@ -350,12 +350,11 @@ def _note_no_bus(plan: Any) -> None:
     """Say once, on stderr, that record changes will not be announced when no event bus is configured."""
     import os
 
-    from reconciler.bus import not_configured
+    from reconciler.app.events import no_bus_note
 
-    if any(change.kind == "record" for change in plan.changes):
-        note = not_configured(os.environ)
-        if note:
-            click.echo(note, err=True)
+    note = no_bus_note([change.kind for change in plan.changes], os.environ)
+    if note:
+        click.echo(note, err=True)
 
 
 def _note_reused(plan: Any) -> None:
@@ -711,7 +710,7 @@ def audit_runs(database_url: str | None, source: str | None, output_format: str,
     """List applies, newest first: outcome, who applied (with the CI run), command, commit, plan
     digest, changes per action, and the audit entries each appended."""
     from reconciler.app.auditing import catalog_url, runs
-    from reconciler.app.runs import render_json, render_text
+    from reconciler.render.runs import render_json, render_text
 
     found = runs(catalog_url(database_url, Path.cwd(), _announce), limit=limit, source=source)
     click.echo(render_json(found) if output_format == "json" else render_text(found), nl=False)
@@ -834,16 +833,15 @@ def events_command(database_url: str | None, deliver: bool, output_format: str, 
     import os
 
     from reconciler.app import events
-    from reconciler.app.auditing import catalog_url
-    from reconciler.catalog.postgres.catalog import PostgresCatalog
+    from reconciler.render.events import render_json, render_text
 
-    catalog = PostgresCatalog(catalog_url(database_url, Path.cwd(), _announce))
+    catalog = events.open_catalog(database_url, Path.cwd(), _announce)
     if deliver:
         done = events.deliver_pending(catalog, os.environ, lock_timeout, progress=_progress)
         click.echo(done.describe())
         return
     found, total = events.pending_events(catalog, limit)
-    click.echo(events.render_json(found, total) if output_format == "json" else events.render_text(found, total),
+    click.echo(render_json(found, total) if output_format == "json" else render_text(found, total),
                nl=False)
 
 

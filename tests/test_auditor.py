@@ -26,8 +26,8 @@ from reconciler.services.datasets import get_dataset, update_dataset
 from reconciler.services.records import get_record, update_record
 from reconciler.services.retention import upsert_retention_policy
 from reconciler.cli import cli
-from reconciler.app.runs import RunDraft
-from reconciler.app.runs import seal as seal_run
+from reconciler.core.runs import RunDraft
+from reconciler.core.runs import seal as seal_run
 
 from .conftest import run_git
 from .helpers import ALICE, BOB, CAROL, commit, write

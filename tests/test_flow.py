@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from reconciler.app.applying import apply_plan, check_refusals
-from reconciler.app.auditing import Entry
+from reconciler.core.audit import Entry
 from reconciler.app.planning import make_plan
 from reconciler.app.workspace import Workspace
 from reconciler.catalog.memory import MemoryCatalog

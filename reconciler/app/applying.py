@@ -13,7 +13,7 @@ from typing import Any
 
 from reconciler.app import auditing as audit
 from reconciler.app.events import Delivery, deliver_after_apply
-from reconciler.app.runs import RunDraft
+from reconciler.core.runs import RunDraft
 from reconciler.app.workspace import Workspace, actor_of, applier_identity, who_applies
 from reconciler.bus import Bus, configured
 from reconciler.catalog.port import ApplySession, Managed, RefusalReader, Write

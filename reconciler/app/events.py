@@ -10,15 +10,16 @@ apply order, each at least once, always under its own id.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
-from reconciler.bus import Bus, configured
+from reconciler.bus import Bus, configured, not_configured
 from reconciler.catalog.port import Catalog
-from reconciler.core.events import QueuedEvent, envelope, js_iso
+from reconciler.core.events import QueuedEvent, envelope
 from reconciler.core.text import clean
+from reconciler.core.events import counted as _events
 from reconciler.errors import ConfigurationError, DatabaseError, EventDeliveryError, LockTimeout
 
 BATCH: Final = 500  # events sent, then marked delivered, under one hold of the lock
@@ -45,10 +46,6 @@ class Delivery:
         left = _events(self.pending) if self.pending > 0 else "the rest"  # < 0: the outbox could not be read
         return (f"Platform events: {sent}; {left} pending ({clean(self.error or 'not sent')}): "
                 "the next apply or `reconciler events --deliver` sends them.")
-
-
-def _events(n: int) -> str:
-    return f"{n} event" if n == 1 else f"{n} events"
 
 
 def deliver(catalog: Catalog, bus: Bus, lock_timeout: float,
@@ -124,24 +121,14 @@ def pending_events(catalog: Catalog, limit: int | None = None) -> tuple[list[Que
         return box.pending(limit), box.count_pending()
 
 
-def render_text(events: Sequence[QueuedEvent], total: int) -> str:
-    """Pending events, one line each: seq, id, type, the record, run, queued, attempts, last error."""
-    if not total:
-        return "No platform events are pending.\n"
-    lines = []
-    for e in events:
-        payload = e.payload
-        what = f"record:{payload.get('namespace')}/{payload.get('key')}"
-        mode = f" ({payload['mode']})" if payload.get("mode") else ""
-        tried = f", {e.attempts} attempt(s), last error: {e.last_error}" if e.attempts else ""
-        lines.append(clean(f"{e.seq} {e.id} {e.type}{mode} {what} run {e.run_id} queued {js_iso(e.queued_at)}{tried}"))
-    shown = f" (the oldest {len(events)} shown)" if len(events) < total else ""
-    lines.append(f"{_events(total)} pending{shown}; `reconciler events --deliver` sends them.")
-    return "\n".join(lines) + "\n"
+def open_catalog(database_url: str | None, anchor: Path, announce: Callable[[str], None] | None = None) -> Catalog:
+    """The catalog whose outbox ``reconciler events`` lists or delivers."""
+    from reconciler.app.auditing import catalog_url
+    from reconciler.catalog.postgres.catalog import PostgresCatalog
+
+    return PostgresCatalog(catalog_url(database_url, anchor, announce))
 
 
-def render_json(events: Sequence[QueuedEvent], total: int) -> str:
-    """Pending events as JSON: each with its envelope as it will be sent, and its delivery so far."""
-    rows = [{"seq": e.seq, "envelope": envelope(e), "queued_at": js_iso(e.queued_at), "attempts": e.attempts,
-             "last_error": e.last_error} for e in events]
-    return json.dumps({"pending": total, "events": rows}, indent=2, ensure_ascii=False) + "\n"
+def no_bus_note(kinds: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """What to say when record changes will not be announced because no event bus is configured."""
+    return not_configured(environ) if "record" in kinds else None

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from reconciler.app import runs as run_chain
+from reconciler.core import runs as run_chain
 from reconciler.catalog.postgres import audit_log
 from reconciler.errors import ConfigurationError, ReconcilerError
 from reconciler.render.audit import EXPORT_FORMATS, EXPORT_TYPES

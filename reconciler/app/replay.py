@@ -25,7 +25,7 @@ from reconciler.git.repository import GitRepository
 from reconciler.app.attribution import SUFFIXES, declared_in
 
 if TYPE_CHECKING:
-    from reconciler.app.auditing import Entry
+    from reconciler.core.audit import Entry
 
 CACHED_FILES = 256
 _ABSENT: Any = object()

@@ -27,14 +27,14 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.app.auditing import Entry
+from reconciler.core.audit import Entry
 from reconciler.errors import AuditVerificationError
 from reconciler.catalog.postgres import audit_log
 from reconciler.core.chain import GENESIS, HASH, mac_matches
 from reconciler.errors import ConfigurationError
 from reconciler.git.repository import GitRepository
 from reconciler.git.review import reviews
-from reconciler.app.runs import Run
+from reconciler.core.runs import Run
 from reconciler.app.anchors import Anchor
 from reconciler.app.replay import Replayed, replay
 

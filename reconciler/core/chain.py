@@ -43,7 +43,7 @@ UNHASHED = ("hash", "mac")
 # Read as their text, so that the caller parses them the one way the hash was computed
 # (and never through a json loader someone configured).
 JSON_COLUMNS = ("before", "after", "applied_by")
-# reconciler.runs as the runs chain covers it (reconciler.app.runs.Run has the same fields). The
+# reconciler.runs as the runs chain covers it (reconciler.core.runs.Run has the same fields). The
 # chain began with these columns: every one of them but hash and mac is hashed, null or not;
 # a column added later would be hashed only when not null, as for the entries.
 RUN_COLUMNS = (

@@ -83,3 +83,8 @@ def record_payload(operation: str, record: Mapping[str, Any], actor: str | None,
     if operation == "restore" and restored_from is not None:
         payload["restoredFrom"] = dict(restored_from)
     return payload
+
+
+def counted(n: int) -> str:
+    """``1 event``, ``3 events``."""
+    return f"{n} event" if n == 1 else f"{n} events"

@@ -11,6 +11,7 @@ code each rule comes from.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -113,3 +114,8 @@ def _normalize_execution(value: Any) -> dict[str, Any] | None:
     if isinstance(options, Mapping) and options:
         normalized["options"] = dict(options)
     return normalized
+
+
+def new_id(prefix: str) -> str:
+    """A fresh text id ``<prefix>-<uuid4>``, the shape the services give their own rows."""
+    return f"{prefix}-{uuid.uuid4()}"

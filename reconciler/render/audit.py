@@ -7,12 +7,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from reconciler.app import runs as run_chain
+from reconciler.core import runs as run_chain
 from reconciler.core.chain import canonical, plain
 from reconciler.core.text import clean
 
 if TYPE_CHECKING:
-    from reconciler.app.auditing import Entry
+    from reconciler.core.audit import Entry
 
 EXPORT_FORMATS = ("parquet", "csv")
 # Longest value shown in ``audit log`` text; JSON output is never shortened.

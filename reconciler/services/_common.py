@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,6 +13,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from reconciler.core.service_rules import new_id as new_id  # the services' id shape, one copy
 from reconciler.core.service_rules import normalize_tags as normalize_tags  # the metastore's rule, one copy
 from reconciler.errors import ConflictError, DatabaseError, NotFoundError, ReconcilerError
 from reconciler.catalog.postgres.connection import explain
@@ -35,11 +35,6 @@ NEXT_UPDATED_AT = sql.SQL("GREATEST(clock_timestamp(), updated_at + interval '1 
 SAME_MILLISECOND = sql.SQL(
     "date_trunc('milliseconds', updated_at) = date_trunc('milliseconds', %s::timestamptz)"
 )
-
-
-def new_id(prefix: str) -> str:
-    """A fresh text id ``<prefix>-<uuid4>``, the shape the services give their own rows."""
-    return f"{prefix}-{uuid.uuid4()}"
 
 
 def canonical_json(value: Any) -> str:

@@ -15,7 +15,7 @@ from reconciler.errors import ConflictError, DatabaseError, LockTimeout, Reconci
 from reconciler.core.service_rules import normalize_tags
 from reconciler.core.checks import check_unmoved, moved_since_plan
 from reconciler.catalog.postgres import service_audit
-from reconciler.services._common import new_id
+from reconciler.core.service_rules import new_id
 from reconciler.catalog.postgres.connection import explain
 from reconciler.catalog.postgres.locks import describe_holder
 from reconciler.catalog.postgres.reading import dataset_live, record_live, storage_target_live

@@ -13,9 +13,9 @@ existed have no ``seq`` and are listed, not verified.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from reconciler.core.chain import RUN_COLUMNS, RUN_JSON_COLUMNS, Head
@@ -23,7 +23,7 @@ from reconciler.core.chain import GENESIS, canonical, chain_hash, mac_of, plain,
 from reconciler.core.text import clean
 
 _HASHED = tuple(name for name in RUN_COLUMNS if name not in ("hash", "mac"))
-_ACTIONS = ("create", "update", "archive", "restore", "purge")
+ACTIONS = ("create", "update", "archive", "restore", "purge")
 
 # The runs export's columns and their DuckDB types.
 EXPORT_TYPES = {
@@ -135,43 +135,6 @@ def outside_chain(draft: RunDraft, moment: datetime) -> Run:
                complete=False, command=draft.command,
                applied_by=None if draft.applied_by is None else dict(draft.applied_by), ci_url=draft.ci_url,
                entries=0, first_entry=None, prev_hash=None, hash=None, mac=None)
-
-
-# --- listing ---------------------------------------------------------------------------------
-
-
-def render_json(found: Iterable[Run]) -> str:
-    """Runs as a JSON array (every column)."""
-    return json.dumps([run.to_json() for run in found], indent=2, ensure_ascii=False) + "\n"
-
-
-def render_text(found: Iterable[Run]) -> str:
-    """Runs as blocks: when, outcome, who applied (with the CI run), what, and the entries it wrote."""
-    blocks = [_block(run) for run in found]
-    return "\n".join(blocks) if blocks else "No runs.\n"
-
-
-def _block(run: Run) -> str:
-    when = (run.finished_at or run.started_at).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    number = f"run {run.seq}" if run.seq is not None else "run (before the runs chain)"
-    lines = [f"{number}  {when}  {clean(run.outcome)}  {clean(run.run_id)}, source {clean(run.source)}",
-             f"  applier   {who_applied(run.applier, run.applied_by)}"]
-    if run.ci_url:
-        lines.append(f"  ci        {clean(run.ci_url)}")
-    if run.command:
-        lines.append(f"  command   {clean(run.command)}")
-    commit = clean(run.commit_sha[:12]) if run.commit_sha else "no commit"
-    lines.append(f"  commit    {commit}, plan digest {clean(run.plan_digest or 'none')}")
-    counts = ", ".join(f"{int(run.counts.get(a, 0))} {a}" for a in _ACTIONS if run.counts.get(a))
-    if run.entries is not None:
-        last = (run.first_entry or 0) + run.entries - 1
-        span = ("" if not run.entries or run.first_entry is None else f" (entry {last})" if run.entries == 1
-                else f" (entries {run.first_entry}–{last})")
-        counts = f"{counts or 'no change'}; {run.entries} audit entr{'y' if run.entries == 1 else 'ies'}{span}"
-    lines.append(f"  changes   {counts or 'no change'}")
-    if run.message:
-        lines.append(f"  message   {clean(run.message)}")
-    return "\n".join(lines) + "\n"
 
 
 def who_applied(applier: str, applied_by: Mapping[str, Any] | None) -> str:
