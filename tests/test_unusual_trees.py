@@ -48,20 +48,44 @@ def test_manifests_in_a_submodule_are_attributed_from_its_own_history(
 
 
 def test_a_short_idle_in_transaction_timeout_does_not_break_a_plan_of_a_large_tree(
-        git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing and the diff (seconds at 100,000 records) run with no transaction open.
+
+    Both are made to outlast the server's timeout for sure: the tree is large, and the
+    diff is held up for 0.6 s on top of its own time; a plan that kept a transaction open
+    across either would be cut off by the server."""
+    from reconciler.app import planning
+
     records = "".join(f"  - key: r{n:05d}\n    metadata: {{n: {n}, unit: celsius, site: north}}\n"
                       for n in range(20_000))
     write(git_repo, "manifests/many.yaml", "apiVersion: reconciler/v1\nkind: RecordSet\nnamespace: many\n"
           "defaults: {owner: team}\nrecords:\n" + records)
+    write(git_repo, "manifests/ds.yaml", "apiVersion: reconciler/v1\nkind: Dataset\nslug: obs\nname: Obs\n")
     commit(git_repo, ALICE, "many records")
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    # A change made outside git, so that the plan also reads the evidence of who made it.
+    db.execute("UPDATE timestore.datasets SET name = 'Renamed by hand' WHERE slug = 'obs'")
+    write(git_repo, "manifests/ds.yaml", "apiVersion: reconciler/v1\nkind: Dataset\nslug: obs\nname: Obs 2\n")
+    commit(git_repo, ALICE, "rename obs")
     name = db.execute("SELECT current_database()").fetchone()
     assert name is not None
     db.execute(sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '300ms'").format(
         sql.Identifier(name[0])))
-    started = time.monotonic()
-    result = invoke(git_repo, db_url, "plan", "--detailed-exitcode")
+    slow_calls = []
+    original = planning.diff
+
+    def slow_diff(*args: Any, **kwargs: Any) -> Any:
+        slow_calls.append(time.monotonic())
+        time.sleep(0.6)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "diff", slow_diff)
+    result = invoke(git_repo, db_url, "plan", "--detailed-exitcode", "--format", "json")
     assert result.exit_code == 2, result.output
-    assert time.monotonic() - started > 0.3  # parsing took longer than the timeout, outside any transaction
+    assert len(slow_calls) == 1
+    plan = json.loads(result.stdout)
+    change = next(c for c in plan["changes"] if c["address"] == "dataset:obs")
+    assert change["after"]["name"] == "Obs 2" and change["outside"]["before"]["name"] == "Obs"
 
 
 def test_the_idle_in_transaction_timeout_is_named_when_it_fires(db_url: str) -> None:

@@ -38,10 +38,11 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     commit carries no valid signature. With ``at_commit``, the tree is read from that
     commit in git's object store, not from the working tree (a saved plan re-derived).
 
-    The tree is parsed outside any catalog transaction (a server's
-    idle_in_transaction_session_timeout never sees a long parse): the files a plan may
-    pass over are chosen in one short transaction, then confirmed in the snapshot the
-    state is read from; if they moved in between, the whole tree is read.
+    The tree is parsed and the diff computed outside any catalog transaction (a
+    server's idle_in_transaction_session_timeout never sees a long parse or diff): the
+    files a plan may pass over are chosen in one short transaction, then confirmed in
+    the snapshot the state is read from (if they moved in between, the whole tree is
+    read); the evidence of changes made outside git is read in a last short one.
     """
     for target in targets:
         check_address(target)
@@ -72,10 +73,15 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
             base, complete = reader.last_applied(ws.source)
             purged = [a for a, d in state.desired.items() if d.kind == "storage-target" and d.purge]
             stored_on = reader.stored_on(purged)
-            result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on)
-            if result.outside:
-                result = _observed(reader, result, state.desired)
         break
+    # The diff runs with no transaction open (at 100,000 records it takes seconds, which a
+    # short idle_in_transaction_session_timeout would not allow); the evidence of changes
+    # made outside git is read in a second short one. Apply re-checks every change's
+    # ``against`` token under lock, so the two snapshots need not be one.
+    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on)
+    if result.outside:
+        with ws.catalog.reading() as reader:
+            result = _observed(reader, result, state.desired)
     commit = at_commit or (ws.repo.head() if ws.repo else None)
     tree = ws.repo.relative(ws.tree) if ws.repo else None
     outside = base_outside_history(ws.repo, base, commit, ws.source, ws.tree)
