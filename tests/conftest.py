@@ -25,6 +25,29 @@ STARTS_A_SERVER = frozenset({"test_embedded_catalog", "test_docs", "test_wheel",
                              "test_roles", "test_migrations"})
 
 
+_OWN_BASETEMP: list[Path] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this session a temporary root of its own unless --basetemp names one.
+
+    pytest's default root (/tmp/pytest-of-USER/pytest-N) keeps only the newest three
+    sessions' directories and deletes older ones when a session starts: a second
+    session started on the same machine (a developer's next run, a parallel CI job)
+    would delete files under a running one — an embedded server's data directory
+    half-way through initdb, say. Removed again when the session ends.
+    """
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        root = Path(tempfile.mkdtemp(prefix="pytest-reconciler-"))
+        config.option.basetemp = str(root)
+        _OWN_BASETEMP.append(root)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for root in _OWN_BASETEMP:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Two tiers: ``integration`` for every test that needs a PostgreSQL server (it uses the
     server fixture, or its module starts one), ``unit`` for the rest — the pure core and the
