@@ -130,3 +130,21 @@ def test_help_explains_the_command() -> None:
     assert "(default: manifests)" in text
     assert "path:line:column: message" in text
     assert "Needs no database" in text
+
+
+def test_a_broken_reconciler_yaml_fails_validate_as_it_would_fail_plan(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI runs validate on every pull request: a policy mistake must not wait for apply to show."""
+    import subprocess
+
+    write({"manifests/a.yaml": DATASET.format(slug="abc"),
+           "reconciler.yaml": "source: team\npolicy:\n  grants:\n    - authors: [x]\n      scopes: [bogus]\n"},
+          tmp_path)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    result = run("validate")
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {tmp_path / 'reconciler.yaml'}: policy.grants[0].scopes: unknown scope(s) bogus "
+                             "(known: metastore:admin, metastore:delete, metastore:write, timestore:admin)\n")
+    (tmp_path / "reconciler.yaml").write_text("source: team\n", encoding="utf-8")
+    assert run("validate").exit_code == 0

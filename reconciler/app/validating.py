@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.git.repository import GitRepository
 from reconciler.manifests import load_tree
+from reconciler.manifests.config import load_config
 from reconciler.manifests.report import summary, unresolved_lines, warning_line
 
 
@@ -19,6 +21,13 @@ class Validated:
 
 
 def validate_tree(path: Path) -> Validated:
-    """Load and check the tree at ``path``; a ManifestError lists every problem when it is invalid."""
+    """Load and check the tree at ``path``; a ManifestError lists every problem when it is invalid.
+
+    The repository's ``reconciler.yaml`` (source, policy, ui) is checked too, as plan and
+    apply will read it: a broken one is a ConfigurationError here rather than in CI's apply.
+    """
+    repo = GitRepository.discover(path) if path.exists() else None
+    if repo is not None:
+        load_config(repo.root)
     tree = load_tree(path)
     return Validated(tuple(warning_line(w) for w in tree.warnings), summary(tree), tuple(unresolved_lines(tree)))
