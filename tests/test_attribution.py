@@ -242,6 +242,49 @@ def test_git_mv_then_a_removal_names_the_remover_and_says_what_happened(
     assert last_logged(db, "record:fleet/r3") == ("archive", EVE[1], eve, "manifest", False)
 
 
+@pytest.mark.parametrize("destination", ["attic/fleet.yaml", "manifests/fleet.yaml.off"])
+def test_a_file_moved_out_of_the_tree_says_where_it_went(
+        repo: Path, db_url: str, db: psycopg.Connection[Any], tmp_path: Path, destination: str) -> None:
+    write(repo, "manifests/obs.yaml", DATASET)
+    write(repo, "manifests/fleet.yaml", FLEET)
+    commit(repo, ALICE, "obs and fleet")
+    apply(repo, db_url)
+    (repo / destination).parent.mkdir(exist_ok=True)
+    run_git(repo, "mv", "manifests/fleet.yaml", destination)
+    dave = commit(repo, DAVE, "shelve the fleet")
+    planned = changes(plan_json(repo, db_url))
+    assert sorted(planned) == ["record:fleet/r1", "record:fleet/r2", "record:fleet/r3"]
+    for change in planned.values():
+        assert change["action"] == "archive" and who(change) == (DAVE[1], "manifest", False)
+        assert change["removal"] == {"path": "manifests/fleet.yaml", "commit": dave, "file_removed": True,
+                                     "moved_to": destination}
+    text = invoke(repo, db_url, "plan").output
+    assert text.count(f"(moved to {destination} in {dave[:7]})") == 3 and "manifest removed" not in text
+    markdown = invoke(repo, db_url, "plan", "--format", "markdown").output
+    assert "(moved to " in markdown and "manifest removed" not in markdown
+    saved = tmp_path / "plan.json"
+    assert invoke(repo, db_url, "plan", "--out", str(saved)).exit_code == 0
+    assert json.loads(saved.read_text())["changes"][0]["removal"]["moved_to"] == destination
+    result = invoke(repo, db_url, "apply", "--plan", str(saved))
+    assert result.exit_code == 0, result.output
+    for address in planned:
+        assert last_logged(db, address) == ("archive", DAVE[1], dave, "manifest", False)
+
+
+def test_a_file_renamed_in_the_tree_while_an_object_is_taken_out_names_the_new_file(
+        repo: Path, db_url: str) -> None:
+    write(repo, "manifests/fleet.yaml", FLEET)
+    commit(repo, ALICE, "fleet")
+    apply(repo, db_url)
+    run_git(repo, "mv", "manifests/fleet.yaml", "manifests/vehicles.yaml")
+    write(repo, "manifests/vehicles.yaml", FLEET.replace("  - key: r3\n", ""))
+    eve = commit(repo, EVE, "rename, and retire r3")
+    change = changes(plan_json(repo, db_url))["record:fleet/r3"]
+    assert change["removal"] == {"path": "manifests/vehicles.yaml", "commit": eve, "file_removed": False}
+    text = invoke(repo, db_url, "plan").output
+    assert f"(removed from manifests/vehicles.yaml in {eve[:7]})" in text and "manifest removed" not in text
+
+
 def test_an_object_moved_by_one_person_and_edited_by_another(repo: Path, db_url: str) -> None:
     write(repo, "manifests/a.yaml", DATASET)
     commit(repo, ALICE, "obs in a.yaml")

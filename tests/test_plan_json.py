@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from reconciler.core.diff import FIELDS, Applied, Desired, Live, Location, diff
 from reconciler.errors import ConfigurationError
-from reconciler.core.plan import FORMAT_VERSION, Author, Plan, from_diff
+from reconciler.core.plan import FORMAT_VERSION, Author, Plan, Removal, from_diff
 from reconciler.render.plan import render_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +155,20 @@ def test_the_schema_rejects_what_the_format_does_not_allow(full_plan: Plan, sche
     edit(data)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
+
+
+@pytest.mark.parametrize("moved_to", [None, "attic/catalog.yaml"])
+def test_a_removal_round_trips_with_where_its_file_went(full_plan: Plan, schema: dict[str, Any],
+                                                       moved_to: str | None) -> None:
+    removed = replace(full_plan, removals={"record:obs/old/sensor-1": Removal(PATH, SHA, True, moved_to)})
+    data = json.loads(render_json(removed))
+    jsonschema.Draft202012Validator(schema).validate(data)
+    (written,) = [c["removal"] for c in data["changes"] if c["removal"] is not None]
+    # No move, no key: such plans are written (and digested) exactly as before the key existed.
+    assert written == {"path": PATH, "commit": SHA, "file_removed": True,
+                       **({"moved_to": moved_to} if moved_to else {})}
+    again = Plan.from_json(data)
+    assert again.digest() == data["digest"] and dict(again.removals) == dict(removed.removals)
 
 
 def test_round_trip_keeps_every_value_and_the_digest(full_plan: Plan) -> None:

@@ -150,6 +150,12 @@ def test_archive_of_a_removed_manifest_and_restore() -> None:
     text = render_text(plan_of(archive, restore, removals=edited))
     assert "      source: manifests/old.yaml:3 (removed from manifests/old.yaml in 9f8e7d6)" in text
     assert "manifest removed" not in text
+    # The file was moved out of the tree (or to a name that is no manifest's): where to.
+    moved = {"record:obs/s-1": Removal("manifests/old.yaml", "9f8e7d6c5b4a" * 3 + "9f8e", True,
+                                     "attic/old.yaml")}
+    text = render_text(plan_of(archive, restore, removals=moved))
+    assert "      source: manifests/old.yaml:3 (moved to attic/old.yaml in 9f8e7d6)" in text
+    assert "manifest removed" not in text
     # Nothing known about how it went (no git): no claim either way.
     assert "(no longer declared)" in render_text(plan_of(archive, restore))
     assert block(text, "dataset:back").splitlines()[0] == "  ↺ dataset:back (restore)"

@@ -170,6 +170,7 @@ class _Attributor:
                  head: str | None = None) -> None:
         self.repo, self.desired, self.applier, self.known = repo, desired, applier, known
         self._trees: dict[str, str | None] = {}
+        self._moves: dict[tuple[str, str], str | None] = {}
         self.head = head or repo.head() or ""
         self.pathspec = repo.relative(tree)
         self.keep = manifest_filter(self.pathspec, SUFFIXES)
@@ -250,9 +251,26 @@ class _Attributor:
             # Decided against the last apply's record, the file is the one it was applied from.
             removed_from = outcome.removed_from or (change.location.path if change.location else None)
             if change.desired is None and removed_from is not None and outcome.commit is not None:
-                exists = removed_from in self.head_files or removed_from in self.changed
-                removals[change.address] = Removal(removed_from, outcome.commit.sha, not exists)
+                removals[change.address] = self._removal(removed_from, outcome.commit.sha)
         return Attribution(authors, removals, dirty, problem, commits)
+
+    def _removal(self, path: str, commit: str) -> Removal:
+        """How ``commit`` stopped declaring an object of ``path``: removed from the file, the file
+        deleted, or the file moved (git's rename detection, asked once per file and commit) — out
+        of the tree or to a name that is no manifest's, or renamed in the tree while the object
+        was taken out of it."""
+        if path in self.head_files or path in self.changed:
+            return Removal(path, commit, False)
+        key = (commit, path)
+        if key not in self._moves:
+            self._moves[key] = self.repo.moved_to(commit, path)
+        destination = self._moves[key]
+        if destination is None:
+            return Removal(path, commit, True)
+        if self.keep(destination):  # still a manifest of the tree: the object was taken out of it
+            exists = destination in self.head_files or destination in self.changed
+            return Removal(destination, commit, not exists)
+        return Removal(path, commit, True, destination)
 
     def _walk(self, targets: Sequence[Target], exclude: Sequence[str]) -> dict[str, Outcome]:
         if not targets:

@@ -37,11 +37,13 @@ class Author:
 @dataclass(frozen=True)
 class Removal:
     """How an object stopped being declared: removed from ``path`` by ``commit``; ``file_removed``
-    when that file is gone as a whole."""
+    when that file is gone as a whole, and ``moved_to`` when ``commit`` moved it out of the
+    manifest tree (or to a name that is no manifest's), with the object in it."""
 
     path: str
     commit: str
     file_removed: bool
+    moved_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,8 +197,7 @@ class Plan:
             "paths": list(change.paths),
             "source": _location_json(change.location),
             "author": _author_json(author),
-            "removal": None if removal is None else {"path": removal.path, "commit": removal.commit,
-                                                     "file_removed": removal.file_removed},
+            "removal": None if removal is None else _removal_json(removal),
             "against": change.against,
             "protect": change.protect,
             "drift": list(change.drift),
@@ -313,6 +314,15 @@ def from_diff(result: DiffResult, *, source: str, commit: str | None, dirty: boo
                 unmanaged=result.unmanaged, findings=tuple(sorted(result.findings + extra_findings,
                                                                   key=lambda f: (f.address, f.message))),
                 secrets=dict(secrets))
+
+
+def _removal_json(removal: Removal) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": removal.path, "commit": removal.commit, "file_removed": removal.file_removed}
+    if removal.moved_to is not None:
+        # Written only when there is a move: every other plan is, byte for byte and by digest,
+        # what readers of format version 2 without the key wrote and read.
+        out["moved_to"] = removal.moved_to
+    return out
 
 
 def canonical_json(value: Any) -> str:

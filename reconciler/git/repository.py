@@ -252,6 +252,28 @@ class GitRepository:
         history._diff = diff
         return history
 
+    def moved_to(self, commit: str, path: str) -> str | None:
+        """Where ``commit`` moved the file ``path``, by git's rename detection against its first
+        parent over the whole repository (the destination may be anywhere); None when it did not."""
+        if not _FULL_SHA.fullmatch(commit):
+            return None
+        output = self._git("diff-tree", "-r", "-z", "-M", "--name-status", "--no-ext-diff", "--no-textconv",
+                           f"{commit}^1", commit, ok=(0, 128))
+        if output.returncode != 0:
+            return None  # a root commit moves nothing
+        items = output.stdout.split("\x00")
+        index = 0
+        while index < len(items) and items[index]:
+            status = items[index]
+            if status[:1] in ("R", "C"):
+                source, destination = items[index + 1:index + 3]
+                if status[:1] == "R" and source == path:
+                    return destination
+                index += 3
+            else:
+                index += 2
+        return None
+
     def blobs(self) -> BlobReader:
         """A reader of blob contents (one ``git cat-file --batch`` for all); close it after use."""
         return BlobReader(self.root)

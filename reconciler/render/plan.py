@@ -181,7 +181,8 @@ def _rows(change: Mapping[str, Any]) -> list[_Row]:
 
 def _source_text(change: Mapping[str, Any]) -> tuple[str, str]:
     """Where the change comes from, and a remark: how a declaration went away (its file
-    deleted, or the object removed from a file that is still there), or that there is none."""
+    deleted or moved out of the tree, or the object removed from a file that is still
+    there), or that there is none."""
     where = _where(change.get("source"))
     removal = change.get("removal")
     if where is None:
@@ -191,6 +192,8 @@ def _source_text(change: Mapping[str, Any]) -> tuple[str, str]:
     if removal is None:
         return where, "no longer declared"
     commit = clean(removal["commit"])[:7]
+    if removal.get("moved_to"):
+        return where, f"moved to {clean(removal['moved_to'])} in {commit}"
     if removal.get("file_removed"):
         return where, f"manifest removed in {commit}"
     return where, f"removed from {clean(removal['path'])} in {commit}"
@@ -475,7 +478,7 @@ def _md_links(change: Mapping[str, Any], base: str | None) -> str | None:
 def _md_change(change: Mapping[str, Any], drift: Mapping[str, list[str]], base: str | None = None) -> str:
     where, remark = _source_text(change)
     flags = f"**{_md(change['action'])}**" + (" (protected)" if change.get("protect") else "")
-    place = " ".join(filter(None, (_code(where) if where else "", f"({remark})" if remark else "")))
+    place = " ".join(filter(None, (_code(where) if where else "", f"({_md(remark)})" if remark else "")))
     lines = [f"- {_code(change['address'])} {flags} · {place} · {_md(_author(change))}"]
     rows = _rows(change)
     for row in rows[:MARKDOWN_ROWS]:
