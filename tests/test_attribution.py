@@ -137,7 +137,8 @@ def test_a_merge_is_transparent_each_branch_commit_names_its_author(
     assert last_logged(db, "record:fleet/r1") == ("update", GRACE[1], grace, "manifest", False)
 
 
-def test_a_merge_that_makes_the_value_itself_names_the_merge(repo: Path, db_url: str) -> None:
+def test_a_merge_that_makes_the_value_itself_names_the_merge(
+        repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
     write(repo, "manifests/obs.yaml", DATASET)
     commit(repo, ALICE, "obs")
     apply(repo, db_url)
@@ -147,9 +148,12 @@ def test_a_merge_that_makes_the_value_itself_names_the_merge(repo: Path, db_url:
     run_git(repo, "checkout", "-q", "main")
     write(repo, "manifests/obs.yaml", DATASET.replace("Minute readings", "Daily readings"))
     commit(repo, GRACE, "daily")
-    _merge_resolving(repo, "topic", DATASET.replace("Minute readings", "Weekly readings"), DAVE)
+    merge = _merge_resolving(repo, "topic", DATASET.replace("Minute readings", "Weekly readings"), DAVE)
     change = changes(plan_json(repo, db_url))["dataset:obs"]
     assert who(change) == (DAVE[1], "manifest", False)  # neither parent had "Weekly readings"
+    assert change["author"]["commit"] == merge
+    apply(repo, db_url)
+    assert last_logged(db, "dataset:obs") == ("update", DAVE[1], merge, "manifest", False)
 
 
 def _merge_resolving(repo: Path, branch: str, resolved: str, author: tuple[str, str]) -> str:
@@ -162,7 +166,7 @@ def _merge_resolving(repo: Path, branch: str, resolved: str, author: tuple[str, 
     return commit(repo, author, "merge, resolved")
 
 
-def test_a_squash_merge_names_the_squash_commit(repo: Path, db_url: str) -> None:
+def test_a_squash_merge_names_the_squash_commit(repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
     write(repo, "manifests/fleet.yaml", FLEET)
     commit(repo, ALICE, "fleet")
     apply(repo, db_url)
@@ -172,8 +176,12 @@ def test_a_squash_merge_names_the_squash_commit(repo: Path, db_url: str) -> None
     run_git(repo, "checkout", "-q", "main")
     run_git(repo, "merge", "-q", "--squash", "topic")
     dave = commit(repo, DAVE, "Squashed: r1 in fahrenheit (#8)")
-    change = changes(plan_json(repo, db_url))["record:fleet/r1"]
+    planned = changes(plan_json(repo, db_url))
+    assert sorted(planned) == ["record:fleet/r1"]
+    change = planned["record:fleet/r1"]
     assert who(change) == (DAVE[1], "manifest", False) and change["author"]["commit"] == dave
+    apply(repo, db_url)
+    assert last_logged(db, "record:fleet/r1") == ("update", DAVE[1], dave, "manifest", False)
 
 
 def test_order_is_the_historys_not_the_author_dates(repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
@@ -195,7 +203,7 @@ def test_order_is_the_historys_not_the_author_dates(repo: Path, db_url: str, db:
     assert date is not None and date[0].isoformat() == "2026-02-01T10:00:00+00:00"
 
 
-def test_a_cherry_pick_names_its_original_author(repo: Path, db_url: str) -> None:
+def test_a_cherry_pick_names_its_original_author(repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
     write(repo, "manifests/obs.yaml", DATASET)
     commit(repo, ALICE, "obs")
     apply(repo, db_url)
@@ -204,8 +212,13 @@ def test_a_cherry_pick_names_its_original_author(repo: Path, db_url: str) -> Non
     eve = commit(repo, EVE, "eve")
     run_git(repo, "checkout", "-q", "main")
     run_git(repo, "cherry-pick", eve, author=DAVE)  # Dave commits it; Eve stays the author
-    change = changes(plan_json(repo, db_url))["dataset:obs"]
-    assert who(change) == (EVE[1], "manifest", False) and change["author"]["commit"] != eve
+    picked = run_git(repo, "rev-parse", "HEAD").strip()
+    planned = changes(plan_json(repo, db_url))
+    assert sorted(planned) == ["dataset:obs"]
+    change = planned["dataset:obs"]
+    assert who(change) == (EVE[1], "manifest", False) and change["author"]["commit"] == picked != eve
+    apply(repo, db_url)
+    assert last_logged(db, "dataset:obs") == ("update", EVE[1], picked, "manifest", False)
 
 
 def test_a_revert_names_whoever_reverted(repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
@@ -285,31 +298,43 @@ def test_a_file_renamed_in_the_tree_while_an_object_is_taken_out_names_the_new_f
     assert f"(removed from manifests/vehicles.yaml in {eve[:7]})" in text and "manifest removed" not in text
 
 
-def test_an_object_moved_by_one_person_and_edited_by_another(repo: Path, db_url: str) -> None:
+def test_an_object_moved_by_one_person_and_edited_by_another(
+        repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
     write(repo, "manifests/a.yaml", DATASET)
-    commit(repo, ALICE, "obs in a.yaml")
+    alice = commit(repo, ALICE, "obs in a.yaml")
     apply(repo, db_url)
     (repo / "manifests" / "a.yaml").unlink()
     write(repo, "manifests/b.yaml", "# moved here\n" + DATASET.replace("name: Observatory", "name: 'Observatory'"))
     commit(repo, BOB, "move obs to b.yaml, requoted")
     assert plan_json(repo, db_url)["changes"] == []  # moved and reformatted: nothing to do
+    apply(repo, db_url)  # the move is recorded, not logged as a change
     write(repo, "manifests/b.yaml", DATASET.replace("Minute readings", "Carol's readings"))
     carol = commit(repo, CAROL, "carol edits it")
-    change = changes(plan_json(repo, db_url))["dataset:obs"]
+    planned = changes(plan_json(repo, db_url))
+    assert sorted(planned) == ["dataset:obs"]
+    change = planned["dataset:obs"]
     assert who(change) == (CAROL[1], "manifest", False) and change["author"]["commit"] == carol
+    apply(repo, db_url)
+    assert logged(db, "dataset:obs") == [("create", ALICE[1], alice, "manifest", False),
+                                         ("update", CAROL[1], carol, "manifest", False)]
 
 
-def test_a_deleted_file_is_the_deleters_and_the_plan_says_so(repo: Path, db_url: str) -> None:
+def test_a_deleted_file_is_the_deleters_and_the_plan_says_so(
+        repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
     write(repo, "manifests/obs.yaml", DATASET)
     write(repo, "manifests/keep.yaml", DATASET.replace("slug: obs", "slug: kept"))
     commit(repo, ALICE, "two datasets")
     apply(repo, db_url)
     (repo / "manifests" / "obs.yaml").unlink()
     eve = commit(repo, EVE, "drop obs.yaml")
-    change = changes(plan_json(repo, db_url))["dataset:obs"]
+    planned = changes(plan_json(repo, db_url))
+    assert sorted(planned) == ["dataset:obs"]
+    change = planned["dataset:obs"]
     assert change["action"] == "archive" and who(change) == (EVE[1], "manifest", False)
     assert change["removal"] == {"path": "manifests/obs.yaml", "commit": eve, "file_removed": True}
     assert f"manifest removed in {eve[:7]}" in invoke(repo, db_url, "plan").output
+    apply(repo, db_url)
+    assert last_logged(db, "dataset:obs") == ("archive", EVE[1], eve, "manifest", False)
 
 
 # --- shallow clones ------------------------------------------------------------------------------------
