@@ -533,6 +533,37 @@ def test_log_filters_by_address_author_and_time_newest_first(db_url: str, db: ps
     assert run(db_url, "log", "--address", "dataset:none").output == "No audit log entries.\n"
 
 
+def test_log_until_keeps_the_entries_recorded_before_it(db_url: str, db: psycopg.Connection[Any]) -> None:
+    five_entries(db_url)
+
+    def seqs(*args: str) -> list[int]:
+        result = run(db_url, "log", *args, "--format", "json")
+        assert result.exit_code == 0, result.output
+        return [entry["seq"] for entry in json.loads(result.output)]
+
+    assert seqs("--until", "2000-01-01") == []
+    assert seqs("--until", "2999-01-01") == [5, 4, 3, 2, 1]
+    assert seqs("--until", "2999-01-01T00:00:00+14:00") == [5, 4, 3, 2, 1]
+    # The bound is exclusive, to the microsecond: the second apply's entries are left out.
+    second = db.execute("SELECT recorded_at FROM reconciler.audit_log WHERE seq = 3").fetchone()
+    third = db.execute("SELECT recorded_at FROM reconciler.audit_log WHERE seq = 5").fetchone()
+    assert second is not None and third is not None
+    assert seqs("--until", second[0].isoformat()) == [2, 1]
+    assert seqs("--since", second[0].isoformat(), "--until", third[0].isoformat()) == [4, 3]
+    assert seqs("--since", third[0].isoformat(), "--until", second[0].isoformat()) == []
+    text = run(db_url, "log", "--until", "2000-01-01")
+    assert (text.exit_code, text.output) == (0, "No audit log entries.\n")
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2026-13-01", "31/01/2026", ""])
+def test_log_until_refuses_what_is_not_a_date(db_url: str, db: psycopg.Connection[Any], bad: str) -> None:
+    five_entries(db_url)
+    result = run(db_url, "log", "--until", bad)
+    assert result.exit_code == 1
+    assert f"--until {bad!r} is not an ISO date or time (e.g. 2026-01-31" in result.output
+    assert "Traceback" not in result.output and "entry" not in result.output
+
+
 # --- export ----------------------------------------------------------------------------------------
 
 
