@@ -253,9 +253,19 @@ def test_a_protect_flag_cleared_by_hand_is_detected_and_refused(
     db.execute("UPDATE reconciler.managed_objects SET protect = false WHERE address = 'dataset:crown-jewels'")
     (git_repo / "manifests" / "jewels.yaml").unlink()
     commit(git_repo, BOB, "remove it")
+    words = ("its stored protect flag is off, but the audit chain last recorded protect: true (entry 1); "
+             "the flag was changed outside apply — set it back, or lift protection through a commit")
+    # The plan fails as its apply will, in the same words, rather than showing a clean archive.
+    plan = invoke(git_repo, db_url, "plan", "--format", "json")
+    assert plan.exit_code == 1
+    errors = [f for f in json.loads(plan.stdout)["findings"] if f["severity"] == "error"]
+    assert [(f["address"], f["message"]) for f in errors] == [("dataset:crown-jewels", words)]
+    text = invoke(git_repo, db_url, "plan")
+    assert text.exit_code == 1 and f"dataset:crown-jewels: {words}" in text.output
     result = invoke(git_repo, db_url, "apply", "--auto-approve")
     assert result.exit_code == 1, result.output
-    assert "dataset:crown-jewels" in result.output and "audit chain" in result.output
+    shown, refused = result.output.split("apply refused; nothing was written:")
+    assert shown.count(words) == 1 and refused.count(words) == 1  # the plan's error, then the refusal once
     assert db.execute("SELECT status FROM timestore.datasets WHERE slug = 'crown-jewels'").fetchone() \
         == ("active",)
 

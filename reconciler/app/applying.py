@@ -168,7 +168,8 @@ def _check_refusals(ws: Workspace, plan: Plan, options: ApplyOptions, reader: Re
         if destructive:
             tampered = protection_tampered(plan, reader.stored_protection(destructive),
                                            reader.recorded_protection(destructive))
-    reasons = refusals(plan, options, counts, ws.policy) + tampered
+    reasons = refusals(plan, options, counts, ws.policy)
+    reasons += [line for line in tampered if line not in reasons]  # the plan's own error says the same
     if reasons:
         raise Refusal("apply refused; nothing was written:\n  " + "\n  ".join(clean(r) for r in reasons))
 

@@ -19,6 +19,7 @@ from reconciler.core.checks import (
     link_findings,
     lookalike_findings,
     policy_findings,
+    tampered_protection_findings,
 )
 from reconciler.core.diff import Change, Desired, DiffResult, Finding, diff, drift_message
 from reconciler.core.model import folded
@@ -76,12 +77,16 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
         break
     # The diff runs with no transaction open (at 100,000 records it takes seconds, which a
     # short idle_in_transaction_session_timeout would not allow); the evidence of changes
-    # made outside git is read in a second short one. Apply re-checks every change's
+    # made outside git, and the protect flags the audit chain last recorded for what the plan
+    # archives or purges, are read in a second short one. Apply re-checks every change's
     # ``against`` token under lock, so the two snapshots need not be one.
     result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on)
-    if result.outside:
+    tampered: list[Finding] = []
+    if result.outside or any(c.action in ("archive", "purge") for c in result.changes):
         with ws.catalog.reading() as reader:
-            result = _observed(reader, result, state.desired)
+            if result.outside:
+                result = _observed(reader, result, state.desired)
+            tampered = _tampered(reader, result.changes, catalog.applied)
     commit = at_commit or (ws.repo.head() if ws.repo else None)
     tree = ws.repo.relative(ws.tree) if ws.repo else None
     outside = base_outside_history(ws.repo, base, commit, ws.source, ws.tree)
@@ -94,6 +99,7 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     read = {f.path: replace(f, objects=settled.get(f.path, declared.get(f.path, 0))) for f in files.values()}
     findings = link_findings(state.links, state.desired, catalog.live)
     findings += lookalike_findings(state.desired, catalog.live)
+    findings += tampered
     known = _values_at(base, catalog.applied, result.changes) if complete else None
     attribution = attribute(ws.repo, ws.tree, result.changes, state.desired, base, applier_identity(ws.repo),
                             changed=changed, known=known, head=at_commit)
@@ -124,6 +130,17 @@ def _observed(reader: PlanReader, result: DiffResult, desired: Mapping[str, Desi
     findings += [Finding(address, "drift", drift_message(found, declared=address in desired), where.get(address))
                  for address, found in outside.items()]
     return replace(result, outside=outside, findings=tuple(findings))
+
+
+def _tampered(reader: PlanReader, changes: Sequence[Change], applied: Mapping[str, Any]) -> list[Finding]:
+    """An error for every archive or purge whose stored protect flag was cleared outside apply
+    (the audit chain last recorded it on): apply refuses those, so the plan says so first. The
+    chain is read only for the objects the plan archives or purges."""
+    destructive = [c.address for c in changes if c.action in ("archive", "purge") and c.address in applied]
+    if not destructive:
+        return []
+    stored = {address: bool(applied[address].protect) for address in destructive}
+    return tampered_protection_findings(changes, stored, reader.recorded_protection(destructive))
 
 
 def _adoptions(result: DiffResult, desired: Mapping[str, Desired]) -> list[Change]:

@@ -90,6 +90,10 @@ class PlanReader(Protocol):
         """Changes made outside git, with who made them and when, where the catalog says."""
         ...
 
+    def recorded_protection(self, addresses: Sequence[str]) -> dict[str, tuple[bool, int]]:
+        """The protect flag the audit chain last recorded for each address that has one: (flag, seq)."""
+        ...
+
 
 class RefusalReader(Protocol):
     """What the refusals read: counts and protection as the catalog holds them now."""

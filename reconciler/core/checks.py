@@ -146,11 +146,22 @@ def _mass_archive(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str
 def protection_tampered(plan: Plan, stored: Mapping[str, bool], recorded: Mapping[str, tuple[bool, int]]) -> list[str]:
     """The archives and purges of objects whose stored protect flag is off while the audit
     chain last recorded it on: the flag was changed outside apply, and is not trusted."""
-    return [f"{address}: its stored protect flag is off, but the audit chain last recorded protect: true "
-            f"(entry {recorded[address][1]}); the flag was changed outside apply — set it back, or lift "
-            "protection through a commit"
-            for address in destructive_addresses(plan)
+    return [f"{address}: {_tampered(recorded[address][1])}" for address in destructive_addresses(plan)
             if address in recorded and recorded[address][0] and not stored.get(address, False)]
+
+
+def tampered_protection_findings(changes: Sequence[Change], stored: Mapping[str, bool],
+                                 recorded: Mapping[str, tuple[bool, int]]) -> list[Finding]:
+    """``protection_tampered`` as blocking plan findings, in the same words, so that a plan
+    fails where its apply would."""
+    return [Finding(c.address, "error", _tampered(recorded[c.address][1]), c.location) for c in changes
+            if c.action in ("archive", "purge") and c.address in recorded and recorded[c.address][0]
+            and not stored.get(c.address, False)]
+
+
+def _tampered(seq: int) -> str:
+    return (f"its stored protect flag is off, but the audit chain last recorded protect: true (entry {seq}); "
+            "the flag was changed outside apply — set it back, or lift protection through a commit")
 
 
 def destructive_addresses(plan: Plan) -> list[str]:
