@@ -526,3 +526,24 @@ def declared_from_file(recordset: RecordSet, manifest: str, files: DataFiles
         return [], [(("recordsFile",), "node", str(error))], []
     loaded = load_records(recordset, path, data)
     return loaded.declared, [], loaded.problems
+
+
+# --- what a manifest file names, without loading it -------------------------------------------
+
+
+def references(data: bytes) -> list[str] | None:
+    """The ``recordsFile`` values a manifest file's RecordSets write, read without validating
+    anything (a plan uses this to digest the files a manifest depends on); None when the file
+    cannot be read that way (the loader will say why)."""
+    if b"recordsFile" not in data:
+        return []
+    import yaml
+
+    try:
+        documents = list(yaml.load_all(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    except (yaml.YAMLError, ValueError):
+        return None
+    found = [document.get("recordsFile") for document in documents
+             if isinstance(document, dict) and document.get("kind") == "RecordSet" and "recordsFile" in document]
+    return [item for item in found if isinstance(item, str)] if all(isinstance(item, str) for item in found) \
+        else None
