@@ -128,7 +128,7 @@ def test_every_problem_in_a_jsonl_file_is_reported_at_its_line_and_column(tmp_pa
         "fleet.jsonl:8:30: metadata.a: text must not contain U+0000 (NUL), which the catalog cannot store",
         "fleet.jsonl:9:1: not valid JSON: NaN is not a JSON number",
         "fleet.jsonl:10:1: missing required field 'key'",
-        "fleet.jsonl:11:1: record:fleet/ok-1 is declared twice; first at m/fleet.jsonl:1",
+        f"fleet.jsonl:11:1: record:fleet/ok-1 is declared twice; first at {tmp_path}/m/fleet.jsonl:1",
     ]
 
 
