@@ -300,3 +300,59 @@ def test_a_changed_data_file_is_never_passed_over_as_settled(fleet: Path, db_url
     write(fleet, "manifests/fleet.yaml", HEADER.replace("owner: team-fleet", "owner: team-cars"))
     changed = changes(plan_json(fleet, db_url))  # uncommitted: the defaults reach every line
     assert set(changed) == {f"record:fleet/truck-{n}" for n in (1, 2, 3)} - {"record:fleet/truck-2"}
+
+
+# --- import --records-format ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("records_format", ["jsonl", "csv"])
+def test_import_writes_records_to_a_data_file_and_the_plan_then_adopts_them_unchanged(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any], records_format: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_import import INGESTED, SECRET_VARIABLE, files_under, snapshot
+
+    monkeypatch.setenv(SECRET_VARIABLE, "hunter2")
+    for statement in INGESTED:
+        db.execute(statement)
+    before = snapshot(db)
+    result = invoke(git_repo, db_url, "import", "--records-format", records_format)
+    assert result.exit_code == 0, result.output
+    out = git_repo / "manifests" / "imported"
+    written = files_under(out)
+    assert f"records/observatory.{records_format}" in written and f"records/team_ops.{records_format}" in written
+    assert written["records/observatory.yaml"].decode().endswith(
+        f"kind: RecordSet\nnamespace: observatory\nrecordsFile: observatory.{records_format}\n")
+    lines = written[f"records/observatory.{records_format}"].decode().splitlines()
+    assert len(lines) == (3 if records_format == "jsonl" else 4)
+    commit(git_repo, ALICE, "import")
+    plan = plan_json(git_repo, db_url)
+    assert plan["changes"] == [] and [f for f in plan["findings"] if f["severity"] == "error"] == []
+    assert sorted(b["address"] for b in plan["bookkeeping"] if b["reason"] == "adopt" and
+                  b["address"].startswith("record:")) == [
+        "record:observatory/sensor-0001", "record:observatory/sensor-0002", "record:observatory/sensor-0003",
+        "record:team:ops/jobs/nightly"]
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    after = snapshot(db)
+    assert after["records"] == before["records"] and after["record_audits"] == before["record_audits"]
+    # A record ingested later goes to a new pair beside the first one, never into it.
+    db.execute("INSERT INTO metastore.metastore_records (namespace, record_key, owner) "
+               "VALUES ('observatory', 'sensor-0004', 'team-observatory')")
+    again = invoke(git_repo, db_url, "import", "--records-format", records_format)
+    assert again.exit_code == 0, again.output
+    assert files_under(out)[f"records/observatory.{records_format}"] == written[f"records/observatory.{records_format}"]
+    assert f"recordsFile: observatory.2.{records_format}" in (out / "records/observatory.2.yaml").read_text()
+    commit(git_repo, ALICE, "late arrival")
+    plan = plan_json(git_repo, db_url)
+    assert plan["changes"] == [] and [b["address"] for b in plan["bookkeeping"] if b["reason"] == "adopt"] == [
+        "record:observatory/sensor-0004"]
+
+
+def test_import_as_csv_skips_a_record_whose_tag_holds_the_separator(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+    db.execute("INSERT INTO metastore.metastore_records (namespace, record_key, tags) VALUES "
+               "('ops', 'a', '{\"x;y\"}'), ('ops', 'b', '{x}')")
+    result = invoke(git_repo, db_url, "import", "--records-format", "csv")
+    assert result.exit_code == 0, result.output
+    assert "skipped record:ops/a: a tag holds ';'" in result.stderr
+    assert (git_repo / "manifests/imported/records/ops.csv").read_text() == (
+        "key,owner,tags,schemaHash,deleted,protect,purge,metadata\nb,,x,,,,,\n")
