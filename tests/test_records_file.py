@@ -356,3 +356,17 @@ def test_import_as_csv_skips_a_record_whose_tag_holds_the_separator(
     assert "skipped record:ops/a: a tag holds ';'" in result.stderr
     assert (git_repo / "manifests/imported/records/ops.csv").read_text() == (
         "key,owner,tags,schemaHash,deleted,protect,purge,metadata\nb,,x,,,,,\n")
+
+
+def test_audit_replay_holds_data_file_records_against_their_commits(fleet: Path, db_url: str) -> None:
+    from click.testing import CliRunner
+
+    from reconciler.cli import cli
+
+    assert invoke(fleet, db_url, "apply", "--auto-approve").exit_code == 0
+    write(fleet, "manifests/fleet.jsonl", jsonl([dict(LINES[0], owner="team-east"), LINES[2]]))
+    commit(fleet, BOB, "truck-1 east, truck-2 gone")
+    assert invoke(fleet, db_url, "apply", "--auto-approve").exit_code == 0
+    replayed = CliRunner().invoke(cli, ["audit", "verify", "--git", str(fleet), "--replay", "--database-url", db_url])
+    assert replayed.exit_code == 0, replayed.output
+    assert "Replayed 5 entries against git" in replayed.output, replayed.output
