@@ -233,16 +233,21 @@ def _stray_character(text: str, path: str) -> Problem | None:
 
 @dataclass(slots=True)
 class _Row:
-    """One record's value as read, where it is, and how to find a field's column in it."""
+    """One record's value as read, where it is, and how to find a field's column in it (a JSON
+    line's text, or for a CSV row a function of the value path; only worked out for a problem)."""
 
     value: Any
     line: int
     end_line: int
-    columns: Callable[[tuple[Any, ...], bool], tuple[int, int]]
+    source: str | Callable[[tuple[Any, ...], bool], tuple[int, int]]
     vouched: bool = False  # decoded by the fast road: no escape, no duplicate key, within the limits
 
     def problem(self, path: str, raw: RawProblem) -> Problem:
-        line, column = self.columns(raw[0], raw[1] == "key")
+        at_key = raw[1] == "key"
+        if isinstance(self.source, str):
+            line, column = _json_columns(self.source, self.line)(raw[0], at_key)
+        else:
+            line, column = self.source(raw[0], at_key)
         return Problem(path, line, column, raw[2])
 
 
@@ -270,46 +275,49 @@ def _accepted(value: Any, vouched: bool) -> tuple[dict[str, Any] | None, list[Ra
     return {name: getattr(item, name) for name in item.model_fields_set}, []
 
 
+_FIELDS: Final = frozenset(_FIELD_NAMES)
+_ABSENT: Final = object()
+
+
 def _plain(value: Any) -> dict[str, Any] | None:
     """The fields of a record the model would accept unchanged (ASCII text within its limits,
-    booleans, tags already trimmed), without the model; None when the model must decide."""
-    if type(value) is not dict:
+    booleans, tags already trimmed), without the model; None when the model must decide.
+
+    Straight-line on purpose: this runs once a line, and is most of a data file's load time."""
+    if type(value) is not dict or not value.keys() <= _FIELDS:
         return None
-    out: dict[str, Any] = {}
-    for name, field in value.items():
-        kind = type(field)
-        if name == "key":
-            if kind is not str or not 1 <= len(field) <= 256 or not field.isascii() or not field.isprintable():
-                return None
-        elif name == "owner":
-            if kind is not str or not 1 <= len(field) <= 256 or not field.isascii():
-                return None
-        elif name == "schemaHash":
-            if kind is not str or not 6 <= len(field) <= 256 or not field.isascii():
-                return None
-            name = "schema_hash"
-        elif name == "tags":
-            if kind is not list or len(field) > MAX_TAGS or not all(_plain_tag(tag) for tag in field):
-                return None
-            field = tuple(dict.fromkeys(field))
-        elif name == "metadata":
-            if kind is not dict or ("datasetSlug" in field and not _plain_slug(field["datasetSlug"])):
-                return None
-        elif name in _BOOLEANS:
-            if kind is not bool:
-                return None
-        else:
+    key = value.get("key")
+    if type(key) is not str or not 0 < len(key) <= 256 or not key.isascii() or not key.isprintable():
+        return None
+    out = value.copy()
+    owner = value.get("owner", _ABSENT)
+    if owner is not _ABSENT and (type(owner) is not str or not 0 < len(owner) <= 256 or not owner.isascii()):
+        return None
+    schema_hash = out.pop("schemaHash", _ABSENT)
+    if schema_hash is not _ABSENT:
+        if type(schema_hash) is not str or not 6 <= len(schema_hash) <= 256 or not schema_hash.isascii():
             return None
-        out[name] = field
-    return out if "key" in out else None
+        out["schema_hash"] = schema_hash
+    tags = value.get("tags", _ABSENT)
+    if tags is not _ABSENT:
+        if type(tags) is not list or len(tags) > MAX_TAGS:
+            return None
+        for tag in tags:
+            # Python strips every character JavaScript's trim does (and more): a stripped ASCII tag is trimmed.
+            if type(tag) is not str or not 0 < len(tag) <= MAX_TAG_LENGTH or not tag.isascii() or tag.strip() != tag:
+                return None
+        out["tags"] = tuple(dict.fromkeys(tags))
+    metadata = value.get("metadata", _ABSENT)
+    if metadata is not _ABSENT and (type(metadata) is not dict or (
+            "datasetSlug" in metadata and not _plain_slug(metadata["datasetSlug"]))):
+        return None
+    for name in _BOOLEANS:
+        if type(value.get(name, False)) is not bool:
+            return None
+    return out
 
 
 _SLUG: Final = re.compile(r"[A-Za-z0-9._-]{3,120}")
-
-
-def _plain_tag(tag: Any) -> bool:
-    # Python strips every character JavaScript's trim does (and more): a stripped ASCII tag is trimmed.
-    return type(tag) is str and 1 <= len(tag) <= MAX_TAG_LENGTH and tag.isascii() and tag.strip() == tag
 
 
 def _plain_slug(slug: Any) -> bool:
@@ -331,7 +339,7 @@ def _jsonl_rows(text: str, path: str) -> Iterator[_Row | Problem]:
             if problem is not None:
                 yield problem
                 continue
-        yield _Row(value, number, number, _json_columns(line, number), vouched)
+        yield _Row(value, number, number, line, vouched)
 
 
 _SLOW: Final = object()
@@ -418,12 +426,13 @@ def _csv_rows(text: str, path: str) -> Iterator[_Row | Problem]:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
     last = 0
+    lines = _Lines(text)
     try:
         for cells in reader:
             first, last = last + 1, reader.line_num
             if not cells or cells == [""]:
                 continue
-            starts = _cell_starts(text, first, len(cells))
+            starts = _Starts(lines, first, len(cells))
             if header is None:
                 problems = _header_problems(cells, starts, path)
                 yield from problems
@@ -442,7 +451,33 @@ def _csv_rows(text: str, path: str) -> Iterator[_Row | Problem]:
         yield Problem(path, 1, 1, f"a CSV records file needs a header row (columns: {', '.join(CSV_COLUMNS)})")
 
 
-def _header_problems(cells: list[str], starts: list[tuple[int, int]], path: str) -> list[Problem]:
+class _Lines:
+    """Where each line of a text starts, found once, when a problem first needs it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._starts: list[int] | None = None
+
+    def offset(self, line: int) -> int:
+        if self._starts is None:
+            self._starts = [0] + [match.end() for match in re.finditer("\n", self.text)]
+        return self._starts[line - 1]
+
+
+class _Starts:
+    """(line, column) of each cell of a row, worked out only when asked (``_cell_starts``)."""
+
+    def __init__(self, lines: _Lines, line: int, count: int) -> None:
+        self.lines, self.line, self.count = lines, line, count
+        self._found: list[tuple[int, int]] | None = None
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        if self._found is None:
+            self._found = _cell_starts(self.lines.text, self.lines.offset(self.line), self.line, self.count)
+        return self._found[index]
+
+
+def _header_problems(cells: list[str], starts: _Starts, path: str) -> list[Problem]:
     problems = []
     for index, name in enumerate(cells):
         line, column = starts[index]
@@ -456,7 +491,7 @@ def _header_problems(cells: list[str], starts: list[tuple[int, int]], path: str)
     return problems
 
 
-def _csv_row(header: list[str], cells: list[str], starts: list[tuple[int, int]], first: int, last: int,
+def _csv_row(header: list[str], cells: list[str], starts: _Starts, first: int, last: int,
              path: str) -> _Row | Problem:
     value: dict[str, Any] = {}
     for index, (name, cell) in enumerate(zip(header, cells, strict=True)):
@@ -481,21 +516,17 @@ def _csv_row(header: list[str], cells: list[str], starts: list[tuple[int, int]],
                 return Problem(path, line, column, f"metadata: not valid JSON: {error}")
         else:
             value[name] = cell
-    where = {name: starts[index] for index, name in enumerate(header)}
-
     def columns(value_path: tuple[Any, ...], at_key: bool) -> tuple[int, int]:
         top = value_path[0] if value_path else None
-        return where.get(top, (first, 1)) if isinstance(top, str) else (first, 1)
+        return starts[header.index(top)] if isinstance(top, str) and top in header else (first, 1)
 
     return _Row(value, first, last, columns)
 
 
-def _cell_starts(text: str, line: int, count: int) -> list[tuple[int, int]]:
-    """(line, column) where each of a row's ``count`` cells starts, the row starting at ``line``:
-    a scan of the row's text that knows quoted cells (which may hold commas and line breaks)."""
-    offset = 0
-    for _ in range(line - 1):
-        offset = text.index("\n", offset) + 1
+def _cell_starts(text: str, offset: int, line: int, count: int) -> list[tuple[int, int]]:
+    """(line, column) where each of a row's ``count`` cells starts, the row starting at ``offset``
+    (line ``line``): a scan of the row's text that knows quoted cells (which may hold commas and
+    line breaks)."""
     starts = [(line, 1)]
     quoted, column, index = False, 1, offset
     while index < len(text) and len(starts) < count:
