@@ -82,9 +82,10 @@ class _Parsed:
     it (``companions``: data file → manifest, as the working tree has them) declares
     from it at that commit."""
 
-    def __init__(self, repo: GitRepository, companions: Mapping[str, str] | None = None) -> None:
+    def __init__(self, repo: GitRepository, companions: Mapping[str, str] | None = None, root: str = "") -> None:
         self.reader = repo.blobs()
         self.companions = companions or {}
+        self.root = root
         self.cache: OrderedDict[str, Mapping[str, Mapping[str, Any]]] = OrderedDict()
 
     def __call__(self, blob: str, path: str) -> Mapping[str, Mapping[str, Any]]:
@@ -95,8 +96,8 @@ class _Parsed:
         if path.endswith(DATA_SUFFIXES):
             commit, _, _ = blob.partition(":")
             manifest = self.companions.get(path)
-            found = (declared_from_data(lambda name: self.reader.read(f"{commit}:{name}"), manifest, path)
-                     if manifest is not None and commit != blob else {})
+            found = (declared_from_data(lambda name: self.reader.read(f"{commit}:{name}"), manifest, path,
+                                        self.root) if manifest is not None and commit != blob else {})
         else:
             data = self.reader.read(blob)
             found = _declarations(data, path) if data is not None else {}
@@ -115,17 +116,19 @@ def declared_in(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
     return _declarations(data, path)
 
 
-def declared_from_data(read: Callable[[str], bytes | None], manifest: str, path: str) -> dict[str, Mapping[str, Any]]:
+def declared_from_data(read: Callable[[str], bytes | None], manifest: str, path: str,
+                       root: str = "") -> dict[str, Mapping[str, Any]]:
     """What the data file ``path`` declares through ``manifest``, both read by ``read`` (path →
-    bytes, None: absent) from one version of the tree: the records of the line that are
-    valid, their RecordSet's defaults merged. Nothing when the manifest does not name it."""
+    bytes, None: absent) from one version of the tree at ``root`` (repository-relative): the
+    records of its lines that are valid, their RecordSet's defaults merged. Nothing when the
+    manifest does not name it."""
     from reconciler.manifests.datafile import VersionFiles
     from reconciler.manifests.loader import load_bytes
 
     data = read(manifest)
     if data is None:
         return {}
-    result = load_bytes(data, manifest, data_files=VersionFiles("", read))
+    result = load_bytes(data, manifest, data_files=VersionFiles(root, read))
     return _values([item for item in result.declared if item.location.path == path])
 
 
@@ -215,7 +218,7 @@ class _Attributor:
         # A data file's records change with the manifest naming it (its defaults, its namespace).
         self.changed |= {data for data, manifest in self.data_files.items() if manifest in self.changed}
         self.head_files = repo.tree_files(self.head, self.pathspec, self.keep)
-        self.parsed = _Parsed(repo, self.data_files)
+        self.parsed = _Parsed(repo, self.data_files, self.pathspec)
 
     def run(self, changes: Sequence[Change], base: str | None) -> Attribution:
         # Old file versions are parsed while the whole tree is alive: a cyclic collection would
