@@ -370,3 +370,10 @@ def test_audit_replay_holds_data_file_records_against_their_commits(fleet: Path,
     replayed = CliRunner().invoke(cli, ["audit", "verify", "--git", str(fleet), "--replay", "--database-url", db_url])
     assert replayed.exit_code == 0, replayed.output
     assert "Replayed 5 entries against git" in replayed.output, replayed.output
+
+
+def test_an_env_reference_in_a_record_is_plain_text_as_in_yaml(tmp_path: Path) -> None:
+    write(tmp_path, "m/fleet.yaml", HEADER)
+    write(tmp_path, "m/fleet.jsonl", '{"key":"t-1","owner":"${env:OWNER}","metadata":{"token":"${env:TOKEN}"}}\n')
+    record = values(tmp_path / "m")["record:fleet/t-1"][2]
+    assert record["owner"] == "${env:OWNER}" and record["metadata"] == {"region": "eu", "token": "${env:TOKEN}"}
