@@ -122,7 +122,7 @@ def declared_from_data(read: Callable[[str], bytes | None], manifest: str, path:
     bytes, None: absent) from one version of the tree at ``root`` (repository-relative): the
     records of its lines that are valid, their RecordSet's defaults merged. Nothing when the
     manifest does not name it."""
-    from reconciler.manifests.datafile import VersionFiles
+    from reconciler.manifests.datapaths import VersionFiles
     from reconciler.manifests.loader import load_bytes
 
     data = read(manifest)

@@ -165,7 +165,7 @@ def _desired_at(ws: Workspace, commit: str, environ: Mapping[str, str], resolve_
     """What the tree declared at ``commit``, read from git's object store (paths relative to the
     repository's root)."""
     from reconciler.app.attribution import SUFFIXES
-    from reconciler.manifests.datafile import DATA_SUFFIXES
+    from reconciler.manifests.datapaths import DATA_SUFFIXES
     from reconciler.manifests.desired import desired_from
     from reconciler.git.history import manifest_filter
     from reconciler.manifests.loader import load_versions

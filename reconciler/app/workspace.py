@@ -118,7 +118,8 @@ def tree_units(ws: Workspace) -> tuple[dict[str, FileDigest], dict[str, tuple[st
     (a change to either changes what the data file's records are), and a plan passes over
     all of them or none (``settled_units``). A manifest whose data files cannot be read
     gets no digest: it is always read, and the loader says what is wrong."""
-    from reconciler.manifests.datafile import DataFileError, DiskFiles, references
+    from reconciler.errors import DataFileError
+    from reconciler.manifests.datapaths import DiskFiles, references
     from reconciler.manifests.desired import repo_relative
     from reconciler.manifests.loader import digest_of, discover
 

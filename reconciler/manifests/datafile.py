@@ -1,4 +1,4 @@
-"""Records kept in a RecordSet's data file (JSON Lines or CSV): finding the file, reading each line, validating it.
+"""Records kept in a RecordSet's data file (JSON Lines or CSV): reading each line and validating it.
 
 A RecordSet with ``recordsFile:`` takes its records from a file beside the manifest.
 Each line of a ``.jsonl`` file (each row of a ``.csv`` file) is one item of ``records:``
@@ -10,7 +10,7 @@ and a line that serialises back to exactly its own bytes holds no duplicate key;
 fields are accepted by plain checks that admit only values the model would accept
 unchanged. Anything else (escapes, non-ASCII text, nulls, an unknown field, an error)
 is decided by the standard library's decoder and the pydantic model, which say what
-is wrong and where.
+is wrong and where. Where the file is, and whether it may be read, is datapaths.py's.
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import posixpath
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -34,7 +31,6 @@ from reconciler.core.model import (
     MAX_JSON_DEPTH,
     MAX_TAG_LENGTH,
     MAX_TAGS,
-    RECORDS_FILE_SUFFIXES,
     TRUSTED_JSON,
     Record,
     RecordItem,
@@ -42,12 +38,11 @@ from reconciler.core.model import (
     describe,
 )
 from reconciler.core.model import _construct_record as construct_record
-from reconciler.errors import Problem
+from reconciler.errors import DataFileError, Problem
+from reconciler.manifests.datapaths import DataFiles
 from reconciler.manifests.messages import RawProblem, translate
 from reconciler.manifests.tree import Declared, Location
 from reconciler.manifests.yamlread import MAX_FILE_BYTES, NUL_MESSAGE, decode_text, value_problems
-
-DATA_SUFFIXES: Final = RECORDS_FILE_SUFFIXES
 
 # The CSV columns, by the model's field name; tags are ';'-separated, metadata is JSON text.
 CSV_COLUMNS: Final = ("key", "owner", "tags", "schemaHash", "deleted", "protect", "purge", "metadata")
@@ -55,112 +50,6 @@ _FIELD_NAMES: Final = {"key": "key", "owner": "owner", "tags": "tags", "schemaHa
                        "metadata": "metadata", "deleted": "deleted", "protect": "protect", "purge": "purge"}
 _BOOLEANS: Final = ("deleted", "protect", "purge")
 _ITEM: Final = TypeAdapter(RecordItem)
-
-
-class DataFileError(Exception):
-    """Why a ``recordsFile`` cannot be read (reported at the manifest's ``recordsFile`` value)."""
-
-
-class DataFiles(Protocol):
-    """Where a loader finds the data files its manifests name."""
-
-    def read(self, manifest: str, reference: str) -> tuple[str, bytes]:
-        """(the data file's path as shown, its bytes) for ``reference`` written in ``manifest``
-        (a path as the loader shows it); DataFileError when it cannot be read."""
-        ...
-
-
-def is_data_file(path: str) -> bool:
-    """Whether ``path`` names a data file by its suffix (never read as a manifest)."""
-    return path.endswith(DATA_SUFFIXES)
-
-
-def _hidden_or_outside(relative: str) -> str | None:
-    parts = relative.split("/")
-    if relative == ".." or parts[0] == "..":
-        return "leads outside the manifest tree"
-    if any(part.startswith(".") for part in parts):
-        return "names a hidden file or directory (the tree skips names starting with '.')"
-    return None
-
-
-class DiskFiles:
-    """Data files on disk under ``root`` (the tree: a directory, or one file and its directory).
-
-    A reference is relative to its manifest's directory; after ``..`` is resolved and
-    symbolic links are followed it must still be inside the tree, as the tree's own
-    walk requires of manifests (docs/manifests.md, "Records from data files")."""
-
-    def __init__(self, root: Path) -> None:
-        base = root if root.is_dir() else root.parent
-        self.base = Path(os.path.abspath(base))
-        self.real = base.resolve()
-        self.read_paths: dict[str, str] = {}  # data file (as shown) → the manifest that named it
-
-    def read(self, manifest: str, reference: str) -> tuple[str, bytes]:
-        lexical = Path(os.path.normpath(os.path.join(os.path.abspath(os.path.dirname(manifest)), reference)))
-        try:
-            relative = lexical.relative_to(self.base).as_posix()
-        except ValueError:
-            raise DataFileError(f"recordsFile: {reference!r} leads outside the manifest tree") from None
-        wrong = _hidden_or_outside(relative)
-        if wrong is not None:
-            raise DataFileError(f"recordsFile: {reference!r} {wrong}")
-        try:
-            real = lexical.resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise DataFileError(f"recordsFile: no such file {reference!r}") from None
-        if not real.is_relative_to(self.real):
-            raise DataFileError(f"recordsFile: {reference!r} is a symbolic link that leads outside the "
-                                f"manifest tree (to {real})")
-        if not real.is_file():
-            raise DataFileError(f"recordsFile: {reference!r} is not a file")
-        try:
-            with real.open("rb") as stream:
-                data = stream.read(MAX_FILE_BYTES + 1)
-        except OSError as error:
-            raise DataFileError(f"recordsFile: cannot read {reference!r}: {error.strerror or error}") from None
-        shown = shown_path(lexical)
-        self.read_paths[shown] = manifest
-        return shown, data
-
-
-class VersionFiles:
-    """Data files of one version of the tree (a commit), by repository-relative path: ``lookup``
-    gives a file's bytes (None: no such file)."""
-
-    def __init__(self, root: str, lookup: Callable[[str], bytes | None]) -> None:
-        self.root = root.strip("/")
-        self.lookup = lookup
-        self.read_paths: dict[str, str] = {}
-
-    def read(self, manifest: str, reference: str) -> tuple[str, bytes]:
-        path = posixpath.normpath(posixpath.join(posixpath.dirname(manifest), reference))
-        base = "" if self.root in ("", ".") else posixpath.dirname(self.root) if is_manifest_name(self.root) \
-            else self.root
-        relative = path if not base else path[len(base) + 1:] if path.startswith(base + "/") else ".."
-        wrong = _hidden_or_outside(relative)
-        if wrong is not None:
-            raise DataFileError(f"recordsFile: {reference!r} {wrong}")
-        data = self.lookup(path)
-        if data is None:
-            raise DataFileError(f"recordsFile: no such file {reference!r}")
-        self.read_paths[path] = manifest
-        return path, data
-
-
-def is_manifest_name(path: str) -> bool:
-    """Whether ``path`` names a manifest file by its suffix."""
-    return path.endswith((".yaml", ".yml"))
-
-
-def shown_path(path: Path) -> str:
-    """``path`` relative to the working directory when it is under it (as the loader shows files)."""
-    cwd = Path.cwd()
-    try:
-        return str(path.relative_to(cwd))
-    except ValueError:
-        return str(path)
 
 
 # --- records of a RecordSet ---------------------------------------------------------------
@@ -557,24 +446,3 @@ def declared_from_file(recordset: RecordSet, manifest: str, files: DataFiles
         return [], [(("recordsFile",), "node", str(error))], []
     loaded = load_records(recordset, path, data)
     return loaded.declared, [], loaded.problems
-
-
-# --- what a manifest file names, without loading it -------------------------------------------
-
-
-def references(data: bytes) -> list[str] | None:
-    """The ``recordsFile`` values a manifest file's RecordSets write, read without validating
-    anything (a plan uses this to digest the files a manifest depends on); None when the file
-    cannot be read that way (the loader will say why)."""
-    if b"recordsFile" not in data:
-        return []
-    import yaml
-
-    try:
-        documents = list(yaml.load_all(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
-    except (yaml.YAMLError, ValueError):
-        return None
-    found = [document.get("recordsFile") for document in documents
-             if isinstance(document, dict) and document.get("kind") == "RecordSet" and "recordsFile" in document]
-    return [item for item in found if isinstance(item, str)] if all(isinstance(item, str) for item in found) \
-        else None

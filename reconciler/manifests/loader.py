@@ -30,7 +30,8 @@ from reconciler.core.model import (
     iter_strings,
     substitute_env,
 )
-from reconciler.manifests.datafile import DataFiles, DiskFiles, VersionFiles, declared_from_file, is_data_file
+from reconciler.manifests.datafile import declared_from_file
+from reconciler.manifests.datapaths import DataFiles, DiskFiles, VersionFiles, is_data_file
 from reconciler.manifests.messages import RawProblem, at, translate
 from reconciler.manifests.servable import unservable
 from reconciler.manifests.tree import Declared, Location, ManifestTree, Reference
