@@ -872,8 +872,17 @@ def events_command(database_url: str | None, deliver: bool, output_format: str, 
     help=("Replace existing files that declare no object of the tree. Files the tree declares objects in "
           "are never replaced: new documents are appended to them, or written to a file beside them."),
 )
+@click.option(
+    "--records-format",
+    type=click.Choice(["yaml", "jsonl", "csv"]),
+    default="yaml",
+    show_default=True,
+    help=("Where records go: yaml writes records/<namespace>.yaml with the records in it; jsonl and csv "
+          "write the RecordSet there and its records to records/<namespace>.jsonl or .csv (recordsFile)."),
+)
 def import_command(
-    path: Path, database_url: str | None, out_dir: Path | None, targets: tuple[str, ...], force: bool
+    path: Path, database_url: str | None, out_dir: Path | None, targets: tuple[str, ...], force: bool,
+    records_format: str,
 ) -> None:
     """Write manifests for catalog objects that no source manages, so they can be adopted.
 
@@ -899,7 +908,7 @@ def import_command(
         check_address(target)
     workspace = open_workspace(path, database_url, _announce)
     click.echo(import_tree(workspace, targets, out_dir, force=force, environ=os.environ, say=click.echo,
-                           warn=lambda line: click.echo(line, err=True)))
+                           warn=lambda line: click.echo(line, err=True), records_format=records_format))
 
 
 def main() -> None:

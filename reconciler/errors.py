@@ -110,3 +110,8 @@ class ManifestError(ReconcilerError):
         lines = [str(p) for p in self.problems]
         lines.append(self.message)
         return "\n".join(lines)
+
+
+class DataFileError(ReconcilerError):
+    """A RecordSet's ``recordsFile`` cannot be read (outside the tree, missing, unreadable); the
+    loader reports it as a problem at the manifest's ``recordsFile`` value."""

@@ -34,6 +34,8 @@ from reconciler.core.plan import Author, Removal
 # Parsed versions of files kept while walking (a file is usually read once or twice).
 CACHED_BLOBS = 256
 SUFFIXES = (".yaml", ".yml")
+# RecordSet data files (recordsFile): read with the manifest naming them, never on their own.
+DATA_SUFFIXES = (".jsonl", ".csv")
 
 
 def declared_value(item: Desired) -> dict[str, Any]:
@@ -74,10 +76,16 @@ class Attribution:
 
 
 class _Parsed:
-    """Objects declared by file versions read from git, parsed once each (a small LRU)."""
+    """Objects declared by file versions read from git, parsed once each (a small LRU).
 
-    def __init__(self, repo: GitRepository) -> None:
+    A data file is named ``<commit>:<path>``: its records are what the manifest that names
+    it (``companions``: data file → manifest, as the working tree has them) declares
+    from it at that commit."""
+
+    def __init__(self, repo: GitRepository, companions: Mapping[str, str] | None = None, root: str = "") -> None:
         self.reader = repo.blobs()
+        self.companions = companions or {}
+        self.root = root
         self.cache: OrderedDict[str, Mapping[str, Mapping[str, Any]]] = OrderedDict()
 
     def __call__(self, blob: str, path: str) -> Mapping[str, Mapping[str, Any]]:
@@ -85,8 +93,14 @@ class _Parsed:
         if found is not None:
             self.cache.move_to_end(blob)
             return found
-        data = self.reader.read(blob)
-        found = _declarations(data, path) if data is not None else {}
+        if path.endswith(DATA_SUFFIXES):
+            commit, _, _ = blob.partition(":")
+            manifest = self.companions.get(path)
+            found = (declared_from_data(lambda name: self.reader.read(f"{commit}:{name}"), manifest, path,
+                                        self.root) if manifest is not None and commit != blob else {})
+        else:
+            data = self.reader.read(blob)
+            found = _declarations(data, path) if data is not None else {}
         self.cache[blob] = found
         if len(self.cache) > CACHED_BLOBS:
             self.cache.popitem(last=False)
@@ -102,14 +116,34 @@ def declared_in(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
     return _declarations(data, path)
 
 
-def _declarations(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
-    """Every object one version of a file declares (valid documents only), by address."""
-    from reconciler.manifests.desired import desired_of, record_fields
+def declared_from_data(read: Callable[[str], bytes | None], manifest: str, path: str,
+                       root: str = "") -> dict[str, Mapping[str, Any]]:
+    """What the data file ``path`` declares through ``manifest``, both read by ``read`` (path →
+    bytes, None: absent) from one version of the tree at ``root`` (repository-relative): the
+    records of its lines that are valid, their RecordSet's defaults merged. Nothing when the
+    manifest does not name it."""
+    from reconciler.manifests.datapaths import VersionFiles
     from reconciler.manifests.loader import load_bytes
 
-    result = load_bytes(data, path)
+    data = read(manifest)
+    if data is None:
+        return {}
+    result = load_bytes(data, manifest, data_files=VersionFiles(root, read))
+    return _values([item for item in result.declared if item.location.path == path])
+
+
+def _declarations(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
+    """Every object one version of a file declares (valid documents only), by address."""
+    from reconciler.manifests.loader import load_bytes
+
+    return _values(load_bytes(data, path).declared)
+
+
+def _values(found: Sequence[Any]) -> dict[str, Mapping[str, Any]]:
+    from reconciler.manifests.desired import desired_of, record_fields
+
     out: dict[str, Mapping[str, Any]] = {}
-    for declared in result.declared:
+    for declared in found:
         model = declared.model
         if type(model) is Record:  # most objects: straight from the model, without a Desired value
             values = model.__dict__
@@ -125,7 +159,8 @@ def _declarations(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:
 
 def attribute(repo: GitRepository | None, tree: Path, changes: Sequence[Change], desired: Mapping[str, Desired],
               base: str | None, applier: Author, *, changed: Collection[str] | None = None,
-              known: Mapping[str, Value] | None = None, head: str | None = None) -> Attribution:
+              known: Mapping[str, Value] | None = None, head: str | None = None,
+              data_files: Mapping[str, str] | None = None) -> Attribution:
     """The author of every change (see the module docstring); ``applier`` stands for whoever
     applies, for changes no commit asked for and uncommitted ones. ``desired`` is what the
     working tree declares (every file that differs from HEAD must have been read); ``changed``,
@@ -133,10 +168,12 @@ def attribute(repo: GitRepository | None, tree: Path, changes: Sequence[Change],
     ``known``, what each changed object declared at ``base`` when the caller knows it (a
     complete apply recorded it), so that the walk need not read ``base``'s files. ``head``:
     the commit ``desired`` was read from, when it is not the working tree (then nothing
-    is uncommitted)."""
+    is uncommitted). ``data_files``: each RecordSet data file with the manifest naming it
+    (repository-relative), whose records are walked with both files' history."""
     if repo is None or (head or repo.head()) is None:
         return Attribution({c.address: _uncommitted(applier) for c in changes}, dirty=True)
-    return _Attributor(repo, tree, desired, applier, changed if head is None else (), known, head).run(changes, base)
+    return _Attributor(repo, tree, desired, applier, changed if head is None else (), known, head,
+                       data_files).run(changes, base)
 
 
 def _uncommitted(applier: Author) -> Author:
@@ -167,18 +204,22 @@ class _Attributor:
 
     def __init__(self, repo: GitRepository, tree: Path, desired: Mapping[str, Desired], applier: Author,
                  changed: Collection[str] | None, known: Mapping[str, Value] | None = None,
-                 head: str | None = None) -> None:
+                 head: str | None = None, data_files: Mapping[str, str] | None = None) -> None:
         self.repo, self.desired, self.applier, self.known = repo, desired, applier, known
         self._trees: dict[str, str | None] = {}
         self._moves: dict[tuple[str, str], str | None] = {}
         self.head = head or repo.head() or ""
         self.pathspec = repo.relative(tree)
-        self.keep = manifest_filter(self.pathspec, SUFFIXES)
+        self.keep = manifest_filter(self.pathspec, SUFFIXES + DATA_SUFFIXES)
         if changed is None:
             changed = repo.changed_paths(self.pathspec)
+        self.data_files = dict(data_files or {})
+        self.companions = {data: (manifest,) for data, manifest in self.data_files.items()}
         self.changed = {path for path in changed if self.keep(path)}
+        # A data file's records change with the manifest naming it (its defaults, its namespace).
+        self.changed |= {data for data, manifest in self.data_files.items() if manifest in self.changed}
         self.head_files = repo.tree_files(self.head, self.pathspec, self.keep)
-        self.parsed = _Parsed(repo)
+        self.parsed = _Parsed(repo, self.data_files, self.pathspec)
 
     def run(self, changes: Sequence[Change], base: str | None) -> Attribution:
         # Old file versions are parsed while the whole tree is alive: a cyclic collection would
@@ -193,7 +234,7 @@ class _Attributor:
         """What HEAD declares in the files the working tree changed: address → (value, path)."""
         out: dict[str, tuple[Mapping[str, Any], str]] = {}
         for path in sorted(self.changed):
-            blob = self.head_files.get(path)
+            blob = f"{self.head}:{path}" if path in self.data_files else self.head_files.get(path)
             if blob is not None:
                 for address, value in self.parsed(blob, path).items():
                     out.setdefault(address, (value, path))
@@ -277,7 +318,7 @@ class _Attributor:
             return {}
         history: History = self.repo.history(self.head, list(exclude), self.pathspec, self.keep)
         boundary = self._boundary(exclude[0]) if self.known is not None and len(exclude) == 1 else None
-        outcomes = walk(history, targets, self.parsed, same_declared, boundary)
+        outcomes = walk(history, targets, self.parsed, same_declared, boundary, self.companions)
         if not exclude:  # with nothing excluded, "not changed by any commit" means never declared
             outcomes = {a: (o if o.kind != "unchanged" else _NONE) for a, o in outcomes.items()}
         return outcomes

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -9,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from reconciler.core.credentials import credential_in, looks_secret
@@ -71,6 +75,7 @@ class ImportFile:
     documents: tuple[dict[str, Any], ...]
     addresses: tuple[str, ...]
     secrets: tuple[Secret, ...] = ()  # the variables its documents refer to
+    data: str | None = None  # a RecordSet's data file (recordsFile): its text; documents are then empty
 
     def comment(self) -> str:
         """The lines a file with ``${env:...}`` references opens with: every variable to set."""
@@ -150,12 +155,13 @@ def select(live: Mapping[str, Live], applied: Mapping[str, Applied], declared: M
 
 
 def plan_import(live: Mapping[str, Live], applied: Mapping[str, Applied], declared: Mapping[str, Desired],
-                targets: Sequence[str] = ()) -> ImportResult:
+                targets: Sequence[str] = (), records_format: str = "yaml") -> ImportResult:
     """Manifest documents for the unmanaged objects, each checked to adopt its object unchanged.
 
     Every document is validated as the loader validates it, then diffed against its
     live object as the plan would diff it; an object whose manifest would change
-    anything (or not load, or break a link) is skipped with the reason.
+    anything (or not load, or break a link) is skipped with the reason. With ``records_format``
+    ``jsonl`` or ``csv``, each namespace's records go to a data file beside its RecordSet.
     """
     candidates = select(live, applied, declared, targets)
     names = _Variables(_referenced(declared))
@@ -171,7 +177,10 @@ def plan_import(live: Mapping[str, Live], applied: Mapping[str, Applied], declar
     skipped += refused
     kept, alike = _lookalikes(kept, declared)
     skipped += alike
-    return ImportResult(candidates, _files(kept), tuple(sorted(skipped)),
+    if records_format == "csv":
+        kept, inexpressible = _csv_expressible(kept)
+        skipped += inexpressible
+    return ImportResult(candidates, _files(kept, records_format), tuple(sorted(skipped)),
                         tuple(secret for draft in kept for secret, _ in draft.secrets))
 
 
@@ -432,12 +441,14 @@ def _yaml_problem(draft: _Draft) -> str | None:
 # --- files ----------------------------------------------------------------------------------
 
 
-def _files(drafts: Iterable[_Draft]) -> tuple[ImportFile, ...]:
-    """storage-targets.yaml; datasets/<slug>.yaml; records/<namespace>.yaml (one RecordSet each).
+def _files(drafts: Iterable[_Draft], records_format: str = "yaml") -> tuple[ImportFile, ...]:
+    """storage-targets.yaml; datasets/<slug>.yaml; records/<namespace>.yaml (one RecordSet each,
+    its records in records/<namespace>.jsonl or .csv with a ``records_format`` of that name).
 
     Names that would clash on a case-insensitive file system share one file.
     """
     grouped: dict[str, tuple[str, list[dict[str, Any]], list[str], list[Secret]]] = {}
+    data: dict[str, tuple[str, str]] = {}
 
     def add(path: str, document: dict[str, Any], addresses: list[str], secrets: Iterable[Secret] = ()) -> None:
         entry = grouped.setdefault(path.casefold(), (path, [], [], []))
@@ -457,11 +468,65 @@ def _files(drafts: Iterable[_Draft]) -> tuple[ImportFile, ...]:
         namespaces.setdefault(draft.namespace, []).append(draft)
     for namespace in sorted(namespaces):
         items = sorted(namespaces[namespace], key=lambda d: d.document["key"])
-        document = {"apiVersion": API_VERSION, "kind": "RecordSet", "namespace": namespace,
-                    "records": [d.document for d in items]}
-        add(f"records/{file_name(namespace)}", document, [d.address for d in items])
-    return tuple(ImportFile(path, tuple(documents), tuple(addresses), tuple(secrets))
-                 for path, documents, addresses, secrets in sorted(grouped.values(), key=lambda entry: entry[0]))
+        document: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "RecordSet", "namespace": namespace}
+        path = f"records/{file_name(namespace)}"
+        if records_format == "yaml":
+            document["records"] = [d.document for d in items]
+        else:
+            data_path = path.removesuffix(".yaml") + "." + records_format
+            document["recordsFile"] = data_path.rpartition("/")[2]
+            data[data_path.casefold()] = (data_path, records_text([d.document for d in items], records_format))
+        add(path, document, [d.address for d in items])
+    files = [ImportFile(path, tuple(documents), tuple(addresses), tuple(secrets))
+             for path, documents, addresses, secrets in grouped.values()]
+    files += [ImportFile(path, (), (), data=text) for path, text in data.values()]
+    return tuple(sorted(files, key=lambda file: file.path))
+
+
+def records_text(items: Sequence[Mapping[str, Any]], records_format: str) -> str:
+    """Record items as a data file: one compact JSON object a line, or CSV rows under a header of
+    every column (an empty cell sets nothing; tags joined by ';'; metadata as JSON text)."""
+    from reconciler.manifests.datafile import CSV_COLUMNS
+
+    if records_format == "jsonl":
+        return "".join(_json_line(item) + "\n" for item in items)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for item in items:
+        writer.writerow([_cell(column, item.get(column)) for column in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def _json_line(item: Mapping[str, Any]) -> str:
+    try:  # orjson's compact form is what the loader's fast path reads back without a second look
+        return orjson.dumps(item).decode()
+    except TypeError:  # an integer beyond 64 bits
+        return json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if column == "tags":
+        return ";".join(value)
+    if column == "metadata":
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _csv_expressible(drafts: Sequence[_Draft]) -> tuple[list[_Draft], list[tuple[str, str]]]:
+    """The drafts a CSV row can hold: no tag with ';' (the separator)."""
+    kept, skipped = [], []
+    for draft in drafts:
+        if draft.kind == "record" and any(";" in tag for tag in draft.document.get("tags", ())):
+            skipped.append((draft.address, "a tag holds ';', which separates tags in a CSV records file; "
+                                           "import it with --records-format jsonl or yaml"))
+        else:
+            kept.append(draft)
+    return kept, skipped
 
 
 def file_name(name: str) -> str:

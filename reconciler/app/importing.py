@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
@@ -47,7 +47,10 @@ class Placement:
 
 
 def file_text(file: ImportFile, header: str) -> str:
-    """The YAML of one import file: the header comment (and the variables to set), then its documents."""
+    """The YAML of one import file: the header comment (and the variables to set), then its documents
+    (a data file: its text, which has no place for a comment)."""
+    if file.data is not None:
+        return file.data
     return dump_documents(file.documents, header="\n\n".join(filter(None, (header, file.comment()))))
 
 
@@ -153,8 +156,45 @@ def _free_name(checked: output.Checked, relative: str, taken: Collection[str]) -
         number += 1
 
 
+def with_free_data_names(files: Sequence[ImportFile], directory: Path) -> list[ImportFile]:
+    """The files, each RecordSet that names a data file moved with it to ``records/<ns>.N.*`` when
+    either name is taken under ``directory``: the pair is written new, never appended to or
+    split (a manifest written beside would still name the old data file)."""
+    taken = {file.path.casefold() for file in files}
+    out: list[ImportFile] = []
+    moved: dict[str, str] = {}
+    for file in files:
+        reference = next((d.get("recordsFile") for d in file.documents if "recordsFile" in d), None)
+        if file.data is not None or not isinstance(reference, str):
+            continue
+        stem, suffix = PurePosixPath(file.path), PurePosixPath(reference).suffix
+        name, pair, number = file.path, str(stem.with_name(reference)), 1
+        while _exists(directory, name, pair) or (number > 1 and {name.casefold(), pair.casefold()} & taken):
+            number += 1
+            name = str(stem.with_name(f"{stem.stem}.{number}.yaml"))
+            pair = str(stem.with_name(f"{stem.stem}.{number}{suffix}"))
+        if name != file.path:
+            documents = tuple({**d, "recordsFile": PurePosixPath(pair).name} if "recordsFile" in d else d
+                              for d in file.documents)
+            moved[str(stem.with_name(reference))] = pair
+            taken |= {name.casefold(), pair.casefold()}
+            file = replace(file, path=name, documents=documents)
+        out.append(file)
+    for file in files:
+        if file.data is not None:
+            out.append(replace(file, path=moved.get(file.path, file.path)))
+        elif not any("recordsFile" in d for d in file.documents):
+            out.append(file)
+    return sorted(out, key=lambda file: file.path)
+
+
+def _exists(directory: Path, *relative: str) -> bool:
+    return any((directory / path).exists() or (directory / path).is_symlink() for path in relative)
+
+
 def import_tree(ws: Workspace, targets: Sequence[str], directory: Path | None, *, force: bool,
-                environ: Mapping[str, str], say: Callable[[str], None], warn: Callable[[str], None]) -> str:
+                environ: Mapping[str, str], say: Callable[[str], None], warn: Callable[[str], None],
+                records_format: str = "yaml") -> str:
     """Write manifests for the catalog objects no source manages (or only ``targets``) under
     ``directory`` (default: the tree's ``imported/``), placed beside what the tree holds.
     ``say`` is told of each file written, ``warn`` of each object left out and each environment
@@ -168,7 +208,7 @@ def import_tree(ws: Workspace, targets: Sequence[str], directory: Path | None, *
     declared = desired_state(ws.tree, environ=environ, resolve_env=False).desired
     with ws.catalog.reading() as reader:
         catalog = reader.state("", ())
-    result = plan_import(catalog.live, catalog.applied, declared, targets)
+    result = plan_import(catalog.live, catalog.applied, declared, targets, records_format)
     for address, reason in result.skipped:
         warn(f"warning: skipped {clean(address)}: {clean(reason)}")
     if not result.candidates:
@@ -181,7 +221,8 @@ def import_tree(ws: Workspace, targets: Sequence[str], directory: Path | None, *
     header = (f"Imported by reconciler import from {clean(catalog_name)} on "
               f"{datetime.now(UTC).date().isoformat()}; review before committing.")
     boundary = ws.repo.root if ws.repo is not None else ws.tree
-    placement = place(result.files, directory, header, declared, tree=ws.tree, boundary=boundary, force=force)
+    files = with_free_data_names(result.files, directory) if records_format != "yaml" else list(result.files)
+    placement = place(files, directory, header, declared, tree=ws.tree, boundary=boundary, force=force)
     for line in placement.lines(output.write(placement.checked, replace=False)):
         say(line)
     for secret in result.secrets:

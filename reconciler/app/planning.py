@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from reconciler.app.attribution import attribute, base_outside_history
-from reconciler.app.workspace import Workspace, applier_identity, changed_files, tree_files
+from reconciler.app.workspace import Workspace, applier_identity, changed_files, settled_units, tree_units
 from reconciler.catalog.port import PlanReader
 from reconciler.core.checks import (
     check_address,
@@ -50,7 +50,7 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     from reconciler.manifests.desired import desired_state, rebase  # the manifest loader is only needed here
 
     env = os.environ if environ is None else environ
-    files = tree_files(ws) if at_commit is None else {}
+    files, units = tree_units(ws) if at_commit is None else ({}, {})
 
     def load(skip: Collection[str]) -> DesiredState:
         if at_commit is not None:
@@ -63,6 +63,7 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     if files:
         with ws.catalog.reading() as reader:
             settled = reader.settled_files(ws.source, [f for f in files.values() if f.path not in changed])
+        settled = settled_units(settled, files, units)
     while True:
         skip = {display for display, file in files.items() if file.path in settled}
         state = load(skip)
@@ -102,12 +103,12 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     findings += tampered
     known = _values_at(base, catalog.applied, result.changes) if complete else None
     attribution = attribute(ws.repo, ws.tree, result.changes, state.desired, base, applier_identity(ws.repo),
-                            changed=changed, known=known, head=at_commit)
+                            changed=changed, known=known, head=at_commit, data_files=dict(state.data_files))
     authors = attribution.authors
     adopting = _adoptions(result, state.desired)
     adopters = attribute(ws.repo, ws.tree, adopting, state.desired, base, applier_identity(ws.repo), changed=changed,
-                         known=_values_at(base, catalog.applied, adopting) if complete else None
-                         ).authors if adopting else {}
+                         known=_values_at(base, catalog.applied, adopting) if complete else None,
+                         data_files=dict(state.data_files)).authors if adopting else {}
     findings += policy_findings(ws.policy, result.changes, authors)
     findings += identity_findings(result.changes, authors)
     if require_signed:
@@ -187,6 +188,7 @@ def _desired_at(ws: Workspace, commit: str, environ: Mapping[str, str], resolve_
     """What the tree declared at ``commit``, read from git's object store (paths relative to the
     repository's root)."""
     from reconciler.app.attribution import SUFFIXES
+    from reconciler.manifests.datapaths import DATA_SUFFIXES
     from reconciler.manifests.desired import desired_from
     from reconciler.git.history import manifest_filter
     from reconciler.manifests.loader import load_versions
@@ -194,7 +196,7 @@ def _desired_at(ws: Workspace, commit: str, environ: Mapping[str, str], resolve_
     if ws.repo is None:
         raise ConfigurationError(f"{ws.tree} is not in a git repository: a plan of a commit cannot be read")
     pathspec = ws.repo.relative(ws.tree)
-    listed = ws.repo.tree_files(commit, pathspec, manifest_filter(pathspec, SUFFIXES))
+    listed = ws.repo.tree_files(commit, pathspec, manifest_filter(pathspec, SUFFIXES + DATA_SUFFIXES))
     with ws.repo.blobs() as reader:
         contents = [(path, reader.read(blob) or b"") for path, blob in sorted(listed.items())]
     tree = load_versions(pathspec, contents, check_env=environ if resolve_secrets else None)

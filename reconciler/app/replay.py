@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.core.diff import DEFAULTS, MERGED_FIELDS, same
 from reconciler.git.objects import BlobReader
 from reconciler.git.repository import GitRepository
-from reconciler.app.attribution import SUFFIXES, declared_in
+from reconciler.app.attribution import DATA_SUFFIXES, SUFFIXES, declared_from_data, declared_in
 
 if TYPE_CHECKING:
     from reconciler.core.audit import Entry
@@ -55,10 +55,20 @@ class _Files:
             return self.cache[key]
         blob = self.repo.blob_at(commit, path)
         data = self.reader.read(blob) if blob is not None else None
-        found = declared_in(data, path) if data is not None else None
+        if path.endswith(DATA_SUFFIXES):
+            found = self._from_data(commit, path) if data is not None else None
+        else:
+            found = declared_in(data, path) if data is not None else None
         self.cache[key] = found
         if len(self.cache) > CACHED_FILES:
             self.cache.popitem(last=False)
+        return found
+
+    def _from_data(self, commit: str, path: str) -> Mapping[str, Mapping[str, Any]]:
+        """What a RecordSet data file declares at ``commit``, through the manifests that name it."""
+        found: dict[str, Mapping[str, Any]] = {}
+        for manifest in self.repo.files_mentioning(commit, path.rpartition("/")[2], SUFFIXES):
+            found.update(declared_from_data(lambda name: self.reader.read(f"{commit}:{name}"), manifest, path))
         return found
 
     def find(self, commit: str, address: str) -> tuple[Mapping[str, Any] | None, str | None]:
@@ -66,7 +76,7 @@ class _Files:
         identity = address.split(":", 1)[1]
         if address.startswith("record:"):
             identity = identity.split("/", 1)[1]  # the key: a namespace is often written once, in defaults
-        for path in self.repo.files_mentioning(commit, identity, SUFFIXES):
+        for path in self.repo.files_mentioning(commit, identity, SUFFIXES + DATA_SUFFIXES):
             value = (self.at(commit, path) or {}).get(address)
             if value is not None:
                 return value, path

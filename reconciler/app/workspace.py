@@ -4,6 +4,7 @@ who is applying, as the audit log and the services' rows name them."""
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -106,16 +107,62 @@ def changed_files(ws: Workspace) -> set[str] | None:
 def tree_files(ws: Workspace) -> dict[str, FileDigest]:
     """Every manifest file of the workspace's tree (by the name the loader shows), with
     the path objects' locations give it and the digest of its bytes."""
+    return tree_units(ws)[0]
+
+
+def tree_units(ws: Workspace) -> tuple[dict[str, FileDigest], dict[str, tuple[str, ...]]]:
+    """``tree_files``, with the data files RecordSets name (``recordsFile``) among them, and each
+    manifest that names data files with those files (all by the name the loader shows).
+
+    A manifest and its data files are one unit: each one's digest covers the others' bytes
+    (a change to either changes what the data file's records are), and a plan passes over
+    all of them or none (``settled_units``). A manifest whose data files cannot be read
+    gets no digest: it is always read, and the loader says what is wrong."""
+    from reconciler.errors import DataFileError
+    from reconciler.manifests.datapaths import DiskFiles, references
     from reconciler.manifests.desired import repo_relative
     from reconciler.manifests.loader import digest_of, discover
 
     found, _ = discover(ws.tree)  # what the walk refuses, the loader reports
-    out = {}
+    data_files = DiskFiles(ws.tree)
+    out: dict[str, FileDigest] = {}
+    units: dict[str, tuple[str, ...]] = {}
+
+    def shown(display: str) -> str:
+        return repo_relative(display, ws.repo.root) if ws.repo is not None else display
+
     for file, display in found:
         digest = digest_of(file)
-        if digest is not None:
-            path = repo_relative(display, ws.repo.root) if ws.repo is not None else display
-            out[display] = FileDigest(path, digest)
+        if digest is None:
+            continue
+        try:
+            named = references(file.read_bytes()) if digest is not None else None
+            read = [data_files.read(display, reference) for reference in named or ()]
+        except (OSError, DataFileError):
+            named = None
+        if named is None:
+            continue
+        if not read:
+            out[display] = FileDigest(shown(display), digest)
+            continue
+        parts = [digest] + [f"{path}\0{hashlib.sha256(data).hexdigest()}" for path, data in read]
+        whole = hashlib.sha256("\0".join(parts).encode()).hexdigest()
+        out[display] = FileDigest(shown(display), whole)
+        for path, _ in read:
+            out[path] = FileDigest(shown(path), whole)
+        units[display] = tuple(path for path, _ in read)
+    return out, units
+
+
+def settled_units(settled: Mapping[str, int], files: Mapping[str, FileDigest],
+                  units: Mapping[str, tuple[str, ...]]) -> dict[str, int]:
+    """``settled`` (path → objects) less every manifest-and-data-files unit not settled whole."""
+    out = dict(settled)
+    for manifest, data in units.items():
+        paths = [files[name].path for name in (manifest, *data) if name in files]
+        if not all(path in out for path in paths):
+            for path in paths:
+                out.pop(path, None)
     return out
 
 

@@ -23,6 +23,7 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
@@ -749,6 +750,22 @@ class RecordItem(RecordDefaults):
     key: RecordKey
 
 
+def _check_records_file(value: str) -> str:
+    """A relative path to a ``.jsonl`` or ``.csv`` file, written with ``/``; where it leads is
+    checked by the loader (it must stay inside the tree)."""
+    if not value or "\x00" in value or "\\" in value:
+        raise problem(f"must be a relative path written with '/', got {describe(value)}")
+    if value.startswith("/"):
+        raise problem(f"must be relative to this manifest, got the absolute path {describe(value)}")
+    if not value.endswith(RECORDS_FILE_SUFFIXES):
+        raise problem(f"must name a .jsonl or .csv file, got {describe(value)}")
+    return value
+
+
+RECORDS_FILE_SUFFIXES: Final = (".jsonl", ".csv")
+RecordsFile = Annotated[str, StringConstraints(strict=True), AfterValidator(_check_records_file)]
+
+
 class RecordSet(_Kind):
     """Many records of one namespace, sharing defaults, in one document."""
 
@@ -760,7 +777,25 @@ class RecordSet(_Kind):
             "Merged under each record: its own fields win, metadata merges key by key, its tags replace."
         ),
     )
-    records: tuple[RecordItem, ...]
+    records: tuple[RecordItem, ...] = Field(
+        default=(), description="The records; give either records or recordsFile, not both."
+    )
+    records_file: RecordsFile | None = Field(
+        default=None,
+        description=(
+            "A data file holding the records (.jsonl: one record object a line; .csv: columns key, owner, "
+            "tags, schemaHash, deleted, protect, purge, metadata), relative to this manifest, inside the tree."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RecordSet:
+        given = self.model_fields_set
+        if "records" in given and "records_file" in given:
+            raise problem("give either records or recordsFile, not both", "recordsFile")
+        if "records" not in given and "records_file" not in given:
+            raise problem("missing required field 'records' (or 'recordsFile', a data file of records)")
+        return self
 
     def expand(self) -> tuple[Record, ...]:
         """The plain records this set declares.

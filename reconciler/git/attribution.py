@@ -65,20 +65,33 @@ class _State:
 
 
 class _ParentView:
-    """What a parent declares in the files its commit changed, read only when asked."""
+    """What a parent declares in the files its commit changed, read only when asked.
 
-    def __init__(self, changes: Mapping[str, FileChange], declarations: Declarations) -> None:
+    A file with companions (a RecordSet's data file, whose records also depend on the
+    manifest naming it) counts as changed when a companion changed, and is read by
+    ``<parent>:<path>``, an object name that gives its version at the parent."""
+
+    def __init__(self, changes: Mapping[str, FileChange], declarations: Declarations, parent: str = "",
+                 companions: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.changes = changes
         self.declarations = declarations
+        self.parent = parent
+        self.companions = companions or {}
         self._all: dict[str, tuple[Mapping[str, Any], str]] | None = None
 
+    def touched(self, path: str) -> bool:
+        """Whether what ``path`` declares may differ at the parent."""
+        return path in self.changes or any(other in self.changes for other in self.companions.get(path, ()))
+
     def _before(self, path: str) -> Mapping[str, Mapping[str, Any]]:
-        change = self.changes[path]
-        return self.declarations(change.before, path) if change.before is not None else {}
+        if path in self.companions:
+            return self.declarations(f"{self.parent}:{path}", path)
+        change = self.changes.get(path)
+        return self.declarations(change.before, path) if change is not None and change.before is not None else {}
 
     def value_of(self, state: _State) -> tuple[Value, str | None]:
         """The object's value at the parent, and the file declaring it there."""
-        if state.path is not None and state.path not in self.changes:
+        if state.path is not None and not self.touched(state.path):
             return state.value, state.path
         if state.path is not None:
             found = self._before(state.path).get(state.target.address)
@@ -103,8 +116,10 @@ reading the commit's files (None: not known)."""
 
 
 def walk(history: History, targets: Sequence[Target], declarations: Declarations, same: Same,
-         boundary: Boundary | None = None) -> dict[str, Outcome]:
-    """Attribute each target, starting from the newest commit of ``history``.
+         boundary: Boundary | None = None, companions: Mapping[str, tuple[str, ...]] | None = None
+         ) -> dict[str, Outcome]:
+    """Attribute each target, starting from the newest commit of ``history``; ``companions``:
+    the files whose change also changes what a file declares (``_ParentView``).
 
     The history is limited to the tree's path, so HEAD itself is left out when it did
     not touch the tree; its newest listed ancestor then declares what HEAD declares.
@@ -121,7 +136,7 @@ def walk(history: History, targets: Sequence[Target], declarations: Declarations
     for sha in history.order:
         groups = pending.pop(sha, None)
         if groups:
-            _visit(history, history.commits[sha], groups, declarations, same, pending, out, boundary)
+            _visit(history, history.commits[sha], groups, declarations, same, pending, out, boundary, companions)
     for groups in pending.values():  # only reachable if the graph were inconsistent
         for states in groups.values():
             for state in states:
@@ -131,7 +146,7 @@ def walk(history: History, targets: Sequence[Target], declarations: Declarations
 
 def _visit(history: History, commit: Commit, groups: dict[str | None, list[_State]], declarations: Declarations,
            same: Same, pending: dict[str, dict[str | None, list[_State]]], out: dict[str, Outcome],
-           boundary: Boundary | None = None) -> None:
+           boundary: Boundary | None = None, companions: Mapping[str, tuple[str, ...]] | None = None) -> None:
     if commit.sha in history.shallow:
         for states in groups.values():
             for state in states:
@@ -149,7 +164,7 @@ def _visit(history: History, commit: Commit, groups: dict[str | None, list[_Stat
         if known is not None:
             remaining = _settle(remaining, known, same, out)
         else:
-            view = _ParentView(history.changes(commit.sha, parent), declarations)
+            view = _ParentView(history.changes(commit.sha, parent), declarations, parent, companions)
             remaining = _pass_to(parent, remaining, view, history, same, pending, out)
         if not remaining:
             return
@@ -166,7 +181,7 @@ def _pass_to(parent: str, groups: dict[str | None, list[_State]], view: _ParentV
     into = pending.setdefault(parent, {}) if inside else None
     left: dict[str | None, list[_State]] = {}
     for path, states in groups.items():
-        if path is not None and path not in view.changes:  # the file is as the parent has it
+        if path is not None and not view.touched(path):  # the file is as the parent has it
             _arrive(into, path, states, out)
             continue
         for state in states:

@@ -30,6 +30,7 @@ class DesiredState:
     desired: dict[str, Desired]
     secrets: dict[str, dict[str, str]]  # address → dotted path → the ${env:...} text the manifest wrote
     links: list[tuple[str, str, Location]]  # (from address, to address, where) the tree cannot resolve
+    data_files: tuple[tuple[str, str], ...] = ()  # (data file, the manifest naming it): recordsFile
 
 
 def desired_state(root: Path, *, environ: Mapping[str, str], resolve_env: bool = True,
@@ -62,7 +63,7 @@ def desired_from(tree: ManifestTree, *, environ: Mapping[str, str], resolve_env:
                          for path, name in missing]
     if problems:
         raise ManifestError(problems)
-    return DesiredState(desired, secrets, _links(tree))
+    return DesiredState(desired, secrets, _links(tree), tree.data_files)
 
 
 def _location(declared: Declared[Any]) -> Location:
@@ -187,7 +188,8 @@ def rebase(state: DesiredState, root: Path) -> DesiredState:
         location = moved(item.location)
         desired[address] = item if location is item.location else replace(item, location=location)
     links = [(source, target, moved(where)) for source, target, where in state.links]
-    return DesiredState(desired, state.secrets, links)
+    data_files = tuple((repo_relative(data, root), repo_relative(manifest, root)) for data, manifest in state.data_files)
+    return DesiredState(desired, state.secrets, links, data_files)
 
 
 def repo_relative(path: str, root: Path) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,6 +30,8 @@ from reconciler.core.model import (
     iter_strings,
     substitute_env,
 )
+from reconciler.manifests.datafile import declared_from_file
+from reconciler.manifests.datapaths import DataFiles, DiskFiles, VersionFiles, is_data_file
 from reconciler.manifests.messages import RawProblem, at, translate
 from reconciler.manifests.servable import unservable
 from reconciler.manifests.tree import Declared, Location, ManifestTree, Reference
@@ -68,24 +70,35 @@ def load_tree(
     files, problems = discover(root)
     env = dict(os.environ if environ is None else environ) if resolve_env or check_env else None
     substitute = resolve_env
-    results = ((display, load_file(file, display, env, substitute=substitute))
+    data = DiskFiles(root)
+    results = ((display, load_file(file, display, env, substitute=substitute, data_files=data))
                for file, display in files if display not in skip)
-    return _tree_of(_display(root), tuple(display for _, display in files), results, problems)
+    return _tree_of(_display(root), tuple(display for _, display in files), results, problems, data.read_paths)
 
 
 def load_versions(root: str, files: Iterable[tuple[str, bytes]],
                   check_env: Mapping[str, str] | None = None) -> ManifestTree:
     """Load and validate a tree from file contents read elsewhere (a commit in git's history):
-    (path as shown, bytes) of each manifest file, in order. Every problem is reported, as
-    ``load_tree`` reports it; with ``check_env``, an unset ``${env:NAME}`` too (references
-    are kept as written)."""
-    listed = list(files)
-    results = ((display, load_bytes(data, display, check_env)) for display, data in listed)
-    return _tree_of(root, tuple(display for display, _ in listed), results, [])
+    (path as shown, bytes) of each manifest file, in order, and of the data files RecordSets
+    name (``recordsFile``). Every problem is reported, as ``load_tree`` reports it; with
+    ``check_env``, an unset ``${env:NAME}`` too (references are kept as written)."""
+    every = list(files)
+    listed = [(display, data) for display, data in every if not is_data_file(display)]
+    contents = {display: data for display, data in every if is_data_file(display)}
+    return load_listed(root, listed, contents.get, check_env)
+
+
+def load_listed(root: str, listed: list[tuple[str, bytes]], lookup: Callable[[str], bytes | None],
+                check_env: Mapping[str, str] | None = None) -> ManifestTree:
+    """``load_versions`` of manifest files, with ``lookup`` giving the bytes of a data file by
+    its path (None: no such file)."""
+    data = VersionFiles(root, lookup)
+    results = ((display, load_bytes(content, display, check_env, data_files=data)) for display, content in listed)
+    return _tree_of(root, tuple(display for display, _ in listed), results, [], data.read_paths)
 
 
 def _tree_of(root: str, shown: tuple[str, ...], results: Iterable[tuple[str, FileResult]],
-             problems: list[Problem]) -> ManifestTree:
+             problems: list[Problem], data_files: Mapping[str, str]) -> ManifestTree:
     entries: list[_Entry] = []
     warnings: list[Problem] = []
     with collector_paused():  # the loaded tree stays alive: no cycle worth rescanning
@@ -94,8 +107,10 @@ def _tree_of(root: str, shown: tuple[str, ...], results: Iterable[tuple[str, Fil
             warnings.extend(result.warnings)
             found: list[_Entry] = [(item.address, item.location, item) for item in result.declared]
             found += [(address, location, None) for address, location in result.claims]
-            entries.extend(sorted(found, key=lambda entry: (entry[1].line, entry[1].column)))
+            entries.extend(sorted(found, key=lambda entry: (entry[1].path, entry[1].line, entry[1].column)))
         tree = _assemble(root, shown, entries, problems, warnings)
+    if data_files:
+        tree = replace(tree, data_files=tuple(sorted(data_files.items())))
     if problems:
         raise ManifestError(problems)
     return tree
@@ -212,7 +227,7 @@ _Entry = tuple[Address, Location, "Declared[Declaration] | None"]
 
 
 def load_file(file: Path, display: str, environ: Mapping[str, str] | None = None, *,
-              substitute: bool = True) -> FileResult:
+              substitute: bool = True, data_files: DataFiles | None = None) -> FileResult:
     """Validate the documents of one file (``environ`` given: resolve ``${env:...}``, or
     without ``substitute`` only check that every variable named is set).
 
@@ -223,34 +238,36 @@ def load_file(file: Path, display: str, environ: Mapping[str, str] | None = None
     if text is None:
         assert problem is not None
         return FileResult([], [problem])
-    return load_text(text, display, environ, substitute=substitute)
+    return load_text(text, display, environ, substitute=substitute, data_files=data_files)
 
 
-def load_bytes(data: bytes, display: str, check_env: Mapping[str, str] | None = None) -> FileResult:
+def load_bytes(data: bytes, display: str, check_env: Mapping[str, str] | None = None, *,
+               data_files: DataFiles | None = None) -> FileResult:
     """``load_file`` for the content of a file read from elsewhere (a version in git's history);
-    with ``check_env``, an unset ``${env:NAME}`` is a problem (references are kept)."""
+    with ``check_env``, an unset ``${env:NAME}`` is a problem (references are kept). Without
+    ``data_files``, a RecordSet's ``recordsFile`` is not read (it declares no records)."""
     if len(data) > MAX_FILE_BYTES:
         return FileResult([], [Problem(display, 1, 1, "file is over the size limit")])
     text, problem = decode_text(data, display)
     if text is None:
         assert problem is not None
         return FileResult([], [problem])
-    return load_text(text, display, check_env, substitute=False)
+    return load_text(text, display, check_env, substitute=False, data_files=data_files)
 
 
 def load_text(text: str, display: str, environ: Mapping[str, str] | None = None, *,
-              substitute: bool = True) -> FileResult:
+              substitute: bool = True, data_files: DataFiles | None = None) -> FileResult:
     """``load_file`` for text already read."""
     parsed = parse_text(text, display)
     if parsed.problems:
         return FileResult([], parsed.problems)
-    declared, raw, warned = _validate(parsed, environ, substitute)
+    declared, raw, warned, ready = _validate(parsed, environ, substitute, data_files)
     if (raw or warned) and not parsed.precise:
         parsed = parse_text(text, display, precise=True)
         if parsed.problems:
             return FileResult([], parsed.problems)
-        declared, raw, warned = _validate(parsed, environ, substitute)
-    problems = [_locate(display, document, problem) for document, problem in raw]
+        declared, raw, warned, ready = _validate(parsed, environ, substitute, data_files)
+    problems = [_locate(display, document, problem) for document, problem in raw] + ready
     claims = [
         claim for document in {id(d): d for d, _ in raw}.values() for claim in _claims(display, document)
     ]
@@ -262,19 +279,22 @@ _Located = list[tuple[ParsedDocument, RawProblem]]
 
 
 def _validate(
-    parsed: ParsedFile, environ: Mapping[str, str] | None, substitute: bool = True
-) -> tuple[list[Declared[Declaration]], _Located, _Located]:
-    """Every document's declarations, problems and warnings (the last two still to be located)."""
+    parsed: ParsedFile, environ: Mapping[str, str] | None, substitute: bool = True,
+    data_files: DataFiles | None = None,
+) -> tuple[list[Declared[Declaration]], _Located, _Located, list[Problem]]:
+    """Every document's declarations, problems and warnings (the last two still to be located),
+    and the problems found in data files (located in them)."""
     declared: list[Declared[Declaration]] = []
     raw: _Located = []
     warned: _Located = []
+    ready: list[Problem] = []
     for document in parsed.documents:
-        found, problems = _document(parsed.path, document, environ, substitute)
+        found, problems = _document(parsed.path, document, environ, substitute, data_files, ready)
         declared.extend(found)
         raw.extend((document, problem) for problem in problems)
         if found and not problems:
             warned.extend((document, warning) for warning in unservable(document.value, found))
-    return declared, raw, warned
+    return declared, raw, warned, ready
 
 
 def _claims(path: str, document: ParsedDocument) -> list[tuple[Address, Location]]:
@@ -315,7 +335,8 @@ def _address(text: str) -> Address | None:
 
 
 def _document(
-    path: str, document: ParsedDocument, environ: Mapping[str, str] | None, substitute: bool = True
+    path: str, document: ParsedDocument, environ: Mapping[str, str] | None, substitute: bool = True,
+    data_files: DataFiles | None = None, ready: list[Problem] | None = None,
 ) -> tuple[list[Declared[Declaration]], list[RawProblem]]:
     value = document.value
     if not isinstance(value, dict):
@@ -330,6 +351,13 @@ def _document(
         return [], [raw for detail in error.errors(include_url=False) for raw in translate(detail, kind)]
     span = document.layout.span
     location = Location(path, span.line, span.column, span.end_line)
+    if isinstance(model, RecordSet) and model.records_file is not None:
+        if data_files is None:
+            return [], []  # a version read without its data files: it declares none of their records
+        records, problems, in_file = declared_from_file(model, path, data_files)
+        if ready is not None:
+            ready.extend(in_file)
+        return list(records), problems
     if isinstance(model, RecordSet):
         return _expand(path, document, model, location), []
     if isinstance(model, StorageTarget) and environ is not None:

@@ -35,6 +35,14 @@ def manifest_schema() -> dict[str, Any]:
         definition["required"] = ["apiVersion", "kind", *definition.get("required", [])]
         for key in ("apiVersion", "kind"):
             definition["properties"][key].pop("default", None)
+    record_set = schema["$defs"]["RecordSet"]
+    # The records are given in the document or in a data file, never both (the model says so too).
+    record_set["oneOf"] = [{"required": ["records"]}, {"required": ["recordsFile"]}]
+    for key in ("records", "recordsFile"):
+        record_set["properties"][key].pop("default", None)
+    files = record_set["properties"]["recordsFile"]
+    files.update(next(o for o in files.pop("anyOf", [files]) if o != {"type": "null"}))
+    files["pattern"] = r"^[^/\\].*\.(jsonl|csv)$"
     for name in ("RecordDefaults", "RecordItem"):
         # Optional in a RecordSet, but never null (the loader says "leave the field out").
         properties = schema["$defs"][name]["properties"]

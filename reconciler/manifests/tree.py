@@ -85,6 +85,8 @@ class ManifestTree:
     unresolved: tuple[Reference, ...] = ()
     # Valid values the platform's services store but cannot serve back (manifests/servable.py).
     warnings: tuple[Problem, ...] = ()
+    # The data files RecordSets read (recordsFile), each with the manifest that names it, as shown.
+    data_files: tuple[tuple[str, str], ...] = ()
     _index: Mapping[Address, Declared[Declaration]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )

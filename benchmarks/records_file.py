@@ -1,0 +1,90 @@
+"""Measures loading records from a data file against the same records in YAML (run: python benchmarks/records_file.py).
+
+One tree holds a RecordSet whose N records (default 100,000) are written under
+``records:``; the other holds the same RecordSet naming a JSON Lines file with the
+same records, one compact object a line, as ``reconciler import --records-format
+jsonl`` writes them (a CSV tree is timed too). Each tree is loaded with ``load_tree``
+several times, alternating, and the medians are printed with their ratio, so both
+figures come from the same run on the same machine. Both trees must declare equal
+records, which is checked first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from parse_speed import recordset  # noqa: E402  (the same generated records parse_speed.py times)
+
+from reconciler.app.importer import records_text  # noqa: E402
+from reconciler.manifests import load_tree  # noqa: E402
+from reconciler.manifests.yamlread import parse_text  # noqa: E402
+
+HEADER = "apiVersion: reconciler/v1\nkind: RecordSet\nnamespace: observatory\n" \
+         "defaults:\n  owner: team-observatory\n  tags: [iot, raw]\n"
+
+
+def items(count: int) -> list[dict[str, Any]]:
+    """The records ``parse_speed.recordset`` writes, as record items (read back from its YAML)."""
+    document = parse_text(recordset(count), "bench.yaml").documents[0].value
+    return list(document["records"])
+
+
+def build(root: Path, count: int) -> dict[str, Path]:
+    """Three trees of the same records: YAML, JSON Lines and CSV."""
+    trees = {name: root / name for name in ("yaml", "jsonl", "csv")}
+    for tree in trees.values():
+        tree.mkdir()
+    (trees["yaml"] / "records.yaml").write_text(recordset(count))
+    records = items(count)
+    for kind in ("jsonl", "csv"):
+        (trees[kind] / "records.yaml").write_text(HEADER + f"recordsFile: records.{kind}\n")
+        (trees[kind] / f"records.{kind}").write_text(records_text(records, kind))
+    return trees
+
+
+def timed(action: Callable[[], Any]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    """Build the trees, check they agree, time them, print medians and the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        trees = build(Path(directory), arguments.records)
+        sizes = {name: sum(f.stat().st_size for f in tree.iterdir()) / 1e6 for name, tree in trees.items()}
+        loaded = {name: load_tree(tree) for name, tree in trees.items()}
+        values = {name: {str(r.address): r.model.__dict__ for r in tree.records} for name, tree in loaded.items()}
+        assert values["yaml"] == values["jsonl"] == values["csv"], "the three trees declare different records"
+        del loaded, values
+        times: dict[str, list[float]] = {name: [] for name in trees}
+        for _ in range(arguments.runs):
+            for name, tree in trees.items():
+                times[name].append(timed(lambda tree=tree: load_tree(tree)))
+    print(f"load_tree of {arguments.records:,} records, {arguments.runs} runs each, alternating "
+          f"(Python {sys.version.split()[0]})")
+    medians = {name: statistics.median(runs) for name, runs in times.items()}
+    for name, runs in times.items():
+        print(f"  {name:5s} {sizes[name]:6.1f} MB  median {medians[name]:6.2f} s  "
+              f"(runs: {', '.join(f'{t:.2f}' for t in runs)})")
+    for name in ("jsonl", "csv"):
+        print(f"  yaml / {name}: {medians['yaml'] / medians[name]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
