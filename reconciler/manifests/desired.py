@@ -10,7 +10,8 @@ from typing import Any
 from reconciler.core.diff import Desired, Location, collector_paused
 from reconciler.errors import ManifestError, Problem
 from reconciler.manifests import Declared, ManifestTree, load_tree
-from reconciler.core.model import Dataset, Record, StorageTarget, env_references, iter_strings, substitute_env
+from reconciler.core.model import Dataset, Record, StorageTarget
+from reconciler.core.model import resolve_env as resolve_env_refs
 
 # Manifest field → the diff's field, per kind (only fields the diff manages).
 _FIELDS: dict[Any, dict[str, str]] = {
@@ -129,36 +130,14 @@ def _value(model: Any, name: str) -> Any:
 def _resolve(config: Mapping[str, Any], environ: Mapping[str, str],
              resolve_env: bool) -> tuple[dict[str, Any], dict[str, str], list[tuple[str, str]]]:
     """The config with ``${env:NAME}`` replaced; the templates by dotted path; unset names."""
-    resolved: Any = _copy(config)
-    templates: dict[str, str] = {}
-    missing: list[tuple[str, str]] = []
-    for path, text in list(iter_strings(config)):
-        names = env_references(text)
-        if not names:
-            if "$${" in text:  # only the escape: a literal "${", no secret
-                _set(resolved, path, substitute_env(text, environ))
-            continue
-        dotted = ".".join(str(p) for p in path)
-        templates["config." + dotted] = text
-        unset = [n for n in names if n not in environ]
-        missing += [(dotted, n) for n in unset]
-        if resolve_env and not unset:
-            _set(resolved, path, substitute_env(text, environ))
-    return dict(resolved), templates, missing if resolve_env else []
+    found = resolve_env_refs(config, environ, substitute=resolve_env)
+    templates = {"config." + _dotted(path): text for path, text in found.templates.items()}
+    missing = [(_dotted(path), name) for path, name in found.missing] if resolve_env else []
+    return found.config, templates, missing
 
 
-def _copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_copy(v) for v in value]
-    return value
-
-
-def _set(node: Any, path: tuple[str | int, ...], value: str) -> None:
-    for part in path[:-1]:
-        node = node[part]
-    node[path[-1]] = value
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in path)
 
 
 def _links(tree: ManifestTree) -> list[tuple[str, str, Location]]:

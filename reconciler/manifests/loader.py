@@ -28,7 +28,7 @@ from reconciler.core.model import (
     env_references,
     folded,
     iter_strings,
-    substitute_env,
+    resolve_env,
 )
 from reconciler.manifests.messages import RawProblem, at, translate
 from reconciler.manifests.servable import unservable
@@ -344,31 +344,15 @@ def _resolve(
     target: StorageTarget, location: Location, environ: Mapping[str, str]
 ) -> tuple[list[Declared[Declaration]], list[RawProblem]]:
     """Replace ``${env:NAME}`` in the config, remembering which paths are secret."""
-    secret: set[JsonPath] = set()
-    problems: list[RawProblem] = []
-
-    def resolve(value: Any, path: JsonPath) -> Any:
-        if isinstance(value, str):
-            names = env_references(value)
-            missing = [name for name in names if name not in environ]
-            if missing:
-                message = at(("config", *path), f"environment variable {missing[0]} is not set")
-                problems.append((("config", *path), "node", message))
-                return value
-            if names:
-                secret.add(path)
-            return substitute_env(value, environ)
-        if isinstance(value, dict):
-            return {key: resolve(child, (*path, key)) for key, child in value.items()}
-        if isinstance(value, list):
-            return [resolve(child, (*path, index)) for index, child in enumerate(value)]
-        return value
-
-    config = resolve(target.config, ())
-    if problems:
-        return [], problems
-    resolved = target.model_copy(update={"config": config})
-    return [Declared(resolved, location, frozenset(secret))], []
+    found = resolve_env(target.config, environ)
+    first: dict[JsonPath, str] = {}
+    for path, name in found.missing:
+        first.setdefault(path, name)
+    if first:
+        return [], [(("config", *path), "node", at(("config", *path), f"environment variable {name} is not set"))
+                    for path, name in first.items()]
+    resolved = target.model_copy(update={"config": found.config})
+    return [Declared(resolved, location, frozenset(found.templates))], []
 
 
 def _unset(target: StorageTarget, environ: Mapping[str, str]) -> list[RawProblem]:
