@@ -246,9 +246,9 @@ def _dataset(slug: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(metadata, Mapping):  # anything else fails validation, and is skipped with the reason
         metadata = {k: v for k, v in metadata.items() if k not in SERVICE_METADATA_KEYS}
     if metadata:
-        document["metadata"] = canonical_json(metadata)
+        document["metadata"] = key_sorted(metadata)
     if fields["retention"] is not None:
-        document["retention"] = canonical_json(fields["retention"])
+        document["retention"] = key_sorted(fields["retention"])
     return document
 
 
@@ -262,7 +262,7 @@ def _record(address: str, namespace: str, key: str, fields: Mapping[str, Any], l
     if fields["schemaHash"] is not None:
         item["schemaHash"] = fields["schemaHash"]
     if fields["metadata"]:
-        item["metadata"] = canonical_json(fields["metadata"])
+        item["metadata"] = key_sorted(fields["metadata"])
     if fields["deleted"]:
         item["deleted"] = True
     problem = _namespace_problem(namespace)
@@ -314,12 +314,14 @@ def _namespace_problem(namespace: str) -> str | None:
     return None
 
 
-def canonical_json(value: Any) -> Any:
-    """A JSON value with every mapping's keys sorted, so the same value is always written alike."""
+def key_sorted(value: Any) -> Any:
+    """A JSON value with every mapping's keys sorted, so the same value is always written alike.
+
+    A value, not a text: the YAML writer lays it out, so it is not ``canonical_json``."""
     if isinstance(value, Mapping):
-        return {key: canonical_json(value[key]) for key in sorted(value)}
+        return {key: key_sorted(value[key]) for key in sorted(value)}
     if isinstance(value, list):
-        return [canonical_json(item) for item in value]
+        return [key_sorted(item) for item in value]
     return value
 
 

@@ -78,7 +78,8 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     # short idle_in_transaction_session_timeout would not allow); the evidence of changes
     # made outside git is read in a second short one. Apply re-checks every change's
     # ``against`` token under lock, so the two snapshots need not be one.
-    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on)
+    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on,
+                  text_of=catalog.text_of)
     if result.outside:
         with ws.catalog.reading() as reader:
             result = _observed(reader, result, state.desired)

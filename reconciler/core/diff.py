@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from reconciler.core.canonical import canonical_json
 from reconciler.core.service_rules import normalize_tags as normalize_tags  # the metastore's rule, one copy
 
 # Kinds and actions as the plan JSON names them (SPEC section 4).
@@ -19,6 +20,8 @@ ACTIONS = ("create", "update", "archive", "restore", "purge")
 # Why a change is made: a commit asked for it; it reverts a change made outside git; a value
 # resolved from ${env:...} changed; or an object the catalog already had is taken over.
 REASONS = ("manifest", "drift", "secret", "adoption")
+# How a backend writes applied fields as text (``Applied.text``), given to the diff.
+TextOf = Callable[[Any], str]
 
 # The catalog fields each kind manages, in manifest (camelCase) terms. The field that
 # carries the archived state is listed in ARCHIVE_FIELD.
@@ -93,9 +96,9 @@ class Live:
 class Applied:
     """The reconciler's record of what it last applied to an object, and for which source.
 
-    ``text`` is the applied fields as PostgreSQL prints the jsonb it stored, when the
-    reader has it: equal to ``jsonb_text`` of the manifest's fields exactly when
-    they are the same values.
+    ``text`` is the applied fields as the backend stored them, when the reader has it:
+    equal to the backend's ``text_of`` (``CatalogState.text_of``) of the manifest's
+    fields exactly when they are the same values.
     """
 
     address: str
@@ -192,45 +195,15 @@ class DiffResult:
     outside: Mapping[str, OutOfBand] = field(default_factory=dict)  # address → change made outside git
 
 
-def jsonb_text(value: Any) -> str:
-    """``value`` as PostgreSQL prints it once stored as jsonb, for the common values.
-
-    jsonb orders object keys by length, then bytewise, and writes ``, `` and ``: ``
-    between items. Any faithful JSON text of a value equals the jsonb text of another
-    only if the two are the same value, types included; so where this differs from
-    PostgreSQL (keys beyond ASCII, floats PostgreSQL prints without an exponent) it
-    only costs a full comparison, never a wrong answer.
-    """
-    if type(value) is dict:
-        return _JSONB_ENCODE(_jsonb_ordered(value))
-    return _JSONB_ENCODE(value)
-
-
-_JSONB_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
-
-
-def _jsonb_ordered(value: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key in sorted(sorted(value), key=len):  # stable: by length, then by code point
-        item = value[key]
-        kind = type(item)
-        out[key] = _jsonb_ordered(item) if kind is dict else _jsonb_list(item) if kind is list else item
-    return out
-
-
-def _jsonb_list(value: list[Any]) -> list[Any]:
-    return [_jsonb_ordered(v) if type(v) is dict else _jsonb_list(v) if type(v) is list else v for v in value]
-
-
-def canonical(field_name: str, value: Any) -> str:
-    """The form two values are compared in: canonical JSON, tags as a sorted set.
+def comparable_text(field_name: str, value: Any) -> str:
+    """The form two values are compared in: canonical JSON of the plain value, tags as a sorted set.
 
     Key order never matters, integral floats equal their integers, and ``true``
     never equals ``1`` — so nothing shows a perpetual diff, and nothing real hides.
     """
     if field_name in SET_FIELDS and value is not None:
         value = sorted(set(normalize_tags(value)))
-    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_json(_plain(value))
 
 
 def _plain(value: Any) -> Any:
@@ -254,7 +227,7 @@ def same(field_name: str, left: Any, right: Any) -> bool:
     """
     if left == right and same_types(left, right):
         return True
-    return canonical(field_name, left) == canonical(field_name, right)
+    return comparable_text(field_name, left) == comparable_text(field_name, right)
 
 
 def same_types(left: Any, right: Any) -> bool:
@@ -439,19 +412,20 @@ def drift_message(outside: OutOfBand, *, declared: bool = True) -> str:
             "which the tree now declares")
 
 
-def unchanged(desired: Desired, live: Live, applied: Applied) -> bool:
+def unchanged(desired: Desired, live: Live, applied: Applied, text_of: TextOf | None) -> bool:
     """The rerun's common case, decided without decoding the catalog's JSON.
 
     True only when the full comparison would find nothing to do: the reader vouched
     that the catalog still holds every applied value (``live.in_sync``), the tree asks
-    for exactly what was applied (same jsonb text), protection and file are the same,
-    and every field the manifest leaves out is at its default.
+    for exactly what was applied (the same text, as the backend's ``text_of`` writes it),
+    protection and file are the same, and every field the manifest leaves out is at its
+    default. Without ``text_of`` (a backend that keeps no text) it is never decided here.
     """
-    if not live.in_sync or applied.text is None or desired.purge:
+    if text_of is None or not live.in_sync or applied.text is None or desired.purge:
         return False
     if applied.protect != desired.protect or _moved(applied, desired.location):
         return False
-    if applied.text != jsonb_text(desired.record) or desired.record is not desired.fields:
+    if applied.text != text_of(desired.record) or desired.record is not desired.fields:
         return False
     for name, default in DEFAULTS[desired.kind].items():
         if name not in desired.fields and not same(name, live.fields.get(name), default):
@@ -473,9 +447,9 @@ _STILL_PROTECTED = ("it is protected in the catalog (the last apply set protect:
 
 
 def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
-                   out: _Collector) -> None:
+                   out: _Collector, text_of: TextOf | None = None) -> None:
     kind = desired.kind
-    if live is not None and applied is not None and unchanged(desired, live, applied):
+    if live is not None and applied is not None and unchanged(desired, live, applied, text_of):
         return
     if live is None:
         if desired.purge:
@@ -753,24 +727,27 @@ def kind_order(address: str) -> tuple[int, str]:
 
 
 def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
-         *, source: str, stored_on: Mapping[str, Collection[str]] | None = None) -> DiffResult:
+         *, source: str, stored_on: Mapping[str, Collection[str]] | None = None,
+         text_of: TextOf | None = None) -> DiffResult:
     """Compare the tree with the catalog for one source; no I/O, values in, values out.
 
     Objects another source manages are never changed (declaring one is an error);
     objects no source manages and the tree does not declare are listed as unmanaged.
     ``stored_on`` maps a storage target's address to the datasets with partitions stored
-    on it (only needed for the storage targets the tree purges).
+    on it (only needed for the storage targets the tree purges). ``text_of`` is the
+    backend's encoding of applied fields (``CatalogState.text_of``): with it, an object
+    whose applied text is unchanged is passed over without decoding its fields.
     """
     out = _Collector()
     with collector_paused():
-        _diff_all(desired, live, applied, source, out)
+        _diff_all(desired, live, applied, source, out, text_of)
         _refuse_purges_in_use(out, live, stored_on or {})
     return DiffResult(tuple(out.changes), tuple(out.bookkeeping), tuple(out.unmanaged),
                       tuple(out.findings), out.outside)
 
 
 def _diff_all(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
-              source: str, out: _Collector) -> None:
+              source: str, out: _Collector, text_of: TextOf | None) -> None:
     for address in sorted(set(desired) | set(live) | set(applied), key=kind_order):
         want, have, done = desired.get(address), live.get(address), applied.get(address)
         if done is not None and done.source != source:
@@ -779,7 +756,7 @@ def _diff_all(desired: Mapping[str, Desired], live: Mapping[str, Live], applied:
                           "or move it between sources explicitly", want.location)
             continue
         if want is not None:
-            _plan_declared(want, have, done, out)
+            _plan_declared(want, have, done, out, text_of)
         elif done is not None:
             _plan_removed(done, have, out)
         elif have is not None:

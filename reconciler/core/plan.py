@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reconciler.core.canonical import canonical_json as canonical_json
 from reconciler.core.diff import ACTIONS, Bookkeeping, Change, DiffResult, Finding, Location, OutOfBand
 from reconciler.errors import ConfigurationError
 
@@ -313,11 +314,6 @@ def from_diff(result: DiffResult, *, source: str, commit: str | None, dirty: boo
                 unmanaged=result.unmanaged, findings=tuple(sorted(result.findings + extra_findings,
                                                                   key=lambda f: (f.address, f.message))),
                 secrets=dict(secrets))
-
-
-def canonical_json(value: Any) -> str:
-    """Stable JSON text: sorted keys, no whitespace."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def mask(fields: Mapping[str, Any] | None, secrets: Mapping[str, str],
