@@ -27,7 +27,8 @@ from typing import Any
 from reconciler.catalog.port import CatalogState, Managed, Write
 from reconciler.core.chain import COLUMNS, RUN_COLUMNS, Head
 from reconciler.core.checks import check_unmoved, moved_since_plan
-from reconciler.core.diff import Applied, Live, OutOfBand, archived
+from reconciler.core import kinds
+from reconciler.core.diff import Applied, Live, OutOfBand
 from reconciler.core.events import OPERATIONS, QueuedEvent, js_iso, record_payload
 from reconciler.core.plan import FileDigest
 from reconciler.errors import LockTimeout
@@ -175,8 +176,9 @@ class MemoryWriter(MemoryReader):
                 del managed[address]
         for address, kind in removed:
             held = managed.get(address)
-            if held is not None and held.source == source and archived(kind, {}):
-                managed[address] = replace(held, fields=archived(kind, held.fields), commit=commit, declared=False)
+            spec = kinds.kind(kind)
+            if held is not None and held.source == source and spec.archive_field is not None:
+                managed[address] = replace(held, fields=spec.archived(held.fields), commit=commit, declared=False)
 
     def lock_audit_head(self, lock_timeout: float | None) -> Head:
         entry = self.contents.entries[-1] if self.contents.entries else None

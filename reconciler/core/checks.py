@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.core import kinds
 from reconciler.core.diff import Change, Desired, Finding, Live
 from reconciler.core.model import folded
 from reconciler.core.plan import Author, Plan
@@ -19,7 +20,6 @@ from reconciler.errors import ConfigurationError, ConflictError
 # more than the minimum) needs --allow-mass-archive with the exact count.
 MASS_ARCHIVE_FRACTION = 0.10
 MASS_ARCHIVE_MINIMUM = 5
-ADDRESS_KINDS = ("storage-target:", "dataset:", "record:")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ class ApplyOptions:
 def check_address(address: str) -> None:
     """Refuse a malformed ``--target`` address with the forms that are accepted."""
     kind, _, rest = address.partition(":")
-    ok = address.startswith(ADDRESS_KINDS) and rest and (kind != "record" or "/" in rest.strip("/"))
+    spec = kinds.BY_NAME.get(kind)
+    ok = spec is not None and rest and (len(spec.identity) == 1 or "/" in rest.strip("/"))
     if not ok:
         raise ConfigurationError(
             f"--target {address!r} is not an address; use storage-target:<name>, dataset:<slug> "

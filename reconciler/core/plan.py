@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reconciler.core import kinds
 from reconciler.core.canonical import canonical_json as canonical_json
 from reconciler.core.diff import ACTIONS, Bookkeeping, Change, DiffResult, Finding, Location, OutOfBand
 from reconciler.errors import ConfigurationError
@@ -279,17 +280,10 @@ def _needed(changes: tuple[Change, ...], targets: tuple[str, ...]) -> tuple[set[
     while queue:
         address = queue.pop()
         change = by_address.get(address)
-        after = change.after if change is not None else None
-        if after is None:
+        spec = kinds.BY_NAME.get(change.kind) if change is not None else None
+        if change is None or change.after is None or spec is None:
             continue
-        needs = []
-        if change is not None and change.kind == "dataset" and after.get("storageTarget"):
-            needs.append(f"storage-target:{after['storageTarget']}")
-        metadata = after.get("metadata")
-        if change is not None and change.kind == "record" and isinstance(metadata, Mapping) \
-                and isinstance(metadata.get("datasetSlug"), str):
-            needs.append(f"dataset:{metadata['datasetSlug']}")
-        for need in needs:
+        for need in spec.needs(change.after):
             needed = by_address.get(need)
             if need not in wanted and needed is not None and needed.action in ("create", "update", "restore"):
                 wanted.add(need)
@@ -425,8 +419,9 @@ def _secrets_from(data: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     for entry in [*data["changes"], *data["bookkeeping"]]:
         found: dict[str, str] = {}
         fields = entry.get("after") or entry.get("desired") or {}
-        if entry.get("kind") == "storage-target":  # only storage target config takes ${env:...}
-            _collect_templates(fields.get("config") or {}, "config.", found)
+        spec = kinds.BY_NAME.get(entry.get("kind"))
+        if spec is not None and spec.secret_field is not None:  # only that field takes ${env:...}
+            _collect_templates(fields.get(spec.secret_field) or {}, spec.secret_field + ".", found)
         if found:
             out[entry["address"]] = found
     return out

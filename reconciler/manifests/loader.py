@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from reconciler.core import kinds
 from reconciler.core.diff import collector_paused
 from reconciler.errors import ConfigurationError, ManifestError, Problem
 from reconciler.core.model import (
@@ -284,13 +285,9 @@ def _claims(path: str, document: ParsedDocument) -> list[tuple[Address, Location
         return []
     span = document.layout.span
     whole = Location(path, span.line, span.column, span.end_line)
-    identity = {
-        "StorageTarget": lambda v: f"storage-target:{v.get('name')}",
-        "Dataset": lambda v: f"dataset:{v.get('slug')}",
-        "Record": lambda v: f"record:{v.get('namespace')}/{v.get('key')}",
-    }.get(str(value.get("kind")))
-    if identity is not None:
-        address = _address(identity(value))
+    spec = kinds.BY_MANIFEST_KIND.get(str(value.get("kind")))
+    if spec is not None:
+        address = _address(spec.address(value))
         return [(address, whole)] if address else []
     items = value.get("records")
     if value.get("kind") != "RecordSet" or not isinstance(items, list):

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
-from reconciler.core.diff import ACTIONS, KINDS
+from reconciler.core import kinds
+from reconciler.core.diff import ACTIONS
 from reconciler.core.plan import Plan
 from reconciler.core.text import clean
 
@@ -48,7 +49,6 @@ _LOOKS: Final[Mapping[str, _Look]] = {
 }
 _UNKNOWN_LOOK = _Look("?", _BOLD, "changed")
 _DONE_STYLE: Final = {look.done: look.ansi for look in _LOOKS.values()}
-_KIND_TITLES: Final = {"storage-target": "Storage targets", "dataset": "Datasets", "record": "Records"}
 
 
 @dataclass(frozen=True)
@@ -145,12 +145,6 @@ def _changed_rows(change: Mapping[str, Any]) -> list[_Row]:
     return rows
 
 
-# Values a new object takes unless its manifest says otherwise: on a create they say nothing
-# (every new record is not deleted, every new dataset active), so they are not shown.
-_SAYS_NOTHING_ON_CREATE: Final[Mapping[str, Mapping[str, Any]]] = {
-    "record": {"deleted": False}, "dataset": {"status": "active"}}
-
-
 def _says_something(quiet: Mapping[str, Any], name: str, value: Any) -> bool:
     if value is None or value == "" or value == {} or value == []:
         return False
@@ -160,7 +154,10 @@ def _says_something(quiet: Mapping[str, Any], name: str, value: Any) -> bool:
 def _created_rows(change: Mapping[str, Any]) -> list[_Row]:
     """A new object's fields that say something, one row each: not empty, not the default."""
     after = change.get("after") or {}
-    quiet = _SAYS_NOTHING_ON_CREATE.get(str(change.get("kind")), {})
+    # Values a new object takes unless its manifest says otherwise (its kind's defaults: every
+    # new record is not deleted, every new dataset active) say nothing on a create.
+    spec = kinds.BY_NAME.get(str(change.get("kind")))
+    quiet = spec.defaults if spec is not None else {}
     return [_Row(clean(name), None, _value(value)) for name, value in after.items()
             if _says_something(quiet, name, value)]
 
@@ -512,12 +509,12 @@ def _md_groups(data: Mapping[str, Any], base: str | None = None) -> list[_Group]
                "> 🛑 These objects are **deleted permanently**. `apply` refuses them "
                "without `--allow-purge`.", fold_label=f"{len(purges):,} purges"),
     ]
-    for kind in KINDS:
-        of_kind = [c for c in data["changes"] if c["kind"] == kind and c["action"] != "purge"]
+    for spec in kinds.REGISTRY:
+        of_kind = [c for c in data["changes"] if c["kind"] == spec.name and c["action"] != "purge"]
         for action in ACTIONS[:-1]:
             items = [_md_change(c, drift, base) for c in of_kind if c["action"] == action]
             groups.append(_Group(4, f"#### {action} ({len(items):,})", items, "changes",
-                                 kind_heading=f"### {_KIND_TITLES[kind]} ({len(of_kind):,})",
+                                 kind_heading=f"### {spec.title} ({len(of_kind):,})",
                                  fold_label=f"{len(items):,} to {action}"))
     unmanaged = data["unmanaged"]
     adopted = [b["address"] for b in data["bookkeeping"] if b["reason"] == "adopt"]
