@@ -118,7 +118,7 @@ def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int
         line = f"{denial.address}: {denial.message}"
         if line not in reasons:
             reasons.append(line)
-    purges = [c.address for c in plan.changes if c.action == "purge"]
+    purges = [c.address for c in plan.changes if c.op.deletes]
     if purges and not options.allow_purge:
         reasons.append("purge needs --allow-purge: " + ", ".join(purges))
     if plan.attribution_problem and plan.changes:
@@ -132,7 +132,7 @@ def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int
 
 
 def _mass_archive(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int]) -> list[str]:
-    destructive = [c for c in plan.changes if c.action in ("archive", "purge")]
+    destructive = [c for c in plan.changes if c.op.removes]
     by_kind = Counter(c.kind for c in destructive)
     tripped = {kind: n for kind, n in by_kind.items()
                if n > MASS_ARCHIVE_MINIMUM and n > MASS_ARCHIVE_FRACTION * max(managed_counts.get(kind, 0), 1)}
@@ -156,7 +156,7 @@ def protection_tampered(plan: Plan, stored: Mapping[str, bool], recorded: Mappin
 
 def destructive_addresses(plan: Plan) -> list[str]:
     """The objects the plan archives or purges."""
-    return [c.address for c in plan.changes if c.action in ("archive", "purge")]
+    return [c.address for c in plan.changes if c.op.removes]
 
 
 def moved_since_plan(wanted: Mapping[str, str | None], found: Mapping[str, Live]) -> list[str]:

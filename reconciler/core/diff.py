@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from reconciler.core import kinds
+from reconciler.core import kinds, ops
 from reconciler.core.canonical import canonical_json
 from reconciler.core.service_rules import normalize_tags as normalize_tags  # the metastore's rule, one copy
 
 # Kinds and actions as the plan JSON names them (SPEC section 4).
 KINDS = kinds.NAMES
-ACTIONS = ("create", "update", "archive", "restore", "purge")
+ACTIONS = ops.NAMES
 # Why a change is made: a commit asked for it; it reverts a change made outside git; a value
 # resolved from ${env:...} changed; or an object the catalog already had is taken over.
 REASONS = ("manifest", "drift", "secret", "adoption")
@@ -121,6 +121,11 @@ class Change:
     paths: tuple[str, ...] = ()  # field-level paths that differ (metadata.unit), from the real values
     reason: str = "manifest"  # manifest | drift | secret | adoption: why the change is made (REASONS)
     asked: tuple[str, ...] = ()  # declared fields the manifest changed since the last apply
+
+    @property
+    def op(self) -> type[ops.Operation]:
+        """The operation ``action`` names (core/ops.py): what renderers and executors dispatch on."""
+        return ops.of(self.action)
 
 
 @dataclass(frozen=True)
@@ -318,10 +323,10 @@ def archived(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
 def _action(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     was, will = is_archived(kind, before), is_archived(kind, after)
     if will and not was:
-        return "archive"
+        return ops.Archive.name
     if was and not will:
-        return "restore"
-    return "update"
+        return ops.Restore.name
+    return ops.Update.name
 
 
 def _changed(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, ...]:
@@ -443,7 +448,7 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
             out.observed(desired, _out_of_band(kind, None, applied, tuple(n for n in managed
                                                                           if n in applied.fields), ()))
         after = target_fields(kind, desired, None, None)
-        out.changes.append(Change(desired.address, kind, "create", None, after, managed,
+        out.changes.append(Change(desired.address, kind, ops.Create.name, None, after, managed,
                                   dict(desired.record), desired.location, None, desired.protect,
                                   paths=managed))
         return
@@ -460,17 +465,17 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
         if outside:
             assert applied is not None
             out.observed(desired, _out_of_band(kind, live, applied, outside, ()))
-        out.changes.append(Change(desired.address, kind, "purge", _purged(kind, live, applied), None, (),
+        out.changes.append(Change(desired.address, kind, ops.Purge.name, _purged(kind, live, applied), None, (),
                                   dict(desired.record), desired.location, live.token, False))
         return
     after = target_fields(kind, desired, applied, live)
     changed = _changed(kind, live.fields, after)
     action = _action(kind, live.fields, after)
-    if action == "archive" and desired.protect:
+    if action == ops.Archive.name and desired.protect:
         out.error(desired.address, "it is protected (protect: true); set protect: false to archive it",
                   desired.location)
         return
-    if action == "archive" and applied is not None and applied.protect:
+    if action == ops.Archive.name and applied is not None and applied.protect:
         out.error(desired.address, _STILL_PROTECTED.format(verb="archive"), desired.location)
         return
     if outside:
@@ -589,11 +594,11 @@ def _refuse_purges_in_use(out: _Collector, live: Mapping[str, Live],
     names it as its storage target (in the catalog, or declared in the tree) and none that
     stays has partitions stored on it. Otherwise the purge is an error naming every such dataset."""
     target, dataset = kinds.storage_target.SPEC, kinds.dataset.SPEC
-    purges = [c for c in out.changes if c.kind == target.name and c.action == "purge"]
+    purges = [c for c in out.changes if c.kind == target.name and c.op is ops.Purge]
     if not purges:
         return
     planned = {c.address: c for c in out.changes if c.kind == dataset.name}
-    gone = {address for address, change in planned.items() if change.action == "purge"}
+    gone = {address for address, change in planned.items() if change.op is ops.Purge}
     pointing: dict[str, set[str]] = {}
     for address in {a for a, obj in live.items() if obj.kind == dataset.name} | set(planned):
         change = planned.get(address)
@@ -665,7 +670,7 @@ def _plan_removed(applied: Applied, live: Live | None, out: _Collector) -> None:
         out.findings.append(Finding(applied.address, "drift", drift_message(found, declared=False), location))
     after = archived(applied.kind, live.fields)
     changed = _changed(applied.kind, live.fields, after)
-    out.changes.append(Change(applied.address, applied.kind, "archive", dict(live.fields), after,
+    out.changes.append(Change(applied.address, applied.kind, ops.Archive.name, dict(live.fields), after,
                               changed, None, location, live.token, False, paths=changed))
 
 

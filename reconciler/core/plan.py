@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reconciler.core import kinds
+from reconciler.core import kinds, ops
 from reconciler.core.canonical import canonical_json as canonical_json
-from reconciler.core.diff import ACTIONS, Bookkeeping, Change, DiffResult, Finding, Location, OutOfBand
+from reconciler.core.diff import Bookkeeping, Change, DiffResult, Finding, Location, OutOfBand
 from reconciler.errors import ConfigurationError
 
 FORMAT_VERSION = 2
@@ -88,7 +88,7 @@ class Plan:
     @property
     def summary(self) -> dict[str, int]:
         """Changes per action, every action present."""
-        counts = dict.fromkeys(ACTIONS, 0)
+        counts = dict.fromkeys(ops.NAMES, 0)
         for change in self.changes:
             counts[change.action] += 1
         return counts
@@ -285,11 +285,17 @@ def _needed(changes: tuple[Change, ...], targets: tuple[str, ...]) -> tuple[set[
             continue
         for need in spec.needs(change.after):
             needed = by_address.get(need)
-            if need not in wanted and needed is not None and needed.action in ("create", "update", "restore"):
+            if need not in wanted and needed is not None and not _removes(needed):
                 wanted.add(need)
                 pulled[need] = address
                 queue.append(need)
     return wanted, pulled
+
+
+def _removes(change: Change) -> bool:
+    """Whether the change takes its object out of use (so nothing can need it applied)."""
+    op = ops.named(change.action)
+    return op is None or op.removes
 
 
 def from_diff(result: DiffResult, *, source: str, commit: str | None, dirty: bool, created_at: str,

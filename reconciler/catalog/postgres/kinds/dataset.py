@@ -21,6 +21,7 @@ from reconciler.catalog.postgres.kinds.base import (
     metadata_patch,
 )
 from reconciler.catalog.postgres.reading import dataset_live
+from reconciler.core import ops
 from reconciler.core.kinds import dataset
 from reconciler.core.service_rules import new_id
 
@@ -52,10 +53,10 @@ def _write(conn: Connection, writes: Sequence[Write], context: WriteContext) -> 
     they can be matched with the reconciler's own log.
     """
     run_id = context.run_id
-    creates = [w for w in writes if w.action == "create"]
-    column_changes = [w for w in writes if w.action in ("update", "archive", "restore")
+    creates = [w for w in writes if w.op is ops.Create]
+    column_changes = [w for w in writes if w.op in (ops.Update, ops.Archive, ops.Restore)
                       and _DATASET_COLUMNS & set(w.fields)]
-    purges = [w for w in writes if w.action == "purge"]
+    purges = [w for w in writes if w.op is ops.Purge]
     with conn.cursor() as cur:
         cur.executemany(
             _INSERT_DATASET,
@@ -65,8 +66,8 @@ def _write(conn: Connection, writes: Sequence[Write], context: WriteContext) -> 
         )
         cur.executemany(_DATASET_CREATED, [_audited(w, run_id) for w in creates])
         cur.executemany(_UPDATE_DATASET, [_dataset_update(w, run_id) for w in column_changes])
-        _write_retention(cur, [w for w in writes if w.action != "purge"
-                               and (w.action == "create" or "retention" in w.fields)], run_id)
+        _write_retention(cur, [w for w in writes if w.op is not ops.Purge
+                               and (w.op is ops.Create or "retention" in w.fields)], run_id)
         cur.executemany(_DATASET_PURGED, [_audited(w, run_id) for w in purges])
         cur.executemany("DELETE FROM timestore.datasets WHERE slug = %s",
                         [(identity(w.address),) for w in purges])
@@ -85,7 +86,7 @@ def _dataset_update(write: Write, run_id: str | None) -> dict[str, Any]:
     # An archive that changes nothing but the status is the timestore's archive; one that
     # changes other columns too is a PATCH of them all (the archive endpoint changes only
     # the status), audited as an update.
-    archived = write.action == "archive" and set(write.fields) & _DATASET_COLUMNS == {"status"}
+    archived = write.op is ops.Archive and set(write.fields) & _DATASET_COLUMNS == {"status"}
     return {**_audited(write, run_id), "name": after_value(write, "name"),
             "description": after_value(write, "description"), "status": after_value(write, "status"),
             "target": after_value(write, "storageTarget"), "drop": drop, "set": changed,
@@ -94,7 +95,7 @@ def _dataset_update(write: Write, run_id: str | None) -> dict[str, Any]:
 
 def _write_retention(cur: psycopg.Cursor[Any], writes: Sequence[Write], run_id: str | None = None) -> None:
     sets = [w for w in writes if after_value(w, "retention") is not None]
-    drops = [w for w in writes if after_value(w, "retention") is None and w.action != "create"]
+    drops = [w for w in writes if after_value(w, "retention") is None and w.op is not ops.Create]
     # A new policy is written whole; an existing one is patched in SQL, like metadata, so
     # keys someone else owns keep their exact stored values.
     cur.executemany(

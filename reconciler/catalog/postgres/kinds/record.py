@@ -18,6 +18,7 @@ from reconciler.catalog.postgres.kinds.base import (
     text_array,
 )
 from reconciler.catalog.postgres.reading import record_live
+from reconciler.core import ops
 from reconciler.core.kinds import record
 from reconciler.core.service_rules import normalize_tags
 
@@ -99,6 +100,14 @@ _RECORD_UPDATE = sql.SQL(
 _RECORD_PURGE = service_audit.purge_records(
     sql.SQL("SELECT namespace, record_key FROM reconciler_stage_records WHERE action = 'purge'"))
 
+# The statement that executes each operation, in this order (a staged row's ``action`` is
+# its operation's name, which the statements select on).
+_STATEMENTS: tuple[tuple[sql.Composed, frozenset[type[ops.Operation]]], ...] = (
+    (_RECORD_CREATE, frozenset({ops.Create})),
+    (_RECORD_UPDATE, frozenset({ops.Update, ops.Archive, ops.Restore})),
+    (_RECORD_PURGE, frozenset({ops.Purge})),
+)
+
 # The record fields an archive can change besides the deletion itself.
 _RECORD_VALUES = frozenset({"owner", "tags", "schemaHash", "metadata"})
 
@@ -126,20 +135,19 @@ def _write(conn: Connection, writes: Sequence[Write], context: WriteContext) -> 
             for staged, w in enumerate(writes, start=1):
                 if on_rows is not None and staged % PROGRESS_EVERY == 0:
                     on_rows(staged)
-                actions.add(w.action)
+                actions.add(w.op)
                 namespace, key = identity(w.address).split("/", 1)
                 fields = w.after or w.before or {}
                 # Creates carry the whole metadata; updates a patch (staged metadata = the keys to set).
                 drop, changed = metadata_patch((w.before or {}).get("metadata"), fields.get("metadata")) \
-                    if w.action != "create" else ([], fields.get("metadata") or {})
-                steps = 2 if w.action == "archive" and _RECORD_VALUES & set(w.fields) else 1
+                    if w.op is not ops.Create else ([], fields.get("metadata") or {})
+                steps = 2 if w.op is ops.Archive and _RECORD_VALUES & set(w.fields) else 1
                 copy.write_row((w.action, namespace, key, fields.get("owner"),
                                 text_array(normalize_tags(fields.get("tags"))), fields.get("schemaHash"),
                                 json.dumps(changed), bool(fields.get("deleted")), w.actor, text_array(drop), steps))
         if on_rows is not None and len(writes) % PROGRESS_EVERY:
             on_rows(len(writes))
-        for statement, wanted in ((_RECORD_CREATE, {"create"}), (_RECORD_UPDATE, {"update", "archive", "restore"}),
-                                  (_RECORD_PURGE, {"purge"})):
+        for statement, wanted in _STATEMENTS:
             if actions & wanted:
                 cur.execute(statement)
     conn.execute("DROP TABLE reconciler_stage_records")

@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 from reconciler.catalog.port import Write
 from reconciler.catalog.postgres.kinds.base import Connection, KindWriter, WriteContext, after_value, identity
 from reconciler.catalog.postgres.reading import storage_target_live
+from reconciler.core import ops
 from reconciler.core.kinds import storage_target
 from reconciler.errors import ConflictError
 
@@ -23,8 +24,8 @@ def _write(conn: Connection, writes: Sequence[Write], context: WriteContext) -> 
     A change of ``protect`` alone is the reconciler's bookkeeping: the row (and its
     updated_at) is left alone. Purges are ``_purge``, after the datasets.
     """
-    upserts = [w for w in writes if w.action == "create"
-               or (w.action != "purge" and _STORAGE_TARGET_COLUMNS & set(w.fields))]
+    upserts = [w for w in writes if w.op is ops.Create
+               or (w.op is not ops.Purge and _STORAGE_TARGET_COLUMNS & set(w.fields))]
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO timestore.storage_targets (id, name, kind, description, config)
@@ -44,7 +45,7 @@ def _purge(conn: Connection, writes: Sequence[Write]) -> None:
     The plan refuses a purge while a dataset uses the target; one that started using it
     since makes the whole apply fail, naming it.
     """
-    names = [identity(w.address) for w in writes if w.action == "purge"]
+    names = [identity(w.address) for w in writes if w.op is ops.Purge]
     if not names:
         return
     try:
