@@ -370,6 +370,17 @@ def test_malformed_environment_references_are_all_reported() -> None:
     ]
 
 
+def test_environment_reference_name_followed_by_a_line_break_is_malformed() -> None:
+    # "$" in the name pattern also matches before a final line break; the whole name must match.
+    with pytest.raises(ValidationError) as excinfo:
+        StorageTarget(name="ch", type="clickhouse", config={"a": "${env:PASSWORD\n}"})
+    context = excinfo.value.errors()[0]["ctx"]
+    assert [(path, message) for path, message, _ in context["problems"]] == [
+        (("a",), "malformed reference '${env:PASSWORD\\n}': expected ${env:NAME} with NAME matching "
+                 "^[A-Za-z_][A-Za-z0-9_]*$"),
+    ]
+
+
 def test_environment_references_are_found_and_substituted() -> None:
     text = "clickhouse://${env:USER}:${env:PASSWORD}@host/$${not_a_ref}"
     assert env_references(text) == ["USER", "PASSWORD"]

@@ -930,6 +930,7 @@ DOCUMENTED_MODULES = (
     "reconciler/cli.py", "reconciler/catalog/postgres/catalog.py", "reconciler/app/importing.py", "reconciler/app/planning.py", "reconciler/app/applying.py", "reconciler/app/saved.py", "reconciler/core/checks.py", "reconciler/core/plan.py", "reconciler/core/diff.py",
     "reconciler/git/command.py", "reconciler/git/repository.py", "reconciler/git/objects.py",
     "reconciler/app/attribution.py", "reconciler/manifests/config.py", "reconciler/catalog/postgres/writer.py",
+    "reconciler/catalog/postgres/kinds/storage_target.py",
     "reconciler/catalog/postgres/migrations.py", "reconciler/catalog/postgres/connection.py", "reconciler/catalog/postgres/embedded.py",
     "reconciler/app/importer.py", "reconciler/manifests/output.py", "reconciler/app/importing.py",
     "reconciler/app/auditing.py", "reconciler/core/chain.py", "reconciler/app/anchors.py", "reconciler/app/verification.py",

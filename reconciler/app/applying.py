@@ -19,16 +19,14 @@ from reconciler.bus import Bus, configured
 from reconciler.catalog.port import ApplySession, Managed, RefusalReader, Write
 from reconciler.core.chain import audit_key
 from reconciler.core.checks import ApplyOptions, destructive_addresses, protection_tampered, refusals
-from reconciler.core.diff import ACTIONS, Change
+from reconciler.core import ops
+from reconciler.core.diff import Change
 from reconciler.core.plan import Author, Plan, mask, walk_path
 from reconciler.core.text import clean
 from reconciler.errors import ConfigurationError, ConflictError, ReconcilerError, Refusal
 from reconciler.git.repository import GitRepository
 from reconciler.git.review import Review, reviews
 
-# What each action did, as an apply's result says it.
-DONE = {"create": "created", "update": "updated", "archive": "archived", "restore": "restored",
-        "purge": "purged"}
 
 
 @dataclass
@@ -44,7 +42,7 @@ class ApplyResult:
     def summary(self) -> dict[str, int]:
         """Objects per action."""
         counts = Counter(o["action"] for o in self.objects)
-        return {a: counts.get(a, 0) for a in ACTIONS}
+        return {a: counts.get(a, 0) for a in ops.NAMES}
 
     def to_json(self) -> dict[str, Any]:
         """The machine-readable apply result."""
@@ -97,7 +95,7 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
                 writer.recheck(expected, ws.source)
                 writer.write(writes, progress, advance, run_id, announce=bus is not None)
                 progress("recording what was applied")
-                writer.record_managed(_managed(plan), [c.address for c in plan.changes if c.action == "purge"],
+                writer.record_managed(_managed(plan), [c.address for c in plan.changes if c.op.deletes],
                                       ws.source, run_id, commit=plan.commit,
                                       removed=[(c.address, c.kind) for c in plan.changes if c.desired is None])
                 # One chained entry per change (and per change made outside git), and the run, committed with them.
@@ -108,7 +106,7 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
         except ReconcilerError as error:
             _record_unapplied(session, run, _scrubbed(error, plan, env), key, progress, options.lock_timeout)
             raise
-    applied = ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": DONE[c.action]}
+    applied = ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": c.op.done}
                                               for c in plan.changes])
     return _delivered(ws, applied, bus, options, progress)
 
@@ -204,7 +202,7 @@ def resolve_secrets(fields: Mapping[str, Any], secrets: Mapping[str, str],
 def _managed(plan: Plan) -> list[Managed]:
     rows = []
     for change in plan.changes:
-        if change.desired is None or change.action == "purge" or change.location is None:
+        if change.desired is None or change.op.deletes or change.location is None:
             continue
         rows.append(_managed_row(plan, change.address, change.kind, change.desired, change.protect,
                                  change.location))

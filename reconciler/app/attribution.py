@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.core import ops
 from reconciler.core.diff import Applied, Change, Desired, collector_paused, same, same_types
 from reconciler.core.model import Record
 from reconciler.git.attribution import Outcome, Target, Value, walk
@@ -182,9 +183,9 @@ def _uncommitted(applier: Author) -> Author:
 
 def _walk_fields(change: Change) -> frozenset[str] | None:
     """The declared fields whose history decides who asked for the change (None: all of them)."""
-    if change.action == "create" or change.desired is None:
+    if change.op is ops.Create or change.desired is None:
         return None  # a new object, or a removed one: being declared at all is what counts
-    if change.action == "purge":
+    if change.op is ops.Purge:
         return frozenset({"purge"})
     names = change.asked if change.reason == "manifest" else change.fields
     return frozenset(names)
@@ -192,9 +193,9 @@ def _walk_fields(change: Change) -> frozenset[str] | None:
 
 def _written_fields(change: Change) -> frozenset[str] | None:
     """The declared fields whose uncommitted edit would change what the change writes."""
-    if change.action == "create" or change.desired is None:
+    if change.op is ops.Create or change.desired is None:
         return None
-    if change.action == "purge":
+    if change.op is ops.Purge:
         return frozenset({"purge"})
     return frozenset(change.fields)
 

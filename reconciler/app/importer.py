@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler.core.credentials import credential_in, looks_secret
 from reconciler.manifests.desired import _desired  # the plan's own model → Desired translation: the check cannot drift from it
+from reconciler.core import kinds
 from reconciler.core.diff import Applied, Desired, Live, diff
 from reconciler.errors import ConfigurationError
 from reconciler.manifests.messages import translate
@@ -48,9 +49,6 @@ VARIABLE_LENGTH: Final = 96
 _NOT_FILE_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 # Where the check pretends an imported object is declared; only the diff sees it.
 _NOWHERE = Location("<import>", 1, 1, 1)
-_KINDS: Final = ("storage-target", "dataset", "record")
-_NOUNS: Final = {"storage-target": ("storage target", "storage targets"), "dataset": ("dataset", "datasets"),
-                 "record": ("record", "records")}
 
 
 @dataclass(frozen=True)
@@ -103,11 +101,12 @@ class ImportResult:
     def counts(self) -> dict[str, int]:
         """Objects written per kind."""
         found = Counter(address.partition(":")[0] for address in self.imported)
-        return {kind: found.get(kind, 0) for kind in _KINDS}
+        return {kind: found.get(kind, 0) for kind in kinds.NAMES}
 
     def summary(self, directory: str) -> str:
         """``Imported 1 storage target, 3 datasets, 120 records into DIR (5 files).``"""
-        parts = [f"{n:,} {_NOUNS[kind][0 if n == 1 else 1]}" for kind, n in self.counts().items()]
+        parts = [f"{n:,} {kinds.kind(kind).noun if n == 1 else kinds.kind(kind).plural}"
+                 for kind, n in self.counts().items()]
         files = f"{len(self.files)} file" + ("" if len(self.files) == 1 else "s")
         return f"Imported {', '.join(parts)} into {directory} ({files})."
 
@@ -188,8 +187,9 @@ def _referenced(declared: Mapping[str, Desired]) -> set[str]:
     """The environment variables the tree's storage targets already refer to: not to be reused."""
     names: set[str] = set()
     for item in declared.values():
-        if item.kind == "storage-target":
-            for _, text in iter_strings(item.fields.get("config") or {}):
+        secret = kinds.kind(item.kind).secret_field
+        if secret is not None:
+            for _, text in iter_strings(item.fields.get(secret) or {}):
                 names.update(env_references(text))
     return names
 
@@ -255,9 +255,9 @@ def _dataset(slug: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(metadata, Mapping):  # anything else fails validation, and is skipped with the reason
         metadata = {k: v for k, v in metadata.items() if k not in SERVICE_METADATA_KEYS}
     if metadata:
-        document["metadata"] = canonical_json(metadata)
+        document["metadata"] = key_sorted(metadata)
     if fields["retention"] is not None:
-        document["retention"] = canonical_json(fields["retention"])
+        document["retention"] = key_sorted(fields["retention"])
     return document
 
 
@@ -271,7 +271,7 @@ def _record(address: str, namespace: str, key: str, fields: Mapping[str, Any], l
     if fields["schemaHash"] is not None:
         item["schemaHash"] = fields["schemaHash"]
     if fields["metadata"]:
-        item["metadata"] = canonical_json(fields["metadata"])
+        item["metadata"] = key_sorted(fields["metadata"])
     if fields["deleted"]:
         item["deleted"] = True
     problem = _namespace_problem(namespace)
@@ -323,12 +323,14 @@ def _namespace_problem(namespace: str) -> str | None:
     return None
 
 
-def canonical_json(value: Any) -> Any:
-    """A JSON value with every mapping's keys sorted, so the same value is always written alike."""
+def key_sorted(value: Any) -> Any:
+    """A JSON value with every mapping's keys sorted, so the same value is always written alike.
+
+    A value, not a text: the YAML writer lays it out, so it is not ``canonical_json``."""
     if isinstance(value, Mapping):
-        return {key: canonical_json(value[key]) for key in sorted(value)}
+        return {key: key_sorted(value[key]) for key in sorted(value)}
     if isinstance(value, list):
-        return [canonical_json(item) for item in value]
+        return [key_sorted(item) for item in value]
     return value
 
 
@@ -456,7 +458,7 @@ def _files(drafts: Iterable[_Draft], records_format: str = "yaml") -> tuple[Impo
         entry[2].extend(addresses)
         entry[3].extend(secrets)
 
-    by_kind: dict[str, list[_Draft]] = {kind: [] for kind in _KINDS}
+    by_kind: dict[str, list[_Draft]] = {kind: [] for kind in kinds.NAMES}
     for draft in drafts:
         by_kind[draft.kind].append(draft)
     for draft in by_kind["storage-target"]:

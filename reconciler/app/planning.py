@@ -81,9 +81,10 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     # made outside git, and the protect flags the audit chain last recorded for what the plan
     # archives or purges, are read in a second short one. Apply re-checks every change's
     # ``against`` token under lock, so the two snapshots need not be one.
-    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on)
+    result = diff(state.desired, catalog.live, catalog.applied, source=ws.source, stored_on=stored_on,
+                  text_of=catalog.text_of)
     tampered: list[Finding] = []
-    if result.outside or any(c.action in ("archive", "purge") for c in result.changes):
+    if result.outside or any(c.op.removes for c in result.changes):
         with ws.catalog.reading() as reader:
             if result.outside:
                 result = _observed(reader, result, state.desired)
@@ -137,7 +138,7 @@ def _tampered(reader: PlanReader, changes: Sequence[Change], applied: Mapping[st
     """An error for every archive or purge whose stored protect flag was cleared outside apply
     (the audit chain last recorded it on): apply refuses those, so the plan says so first. The
     chain is read only for the objects the plan archives or purges."""
-    destructive = [c.address for c in changes if c.action in ("archive", "purge") and c.address in applied]
+    destructive = [c.address for c in changes if c.op.removes and c.address in applied]
     if not destructive:
         return []
     stored = {address: bool(applied[address].protect) for address in destructive}

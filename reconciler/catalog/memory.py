@@ -27,7 +27,8 @@ from typing import Any
 from reconciler.catalog.port import CatalogState, Managed, Write
 from reconciler.core.chain import COLUMNS, RUN_COLUMNS, Head
 from reconciler.core.checks import check_unmoved, moved_since_plan
-from reconciler.core.diff import Applied, Live, OutOfBand, archived
+from reconciler.core import kinds, ops
+from reconciler.core.diff import Applied, Live, OutOfBand
 from reconciler.core.events import OPERATIONS, QueuedEvent, js_iso, record_payload
 from reconciler.core.plan import FileDigest
 from reconciler.errors import LockTimeout
@@ -107,6 +108,27 @@ class MemoryReader:
         return out
 
 
+def _create(contents: Contents, w: Write) -> None:
+    contents.objects[w.address] = Stored(w.kind, copy.deepcopy(dict(w.after or {})), updated_by=w.actor)
+
+
+def _change(contents: Contents, w: Write) -> None:
+    """An update, archive or restore: the object's fields take the values after the change."""
+    obj = contents.objects[w.address]
+    obj.fields.update(copy.deepcopy(dict(w.after or {})))
+    obj.version += 1
+    obj.updated_by = w.actor
+
+
+def _purge(contents: Contents, w: Write) -> None:
+    contents.objects.pop(w.address, None)
+
+
+# How each operation is executed on the in-memory catalog (update, archive, restore: ``_change``).
+_EXECUTE: dict[type[ops.Operation], Callable[[Contents, Write], None]] = {
+    ops.Create: _create, ops.Update: _change, ops.Archive: _change, ops.Restore: _change, ops.Purge: _purge}
+
+
 @dataclass(frozen=True)
 class MemoryWriter(MemoryReader):
     """An apply's writes to the copy its transaction works on."""
@@ -125,19 +147,10 @@ class MemoryWriter(MemoryReader):
         progress(f"writing {len(writes)} change(s)")
         queued = 0
         for done, w in enumerate(writes, 1):
-            if announce and w.kind == "record" and w.action == "purge":
+            if announce and w.kind == "record" and w.op is ops.Purge:
                 queued += self._queue(w, run_id)  # the record as it was
-            if w.action == "purge":
-                self.contents.objects.pop(w.address, None)
-            elif w.action == "create":
-                self.contents.objects[w.address] = Stored(w.kind, copy.deepcopy(dict(w.after or {})),
-                                                          updated_by=w.actor)
-            else:
-                obj = self.contents.objects[w.address]
-                obj.fields.update(copy.deepcopy(dict(w.after or {})))
-                obj.version += 1
-                obj.updated_by = w.actor
-            if announce and w.kind == "record" and w.action != "purge":
+            _EXECUTE[w.op](self.contents, w)
+            if announce and w.kind == "record" and w.op is not ops.Purge:
                 queued += self._queue(w, run_id)
             if advance is not None:
                 advance(done, len(writes))
@@ -175,8 +188,9 @@ class MemoryWriter(MemoryReader):
                 del managed[address]
         for address, kind in removed:
             held = managed.get(address)
-            if held is not None and held.source == source and archived(kind, {}):
-                managed[address] = replace(held, fields=archived(kind, held.fields), commit=commit, declared=False)
+            spec = kinds.kind(kind)
+            if held is not None and held.source == source and spec.archive_field is not None:
+                managed[address] = replace(held, fields=spec.archived(held.fields), commit=commit, declared=False)
 
     def lock_audit_head(self, lock_timeout: float | None) -> Head:
         entry = self.contents.entries[-1] if self.contents.entries else None

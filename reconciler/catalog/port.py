@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from reconciler.core import ops
 from reconciler.core.chain import Head
 from reconciler.core.diff import Applied, Live, OutOfBand
 from reconciler.core.events import QueuedEvent
@@ -46,6 +47,11 @@ class Write:
     after: Mapping[str, Any] | None  # secrets resolved
     fields: tuple[str, ...]
     actor: str
+
+    @property
+    def op(self) -> type[ops.Operation]:
+        """The operation ``action`` names: what each backend's writers dispatch on."""
+        return ops.of(self.action)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from reconciler.core.canonical import canonical_json
 from reconciler.errors import ConfigurationError
 
 GENESIS = "0" * 64
@@ -95,8 +95,8 @@ def plain(value: Any) -> Any:
 
 
 def canonical(value: Any) -> str:
-    """Canonical JSON text: sorted keys, no whitespace, UTF-8 left unescaped."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Canonical JSON text (``core/canonical.py``), refusing NaN and the infinities: the text hashed."""
+    return canonical_json(value, allow_nan=False)
 
 
 def utc_text(moment: datetime) -> str:

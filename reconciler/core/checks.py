@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.core import kinds
 from reconciler.core.diff import Change, Desired, Finding, Live
 from reconciler.core.model import folded
 from reconciler.core.plan import Author, Plan
@@ -19,7 +20,6 @@ from reconciler.errors import ConfigurationError, ConflictError
 # more than the minimum) needs --allow-mass-archive with the exact count.
 MASS_ARCHIVE_FRACTION = 0.10
 MASS_ARCHIVE_MINIMUM = 5
-ADDRESS_KINDS = ("storage-target:", "dataset:", "record:")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ class ApplyOptions:
 def check_address(address: str) -> None:
     """Refuse a malformed ``--target`` address with the forms that are accepted."""
     kind, _, rest = address.partition(":")
-    ok = address.startswith(ADDRESS_KINDS) and rest and (kind != "record" or "/" in rest.strip("/"))
+    spec = kinds.BY_NAME.get(kind)
+    ok = spec is not None and rest and (len(spec.identity) == 1 or "/" in rest.strip("/"))
     if not ok:
         raise ConfigurationError(
             f"--target {address!r} is not an address; use storage-target:<name>, dataset:<slug> "
@@ -117,7 +118,7 @@ def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int
         line = f"{denial.address}: {denial.message}"
         if line not in reasons:
             reasons.append(line)
-    purges = [c.address for c in plan.changes if c.action == "purge"]
+    purges = [c.address for c in plan.changes if c.op.deletes]
     if purges and not options.allow_purge:
         reasons.append("purge needs --allow-purge: " + ", ".join(purges))
     if plan.attribution_problem and plan.changes:
@@ -131,7 +132,7 @@ def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int
 
 
 def _mass_archive(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int]) -> list[str]:
-    destructive = [c for c in plan.changes if c.action in ("archive", "purge")]
+    destructive = [c for c in plan.changes if c.op.removes]
     by_kind = Counter(c.kind for c in destructive)
     tripped = {kind: n for kind, n in by_kind.items()
                if n > MASS_ARCHIVE_MINIMUM and n > MASS_ARCHIVE_FRACTION * max(managed_counts.get(kind, 0), 1)}
@@ -155,7 +156,7 @@ def tampered_protection_findings(changes: Sequence[Change], stored: Mapping[str,
     """``protection_tampered`` as blocking plan findings, in the same words, so that a plan
     fails where its apply would."""
     return [Finding(c.address, "error", _tampered(recorded[c.address][1]), c.location) for c in changes
-            if c.action in ("archive", "purge") and c.address in recorded and recorded[c.address][0]
+            if c.op.removes and c.address in recorded and recorded[c.address][0]
             and not stored.get(c.address, False)]
 
 
@@ -166,7 +167,7 @@ def _tampered(seq: int) -> str:
 
 def destructive_addresses(plan: Plan) -> list[str]:
     """The objects the plan archives or purges."""
-    return [c.address for c in plan.changes if c.action in ("archive", "purge")]
+    return [c.address for c in plan.changes if c.op.removes]
 
 
 def moved_since_plan(wanted: Mapping[str, str | None], found: Mapping[str, Live]) -> list[str]:

@@ -4,41 +4,32 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from reconciler.core import kinds, ops
+from reconciler.core.canonical import canonical_json
 from reconciler.core.service_rules import normalize_tags as normalize_tags  # the metastore's rule, one copy
 
 # Kinds and actions as the plan JSON names them (SPEC section 4).
-KINDS = ("storage-target", "dataset", "record")
-_KIND_RANK = {kind: rank for rank, kind in enumerate(KINDS)}
-ACTIONS = ("create", "update", "archive", "restore", "purge")
+KINDS = kinds.NAMES
+ACTIONS = ops.NAMES
 # Why a change is made: a commit asked for it; it reverts a change made outside git; a value
 # resolved from ${env:...} changed; or an object the catalog already had is taken over.
 REASONS = ("manifest", "drift", "secret", "adoption")
+# How a backend writes applied fields as text (``Applied.text``), given to the diff.
+TextOf = Callable[[Any], str]
 
-# The catalog fields each kind manages, in manifest (camelCase) terms. The field that
-# carries the archived state is listed in ARCHIVE_FIELD.
-FIELDS: dict[str, tuple[str, ...]] = {
-    "storage-target": ("type", "description", "config"),
-    "dataset": ("name", "description", "status", "storageTarget", "metadata", "retention"),
-    "record": ("owner", "tags", "schemaHash", "metadata", "deleted"),
-}
-# JSON object fields merged key by key: keys only the live object has belong to
-# someone else (ingestion, the services) and are kept.
-MERGED_FIELDS = frozenset({"metadata", "retention"})
-# Fields compared as sets (the services de-duplicate them; order is not meaning).
-SET_FIELDS = frozenset({"tags"})
-# Fields that, when a manifest leaves them out and they were never applied, are
-# left as the catalog has them; all other omitted fields take their default.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "storage-target": {},
-    "dataset": {"status": "active"},
-    "record": {"deleted": False},
-}
+# Views of the kinds' registry (core/kinds/) by kind name, for the modules that look a
+# field up without its kind: the managed fields, their defaults, and the fields merged key
+# by key or compared as sets (the same rule wherever a field of that name appears).
+FIELDS: Mapping[str, tuple[str, ...]] = {spec.name: spec.fields for spec in kinds.REGISTRY}
+DEFAULTS: Mapping[str, Mapping[str, Any]] = {spec.name: spec.defaults for spec in kinds.REGISTRY}
+MERGED_FIELDS = frozenset(name for spec in kinds.REGISTRY for name in spec.merged)
+SET_FIELDS = frozenset(name for spec in kinds.REGISTRY for name in spec.sets)
 
 
 @dataclass(frozen=True)
@@ -93,9 +84,9 @@ class Live:
 class Applied:
     """The reconciler's record of what it last applied to an object, and for which source.
 
-    ``text`` is the applied fields as PostgreSQL prints the jsonb it stored, when the
-    reader has it: equal to ``jsonb_text`` of the manifest's fields exactly when
-    they are the same values.
+    ``text`` is the applied fields as the backend stored them, when the reader has it:
+    equal to the backend's ``text_of`` (``CatalogState.text_of``) of the manifest's
+    fields exactly when they are the same values.
     """
 
     address: str
@@ -130,6 +121,11 @@ class Change:
     paths: tuple[str, ...] = ()  # field-level paths that differ (metadata.unit), from the real values
     reason: str = "manifest"  # manifest | drift | secret | adoption: why the change is made (REASONS)
     asked: tuple[str, ...] = ()  # declared fields the manifest changed since the last apply
+
+    @property
+    def op(self) -> type[ops.Operation]:
+        """The operation ``action`` names (core/ops.py): what renderers and executors dispatch on."""
+        return ops.of(self.action)
 
 
 @dataclass(frozen=True)
@@ -192,45 +188,15 @@ class DiffResult:
     outside: Mapping[str, OutOfBand] = field(default_factory=dict)  # address → change made outside git
 
 
-def jsonb_text(value: Any) -> str:
-    """``value`` as PostgreSQL prints it once stored as jsonb, for the common values.
-
-    jsonb orders object keys by length, then bytewise, and writes ``, `` and ``: ``
-    between items. Any faithful JSON text of a value equals the jsonb text of another
-    only if the two are the same value, types included; so where this differs from
-    PostgreSQL (keys beyond ASCII, floats PostgreSQL prints without an exponent) it
-    only costs a full comparison, never a wrong answer.
-    """
-    if type(value) is dict:
-        return _JSONB_ENCODE(_jsonb_ordered(value))
-    return _JSONB_ENCODE(value)
-
-
-_JSONB_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
-
-
-def _jsonb_ordered(value: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key in sorted(sorted(value), key=len):  # stable: by length, then by code point
-        item = value[key]
-        kind = type(item)
-        out[key] = _jsonb_ordered(item) if kind is dict else _jsonb_list(item) if kind is list else item
-    return out
-
-
-def _jsonb_list(value: list[Any]) -> list[Any]:
-    return [_jsonb_ordered(v) if type(v) is dict else _jsonb_list(v) if type(v) is list else v for v in value]
-
-
-def canonical(field_name: str, value: Any) -> str:
-    """The form two values are compared in: canonical JSON, tags as a sorted set.
+def comparable_text(field_name: str, value: Any) -> str:
+    """The form two values are compared in: canonical JSON of the plain value, tags as a sorted set.
 
     Key order never matters, integral floats equal their integers, and ``true``
     never equals ``1`` — so nothing shows a perpetual diff, and nothing real hides.
     """
     if field_name in SET_FIELDS and value is not None:
         value = sorted(set(normalize_tags(value)))
-    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_json(_plain(value))
 
 
 def _plain(value: Any) -> Any:
@@ -254,7 +220,7 @@ def same(field_name: str, left: Any, right: Any) -> bool:
     """
     if left == right and same_types(left, right):
         return True
-    return canonical(field_name, left) == canonical(field_name, right)
+    return comparable_text(field_name, left) == comparable_text(field_name, right)
 
 
 def same_types(left: Any, right: Any) -> bool:
@@ -318,23 +284,25 @@ def merge_object(desired: Mapping[str, Any] | None, applied: Mapping[str, Any] |
 def target_fields(kind: str, desired: Desired, applied: Applied | None,
                   live: Live | None) -> dict[str, Any]:
     """The values every managed field should have after apply."""
+    spec = kinds.kind(kind)
     live_fields = live.fields if live else {}
     applied_fields = applied.fields if applied else {}
     target: dict[str, Any] = {}
-    for name in FIELDS[kind]:
-        if name in MERGED_FIELDS:
+    for name in spec.fields:
+        if name in spec.merged:
+            empty = spec.merged[name]
             if name in desired.fields or name in applied_fields or live_fields.get(name) is not None:
                 merged = merge_object(desired.fields.get(name), applied_fields.get(name),
                                       live_fields.get(name))
-                keep_none = name == "retention" and not merged and desired.fields.get(name) is None
+                keep_none = empty is None and not merged and desired.fields.get(name) is None
                 target[name] = None if keep_none else merged
             else:
-                target[name] = None if name == "retention" else {}
+                target[name] = empty
         elif name in desired.fields:
             value = desired.fields[name]
-            target[name] = normalize_tags(value) if name in SET_FIELDS else value
-        elif name in DEFAULTS[kind]:
-            target[name] = DEFAULTS[kind][name]
+            target[name] = normalize_tags(value) if name in spec.sets else value
+        elif name in spec.defaults:
+            target[name] = spec.defaults[name]
         elif name in applied_fields or live is None:
             target[name] = None  # applied before and now dropped (or a new object): cleared
         else:
@@ -344,34 +312,25 @@ def target_fields(kind: str, desired: Desired, applied: Applied | None,
 
 def is_archived(kind: str, fields: Mapping[str, Any]) -> bool:
     """Whether an object is in its archived state (dataset inactive, record soft-deleted)."""
-    if kind == "dataset":
-        return fields.get("status") == "inactive"
-    if kind == "record":
-        return bool(fields.get("deleted"))
-    return False
+    return kinds.kind(kind).is_archived(fields)
 
 
 def archived(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """The fields with the archived state set."""
-    out = dict(fields)
-    if kind == "dataset":
-        out["status"] = "inactive"
-    elif kind == "record":
-        out["deleted"] = True
-    return out
+    return kinds.kind(kind).archived(fields)
 
 
 def _action(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     was, will = is_archived(kind, before), is_archived(kind, after)
     if will and not was:
-        return "archive"
+        return ops.Archive.name
     if was and not will:
-        return "restore"
-    return "update"
+        return ops.Restore.name
+    return ops.Update.name
 
 
 def _changed(kind: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(name for name in FIELDS[kind] if not same(name, before.get(name), after.get(name)))
+    return tuple(name for name in kinds.kind(kind).fields if not same(name, before.get(name), after.get(name)))
 
 
 def _outside(kind: str, live: Live, applied: Applied, skip: frozenset[str],
@@ -384,17 +343,18 @@ def _outside(kind: str, live: Live, applied: Applied, skip: frozenset[str],
     as ``${env:...}`` text) are left out of the comparison.
     """
     out = []
-    for name in FIELDS[kind]:
+    spec = kinds.kind(kind)
+    for name in spec.fields:
         if name in skip:
             continue
-        mine = applied.fields[name] if name in applied.fields else DEFAULTS[kind].get(name, _ABSENT)
+        mine = applied.fields[name] if name in applied.fields else spec.defaults.get(name, _ABSENT)
         if mine is _ABSENT:
             continue
         mine = _without(mine, name, secret_paths)
         theirs = _without(live.fields.get(name), name, secret_paths)
         if same(name, mine, theirs):
             continue
-        if name in MERGED_FIELDS:
+        if name in spec.merged:
             ours, now = mine or {}, theirs or {}
             if all(same(name, {k: ours[k]}, {k: now.get(k)}) for k in ours):
                 continue  # only keys someone else owns differ
@@ -405,12 +365,13 @@ def _outside(kind: str, live: Live, applied: Applied, skip: frozenset[str],
 def _out_of_band(kind: str, live: Live | None, applied: Applied, fields: tuple[str, ...],
                  adopted: tuple[str, ...]) -> OutOfBand:
     """The change made outside git to ``fields``, with who and when as the live row tells."""
-    before = {name: applied.fields[name] if name in applied.fields else DEFAULTS[kind].get(name)
+    spec = kinds.kind(kind)
+    before = {name: applied.fields[name] if name in applied.fields else spec.defaults.get(name)
               for name in fields}
     if live is None:
         return OutOfBand(fields, before, None, adopted)
     after = {name: live.fields.get(name) for name in fields}
-    for name in MERGED_FIELDS.intersection(fields):
+    for name in (name for name in spec.merged if name in fields):
         # The whole object as it was: the keys someone else owns as they are, ours as applied.
         before[name] = {**(after[name] or {}), **(before[name] or {})}
     at = live.updated_at
@@ -439,32 +400,32 @@ def drift_message(outside: OutOfBand, *, declared: bool = True) -> str:
             "which the tree now declares")
 
 
-def unchanged(desired: Desired, live: Live, applied: Applied) -> bool:
+def unchanged(desired: Desired, live: Live, applied: Applied, text_of: TextOf | None) -> bool:
     """The rerun's common case, decided without decoding the catalog's JSON.
 
     True only when the full comparison would find nothing to do: the reader vouched
     that the catalog still holds every applied value (``live.in_sync``), the tree asks
-    for exactly what was applied (same jsonb text), protection and file are the same,
-    and every field the manifest leaves out is at its default.
+    for exactly what was applied (the same text, as the backend's ``text_of`` writes it),
+    protection and file are the same, and every field the manifest leaves out is at its
+    default. Without ``text_of`` (a backend that keeps no text) it is never decided here.
     """
-    if not live.in_sync or applied.text is None or desired.purge:
+    if text_of is None or not live.in_sync or applied.text is None or desired.purge:
         return False
     if applied.protect != desired.protect or _moved(applied, desired.location):
         return False
-    if applied.text != jsonb_text(desired.record) or desired.record is not desired.fields:
+    if applied.text != text_of(desired.record) or desired.record is not desired.fields:
         return False
-    for name, default in DEFAULTS[desired.kind].items():
+    spec = kinds.kind(desired.kind)
+    for name, default in spec.defaults.items():
         if name not in desired.fields and not same(name, live.fields.get(name), default):
             return False
-    for name in _MERGED_OF[desired.kind]:
-        # A merged field the manifest leaves out takes the catalog's value, except an
-        # absent metadata object (it becomes {}) and an empty retention policy (none).
-        if name not in desired.fields and live.fields.get(name) == ({} if name == "retention" else None):
+    for name, empty in spec.merged.items():
+        # A merged field the manifest leaves out takes the catalog's value, except where
+        # the catalog holds the other empty form: an absent object where the field's empty
+        # value is {} (metadata), an empty one where it is none at all (retention).
+        if name not in desired.fields and live.fields.get(name) == ({} if empty is None else None):
             return False
     return True
-
-
-_MERGED_OF = {kind: tuple(name for name in names if name in MERGED_FIELDS) for kind, names in FIELDS.items()}
 
 
 # The catalog's stored flag decides, not the commit: lifting protection takes an apply of its own.
@@ -473,22 +434,23 @@ _STILL_PROTECTED = ("it is protected in the catalog (the last apply set protect:
 
 
 def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
-                   out: _Collector) -> None:
+                   out: _Collector, text_of: TextOf | None = None) -> None:
     kind = desired.kind
-    if live is not None and applied is not None and unchanged(desired, live, applied):
+    if live is not None and applied is not None and unchanged(desired, live, applied, text_of):
         return
     if live is None:
         if desired.purge:
             out.note(desired.address, "purge: true, but it does not exist in the catalog; nothing to do",
                      desired.location)
             return
+        managed = kinds.kind(kind).fields
         if applied is not None:  # it was applied, and is gone: deleted outside git
-            out.observed(desired, _out_of_band(kind, None, applied, tuple(n for n in FIELDS[kind]
+            out.observed(desired, _out_of_band(kind, None, applied, tuple(n for n in managed
                                                                           if n in applied.fields), ()))
         after = target_fields(kind, desired, None, None)
-        out.changes.append(Change(desired.address, kind, "create", None, after, FIELDS[kind],
+        out.changes.append(Change(desired.address, kind, ops.Create.name, None, after, managed,
                                   dict(desired.record), desired.location, None, desired.protect,
-                                  paths=FIELDS[kind]))
+                                  paths=managed))
         return
     outside = _outside(kind, live, applied, frozenset(), _secret_paths(desired, applied)) \
         if applied is not None else ()
@@ -503,17 +465,17 @@ def _plan_declared(desired: Desired, live: Live | None, applied: Applied | None,
         if outside:
             assert applied is not None
             out.observed(desired, _out_of_band(kind, live, applied, outside, ()))
-        out.changes.append(Change(desired.address, kind, "purge", _purged(kind, live, applied), None, (),
+        out.changes.append(Change(desired.address, kind, ops.Purge.name, _purged(kind, live, applied), None, (),
                                   dict(desired.record), desired.location, live.token, False))
         return
     after = target_fields(kind, desired, applied, live)
     changed = _changed(kind, live.fields, after)
     action = _action(kind, live.fields, after)
-    if action == "archive" and desired.protect:
+    if action == ops.Archive.name and desired.protect:
         out.error(desired.address, "it is protected (protect: true); set protect: false to archive it",
                   desired.location)
         return
-    if action == "archive" and applied is not None and applied.protect:
+    if action == ops.Archive.name and applied is not None and applied.protect:
         out.error(desired.address, _STILL_PROTECTED.format(verb="archive"), desired.location)
         return
     if outside:
@@ -602,15 +564,16 @@ def _put(node: Any, parts: list[str], value: Any) -> None:
 
 
 def _purged(kind: str, live: Live, applied: Applied | None) -> dict[str, Any]:
-    """What a purge deletes, as the plan shows it: a storage target's config values that the
-    last apply wrote from ``${env:...}`` are masked, even when the purging manifest no longer
-    names the variables."""
+    """What a purge deletes, as the plan shows it: the values of its secret field (a storage
+    target's config) that the last apply wrote from ``${env:...}`` are masked, even when the
+    purging manifest no longer names the variables."""
     before = dict(live.fields)
-    if kind != "storage-target" or applied is None or not isinstance(before.get("config"), Mapping):
+    secret = kinds.kind(kind).secret_field
+    if secret is None or applied is None or not isinstance(before.get(secret), Mapping):
         return before
-    recorded = applied.fields.get("config")
+    recorded = applied.fields.get(secret)
     if isinstance(recorded, Mapping):
-        before["config"] = _mask_like(before["config"], recorded)
+        before[secret] = _mask_like(before[secret], recorded)
     return before
 
 
@@ -630,18 +593,19 @@ def _refuse_purges_in_use(out: _Collector, live: Mapping[str, Live],
     """A storage target is purged only when no dataset uses it once the plan is applied: none
     names it as its storage target (in the catalog, or declared in the tree) and none that
     stays has partitions stored on it. Otherwise the purge is an error naming every such dataset."""
-    purges = [c for c in out.changes if c.kind == "storage-target" and c.action == "purge"]
+    target, dataset = kinds.storage_target.SPEC, kinds.dataset.SPEC
+    purges = [c for c in out.changes if c.kind == target.name and c.op is ops.Purge]
     if not purges:
         return
-    planned = {c.address: c for c in out.changes if c.kind == "dataset"}
-    gone = {address for address, change in planned.items() if change.action == "purge"}
+    planned = {c.address: c for c in out.changes if c.kind == dataset.name}
+    gone = {address for address, change in planned.items() if change.op is ops.Purge}
     pointing: dict[str, set[str]] = {}
-    for address in {a for a, obj in live.items() if obj.kind == "dataset"} | set(planned):
+    for address in {a for a, obj in live.items() if obj.kind == dataset.name} | set(planned):
         change = planned.get(address)
         fields = change.after if change is not None else live[address].fields
         name = (fields or {}).get("storageTarget")
         if name is not None:
-            pointing.setdefault(f"storage-target:{name}", set()).add(address)
+            pointing.setdefault(f"{target.prefix}{name}", set()).add(address)
     for change in purges:
         named = sorted(pointing.get(change.address, ()))
         stored = sorted(set(stored_on.get(change.address, ())) - gone - set(named))
@@ -688,8 +652,9 @@ def _plan_removed(applied: Applied, live: Live | None, out: _Collector) -> None:
     if live is None:
         out.note(applied.address, "no longer declared and already gone from the catalog", location)
         return
-    if applied.kind == "storage-target":
-        out.note(applied.address, "no longer declared; storage targets have no archived state, so it "
+    spec = kinds.kind(applied.kind)
+    if spec.archive_field is None:
+        out.note(applied.address, f"no longer declared; {spec.plural} have no archived state, so it "
                  "is left in place (declare it with purge: true to delete it)", location)
         return
     if is_archived(applied.kind, live.fields):
@@ -705,7 +670,7 @@ def _plan_removed(applied: Applied, live: Live | None, out: _Collector) -> None:
         out.findings.append(Finding(applied.address, "drift", drift_message(found, declared=False), location))
     after = archived(applied.kind, live.fields)
     changed = _changed(applied.kind, live.fields, after)
-    out.changes.append(Change(applied.address, applied.kind, "archive", dict(live.fields), after,
+    out.changes.append(Change(applied.address, applied.kind, ops.Archive.name, dict(live.fields), after,
                               changed, None, location, live.token, False, paths=changed))
 
 
@@ -749,28 +714,31 @@ def collector_paused() -> Iterator[None]:
 def kind_order(address: str) -> tuple[int, str]:
     """Sort key of an address: storage targets, then datasets, then records (the order a plan
     lists them in every rendering, and apply writes them in), each by address."""
-    return _KIND_RANK.get(address.partition(":")[0], len(KINDS)), address
+    return kinds.RANK.get(address.partition(":")[0], len(kinds.REGISTRY)), address
 
 
 def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
-         *, source: str, stored_on: Mapping[str, Collection[str]] | None = None) -> DiffResult:
+         *, source: str, stored_on: Mapping[str, Collection[str]] | None = None,
+         text_of: TextOf | None = None) -> DiffResult:
     """Compare the tree with the catalog for one source; no I/O, values in, values out.
 
     Objects another source manages are never changed (declaring one is an error);
     objects no source manages and the tree does not declare are listed as unmanaged.
     ``stored_on`` maps a storage target's address to the datasets with partitions stored
-    on it (only needed for the storage targets the tree purges).
+    on it (only needed for the storage targets the tree purges). ``text_of`` is the
+    backend's encoding of applied fields (``CatalogState.text_of``): with it, an object
+    whose applied text is unchanged is passed over without decoding its fields.
     """
     out = _Collector()
     with collector_paused():
-        _diff_all(desired, live, applied, source, out)
+        _diff_all(desired, live, applied, source, out, text_of)
         _refuse_purges_in_use(out, live, stored_on or {})
     return DiffResult(tuple(out.changes), tuple(out.bookkeeping), tuple(out.unmanaged),
                       tuple(out.findings), out.outside)
 
 
 def _diff_all(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
-              source: str, out: _Collector) -> None:
+              source: str, out: _Collector, text_of: TextOf | None) -> None:
     for address in sorted(set(desired) | set(live) | set(applied), key=kind_order):
         want, have, done = desired.get(address), live.get(address), applied.get(address)
         if done is not None and done.source != source:
@@ -779,7 +747,7 @@ def _diff_all(desired: Mapping[str, Desired], live: Mapping[str, Live], applied:
                           "or move it between sources explicitly", want.location)
             continue
         if want is not None:
-            _plan_declared(want, have, done, out)
+            _plan_declared(want, have, done, out, text_of)
         elif done is not None:
             _plan_removed(done, have, out)
         elif have is not None:

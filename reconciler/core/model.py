@@ -395,7 +395,7 @@ def _check_env_refs(config: dict[str, Any]) -> dict[str, Any]:
             name = body[4:] if body is not None and body.startswith("env:") else None
             if body is None:
                 found.append((path, "unclosed '${'; write '$${' for a literal '${'"))
-            elif name is None or not _ENV_NAME.match(name):
+            elif name is None or not _ENV_NAME.fullmatch(name):
                 expected = f"expected ${{env:NAME}} with NAME matching {ENV_NAME_PATTERN}"
                 found.append((path, f"malformed reference {token!r}: {expected}"))
     if found:
@@ -433,6 +433,54 @@ def substitute_env(text: str, environ: Mapping[str, str]) -> str:
         return environ[match.group("body")[4:]]
 
     return _ENV_TOKEN.sub(replace, text)
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A storage target's config with its ``${env:NAME}`` references resolved.
+
+    ``config`` is a copy with every reference whose variables are all set replaced by their
+    values (``$${`` unescaped everywhere), or, without substitution, with the references
+    kept as written; ``templates`` maps each path that names a variable to the text the
+    manifest wrote; ``missing`` lists (path, name) for every unset variable, in order.
+    """
+
+    config: dict[str, Any]
+    templates: dict[JsonPath, str]
+    missing: list[tuple[JsonPath, str]]
+
+
+def resolve_env(config: Mapping[str, Any], environ: Mapping[str, str], *, substitute: bool = True) -> ResolvedConfig:
+    """Resolve the ``${env:NAME}`` references of a config: the one place they are resolved."""
+    resolved: Any = _json_copy(config)
+    templates: dict[JsonPath, str] = {}
+    missing: list[tuple[JsonPath, str]] = []
+    for path, text in list(iter_strings(config)):
+        names = env_references(text)
+        if not names:
+            if "$${" in text:  # only the escape: a literal "${", no secret
+                _json_set(resolved, path, substitute_env(text, environ))
+            continue
+        templates[path] = text
+        unset = [name for name in names if name not in environ]
+        missing += [(path, name) for name in unset]
+        if substitute and not unset:
+            _json_set(resolved, path, substitute_env(text, environ))
+    return ResolvedConfig(dict(resolved), templates, missing)
+
+
+def _json_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _json_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_copy(v) for v in value]
+    return value
+
+
+def _json_set(node: Any, path: JsonPath, value: str) -> None:
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
 
 
 def _check_dataset_slug_link(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reconciler.core.diff import ACTIONS, Bookkeeping, Change, DiffResult, Finding, Location, OutOfBand
+from reconciler.core import kinds, ops
+from reconciler.core.canonical import canonical_json as canonical_json
+from reconciler.core.diff import Bookkeeping, Change, DiffResult, Finding, Location, OutOfBand
 from reconciler.errors import ConfigurationError
 
 FORMAT_VERSION = 2
@@ -88,7 +90,7 @@ class Plan:
     @property
     def summary(self) -> dict[str, int]:
         """Changes per action, every action present."""
-        counts = dict.fromkeys(ACTIONS, 0)
+        counts = dict.fromkeys(ops.NAMES, 0)
         for change in self.changes:
             counts[change.action] += 1
         return counts
@@ -279,23 +281,22 @@ def _needed(changes: tuple[Change, ...], targets: tuple[str, ...]) -> tuple[set[
     while queue:
         address = queue.pop()
         change = by_address.get(address)
-        after = change.after if change is not None else None
-        if after is None:
+        spec = kinds.BY_NAME.get(change.kind) if change is not None else None
+        if change is None or change.after is None or spec is None:
             continue
-        needs = []
-        if change is not None and change.kind == "dataset" and after.get("storageTarget"):
-            needs.append(f"storage-target:{after['storageTarget']}")
-        metadata = after.get("metadata")
-        if change is not None and change.kind == "record" and isinstance(metadata, Mapping) \
-                and isinstance(metadata.get("datasetSlug"), str):
-            needs.append(f"dataset:{metadata['datasetSlug']}")
-        for need in needs:
+        for need in spec.needs(change.after):
             needed = by_address.get(need)
-            if need not in wanted and needed is not None and needed.action in ("create", "update", "restore"):
+            if need not in wanted and needed is not None and not _removes(needed):
                 wanted.add(need)
                 pulled[need] = address
                 queue.append(need)
     return wanted, pulled
+
+
+def _removes(change: Change) -> bool:
+    """Whether the change takes its object out of use (so nothing can need it applied)."""
+    op = ops.named(change.action)
+    return op is None or op.removes
 
 
 def from_diff(result: DiffResult, *, source: str, commit: str | None, dirty: bool, created_at: str,
@@ -323,11 +324,6 @@ def _removal_json(removal: Removal) -> dict[str, Any]:
         # what readers of format version 2 without the key wrote and read.
         out["moved_to"] = removal.moved_to
     return out
-
-
-def canonical_json(value: Any) -> str:
-    """Stable JSON text: sorted keys, no whitespace."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def mask(fields: Mapping[str, Any] | None, secrets: Mapping[str, str],
@@ -439,8 +435,9 @@ def _secrets_from(data: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     for entry in [*data["changes"], *data["bookkeeping"]]:
         found: dict[str, str] = {}
         fields = entry.get("after") or entry.get("desired") or {}
-        if entry.get("kind") == "storage-target":  # only storage target config takes ${env:...}
-            _collect_templates(fields.get("config") or {}, "config.", found)
+        spec = kinds.BY_NAME.get(entry.get("kind"))
+        if spec is not None and spec.secret_field is not None:  # only that field takes ${env:...}
+            _collect_templates(fields.get(spec.secret_field) or {}, spec.secret_field + ".", found)
         if found:
             out[entry["address"]] = found
     return out

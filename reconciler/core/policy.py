@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.core import kinds
 from reconciler.errors import ConfigurationError
 
 # The scopes the platform's services guard their operations with.
@@ -37,9 +38,9 @@ class Grant:
             return False
         if scope not in self.scopes and not any(scope in IMPLIES.get(s, ()) for s in self.scopes):
             return False
-        patterns = {"dataset": self.datasets, "storage-target": self.storage_targets,
-                    "record": self.namespaces}[kind]
-        name = identity.split("/", 1)[0] if kind == "record" else identity
+        spec = kinds.kind(kind)
+        patterns: tuple[str, ...] | None = getattr(self, spec.grant_filter)
+        name = spec.grant_name(identity)
         return patterns is None or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -69,13 +70,7 @@ class Denial:
 
 def required_scope(kind: str, action: str) -> str:
     """The scope a change needs, as the services guard the same operation."""
-    if kind in ("dataset", "storage-target"):
-        return "timestore:admin"
-    if action == "purge":
-        return "metastore:admin"
-    if action == "archive":
-        return "metastore:delete"
-    return "metastore:write"
+    return kinds.kind(kind).scope_for(action)
 
 
 def check(policy: Policy | None, changes: Iterable[tuple[str, str, str]]) -> list[Denial]:
@@ -87,8 +82,8 @@ def check(policy: Policy | None, changes: Iterable[tuple[str, str, str]]) -> lis
         kind, _, identity = address.partition(":")
         scope = required_scope(kind, action)
         if not any(g.covers(email, scope, kind, identity) for g in policy.grants):
-            where = {"dataset": f"dataset {identity}", "storage-target": f"storage target {identity}",
-                     "record": f"namespace {identity.split('/', 1)[0]}"}[kind]
+            spec = kinds.kind(kind)
+            where = f"{spec.grant_noun} {spec.grant_name(identity)}"
             denials.append(Denial(address, email, action, scope, where))
     return denials
 

@@ -20,10 +20,11 @@ from typing import Any
 
 from reconciler.core.chain import RUN_COLUMNS, RUN_JSON_COLUMNS, Head
 from reconciler.core.chain import GENESIS, canonical, chain_hash, mac_of, plain, utc_text
+from reconciler.core.ops import NAMES
 from reconciler.core.text import clean
 
 _HASHED = tuple(name for name in RUN_COLUMNS if name not in ("hash", "mac"))
-ACTIONS = ("create", "update", "archive", "restore", "purge")
+ACTIONS = NAMES  # the operations in the order a run counts them
 
 # The runs export's columns and their DuckDB types.
 EXPORT_TYPES = {

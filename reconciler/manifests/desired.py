@@ -10,17 +10,10 @@ from typing import Any
 from reconciler.core.diff import Desired, Location, collector_paused
 from reconciler.errors import ManifestError, Problem
 from reconciler.manifests import Declared, ManifestTree, load_tree
-from reconciler.core.model import Dataset, Record, StorageTarget, env_references, iter_strings, substitute_env
+from reconciler.core import kinds
+from reconciler.core.model import Record, StorageTarget
+from reconciler.core.model import resolve_env as resolve_env_refs
 
-# Manifest field → the diff's field, per kind (only fields the diff manages).
-_FIELDS: dict[Any, dict[str, str]] = {
-    StorageTarget: {"type": "type", "description": "description", "config": "config"},
-    Dataset: {"name": "name", "description": "description", "status": "status",
-              "storage_target": "storageTarget", "metadata": "metadata", "retention": "retention"},
-    Record: {"owner": "owner", "tags": "tags", "schema_hash": "schemaHash", "metadata": "metadata",
-             "deleted": "deleted"},
-}
-_KIND: dict[Any, str] = {StorageTarget: "storage-target", Dataset: "dataset", Record: "record"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +74,8 @@ def _desired(declared: Declared[Any], environ: Mapping[str, str],
     model = declared.model
     if type(model) is Record:
         return _record(declared), {}, []
-    names = _FIELDS[type(model)]
+    spec = kinds.BY_MODEL[type(model)]
+    names = spec.attributes
     fields = {names[name]: _value(model, name) for name in model.model_fields_set if name in names}
     templates: dict[str, str] = {}
     missing: list[tuple[str, str]] = []
@@ -90,7 +84,7 @@ def _desired(declared: Declared[Any], environ: Mapping[str, str],
         recorded = dict(fields)
         fields["config"], templates, missing = _resolve(fields["config"], environ, resolve_env)
     address = str(declared.address)
-    return (Desired(address, _KIND[type(model)], fields, _location(declared),
+    return (Desired(address, spec.name, fields, _location(declared),
                     protect=bool(getattr(model, "protect", False)), purge=bool(getattr(model, "purge", False)),
                     secret_paths=frozenset(templates), recorded=recorded if templates else None),
             templates, missing)
@@ -98,7 +92,8 @@ def _desired(declared: Declared[Any], environ: Mapping[str, str],
 
 # Records are most of a tree, so they take a direct path to the same values as the
 # general one (manifest name → the diff's name, only the fields the manifest set).
-_RECORD_FIELDS = tuple(_FIELDS[Record].items())
+_RECORD = kinds.BY_MODEL[Record]
+_RECORD_FIELDS = tuple(_RECORD.attributes.items())
 
 
 def record_fields(model: Record) -> dict[str, Any]:
@@ -114,7 +109,7 @@ def _record(declared: Declared[Any]) -> Desired:
     fields = record_fields(declared.model)
     loc = declared.location
     location = Location(loc.path, loc.line, loc.end_line, tuple(loc.also))
-    return Desired(f"record:{values['namespace']}/{values['key']}", "record", fields, location,
+    return Desired(f"{_RECORD.prefix}{values['namespace']}/{values['key']}", _RECORD.name, fields, location,
                    protect=bool(values["protect"]), purge=bool(values["purge"]))
 
 
@@ -130,36 +125,14 @@ def _value(model: Any, name: str) -> Any:
 def _resolve(config: Mapping[str, Any], environ: Mapping[str, str],
              resolve_env: bool) -> tuple[dict[str, Any], dict[str, str], list[tuple[str, str]]]:
     """The config with ``${env:NAME}`` replaced; the templates by dotted path; unset names."""
-    resolved: Any = _copy(config)
-    templates: dict[str, str] = {}
-    missing: list[tuple[str, str]] = []
-    for path, text in list(iter_strings(config)):
-        names = env_references(text)
-        if not names:
-            if "$${" in text:  # only the escape: a literal "${", no secret
-                _set(resolved, path, substitute_env(text, environ))
-            continue
-        dotted = ".".join(str(p) for p in path)
-        templates["config." + dotted] = text
-        unset = [n for n in names if n not in environ]
-        missing += [(dotted, n) for n in unset]
-        if resolve_env and not unset:
-            _set(resolved, path, substitute_env(text, environ))
-    return dict(resolved), templates, missing if resolve_env else []
+    found = resolve_env_refs(config, environ, substitute=resolve_env)
+    templates = {"config." + _dotted(path): text for path, text in found.templates.items()}
+    missing = [(_dotted(path), name) for path, name in found.missing] if resolve_env else []
+    return found.config, templates, missing
 
 
-def _copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_copy(v) for v in value]
-    return value
-
-
-def _set(node: Any, path: tuple[str | int, ...], value: str) -> None:
-    for part in path[:-1]:
-        node = node[part]
-    node[path[-1]] = value
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in path)
 
 
 def _links(tree: ManifestTree) -> list[tuple[str, str, Location]]:

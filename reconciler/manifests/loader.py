@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from reconciler.core import kinds
 from reconciler.core.diff import collector_paused
 from reconciler.errors import ConfigurationError, ManifestError, Problem
 from reconciler.core.model import (
@@ -28,7 +29,7 @@ from reconciler.core.model import (
     env_references,
     folded,
     iter_strings,
-    substitute_env,
+    resolve_env,
 )
 from reconciler.manifests.datafile import declared_from_file
 from reconciler.manifests.datapaths import DataFiles, DiskFiles, VersionFiles, is_data_file
@@ -304,13 +305,9 @@ def _claims(path: str, document: ParsedDocument) -> list[tuple[Address, Location
         return []
     span = document.layout.span
     whole = Location(path, span.line, span.column, span.end_line)
-    identity = {
-        "StorageTarget": lambda v: f"storage-target:{v.get('name')}",
-        "Dataset": lambda v: f"dataset:{v.get('slug')}",
-        "Record": lambda v: f"record:{v.get('namespace')}/{v.get('key')}",
-    }.get(str(value.get("kind")))
-    if identity is not None:
-        address = _address(identity(value))
+    spec = kinds.BY_MANIFEST_KIND.get(str(value.get("kind")))
+    if spec is not None:
+        address = _address(spec.address(value))
         return [(address, whole)] if address else []
     items = value.get("records")
     if value.get("kind") != "RecordSet" or not isinstance(items, list):
@@ -372,31 +369,15 @@ def _resolve(
     target: StorageTarget, location: Location, environ: Mapping[str, str]
 ) -> tuple[list[Declared[Declaration]], list[RawProblem]]:
     """Replace ``${env:NAME}`` in the config, remembering which paths are secret."""
-    secret: set[JsonPath] = set()
-    problems: list[RawProblem] = []
-
-    def resolve(value: Any, path: JsonPath) -> Any:
-        if isinstance(value, str):
-            names = env_references(value)
-            missing = [name for name in names if name not in environ]
-            if missing:
-                message = at(("config", *path), f"environment variable {missing[0]} is not set")
-                problems.append((("config", *path), "node", message))
-                return value
-            if names:
-                secret.add(path)
-            return substitute_env(value, environ)
-        if isinstance(value, dict):
-            return {key: resolve(child, (*path, key)) for key, child in value.items()}
-        if isinstance(value, list):
-            return [resolve(child, (*path, index)) for index, child in enumerate(value)]
-        return value
-
-    config = resolve(target.config, ())
-    if problems:
-        return [], problems
-    resolved = target.model_copy(update={"config": config})
-    return [Declared(resolved, location, frozenset(secret))], []
+    found = resolve_env(target.config, environ)
+    first: dict[JsonPath, str] = {}
+    for path, name in found.missing:
+        first.setdefault(path, name)
+    if first:
+        return [], [(("config", *path), "node", at(("config", *path), f"environment variable {name} is not set"))
+                    for path, name in first.items()]
+    resolved = target.model_copy(update={"config": found.config})
+    return [Declared(resolved, location, frozenset(found.templates))], []
 
 
 def _unset(target: StorageTarget, environ: Mapping[str, str]) -> list[RawProblem]:

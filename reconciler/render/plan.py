@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
-from reconciler.core.diff import ACTIONS, KINDS
+from reconciler.core import kinds, ops
 from reconciler.core.plan import Plan
 from reconciler.core.text import clean
 
@@ -32,23 +32,32 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#])")
 
 @dataclass(frozen=True)
 class _Look:
-    """How one action shows: its symbol, its colour, and the past tense apply reports."""
+    """How one operation shows: its symbol and its colour."""
 
     symbol: str
     ansi: str
-    done: str
 
 
-_LOOKS: Final[Mapping[str, _Look]] = {
-    "create": _Look("+", _GREEN, "created"),
-    "update": _Look("~", _YELLOW, "updated"),
-    "archive": _Look("-", _RED, "archived"),
-    "restore": _Look("↺", _CYAN, "restored"),
-    "purge": _Look("!", _BOLD_RED, "purged"),
+# One look per operation (core/ops.py); the past tense apply reports is the operation's own.
+_LOOKS: Final[Mapping[type[ops.Operation], _Look]] = {
+    ops.Create: _Look("+", _GREEN),
+    ops.Update: _Look("~", _YELLOW),
+    ops.Archive: _Look("-", _RED),
+    ops.Restore: _Look("↺", _CYAN),
+    ops.Purge: _Look("!", _BOLD_RED),
 }
-_UNKNOWN_LOOK = _Look("?", _BOLD, "changed")
-_DONE_STYLE: Final = {look.done: look.ansi for look in _LOOKS.values()}
-_KIND_TITLES: Final = {"storage-target": "Storage targets", "dataset": "Datasets", "record": "Records"}
+_UNKNOWN_LOOK = _Look("?", _BOLD)
+_DONE_STYLE: Final = {op.done: look.ansi for op, look in _LOOKS.items()}
+
+
+def _op(change: Mapping[str, Any]) -> type[ops.Operation] | None:
+    """The operation of a change of the plan's JSON (None for a word no operation has)."""
+    return ops.named(str(change.get("action", "")))
+
+
+def _deletes(change: Mapping[str, Any]) -> bool:
+    op = _op(change)
+    return op is not None and op.deletes
 
 
 @dataclass(frozen=True)
@@ -145,12 +154,6 @@ def _changed_rows(change: Mapping[str, Any]) -> list[_Row]:
     return rows
 
 
-# Values a new object takes unless its manifest says otherwise: on a create they say nothing
-# (every new record is not deleted, every new dataset active), so they are not shown.
-_SAYS_NOTHING_ON_CREATE: Final[Mapping[str, Mapping[str, Any]]] = {
-    "record": {"deleted": False}, "dataset": {"status": "active"}}
-
-
 def _says_something(quiet: Mapping[str, Any], name: str, value: Any) -> bool:
     if value is None or value == "" or value == {} or value == []:
         return False
@@ -160,7 +163,10 @@ def _says_something(quiet: Mapping[str, Any], name: str, value: Any) -> bool:
 def _created_rows(change: Mapping[str, Any]) -> list[_Row]:
     """A new object's fields that say something, one row each: not empty, not the default."""
     after = change.get("after") or {}
-    quiet = _SAYS_NOTHING_ON_CREATE.get(str(change.get("kind")), {})
+    # Values a new object takes unless its manifest says otherwise (its kind's defaults: every
+    # new record is not deleted, every new dataset active) say nothing on a create.
+    spec = kinds.BY_NAME.get(str(change.get("kind")))
+    quiet = spec.defaults if spec is not None else {}
     return [_Row(clean(name), None, _value(value)) for name, value in after.items()
             if _says_something(quiet, name, value)]
 
@@ -169,14 +175,15 @@ def _no_rows(change: Mapping[str, Any]) -> list[_Row]:
     return []
 
 
-_BODIES: Final[Mapping[str, Callable[[Mapping[str, Any]], list[_Row]]]] = {
-    "create": _created_rows, "update": _changed_rows, "archive": _changed_rows,
-    "restore": _changed_rows, "purge": _no_rows,
+_BODIES: Final[Mapping[type[ops.Operation], Callable[[Mapping[str, Any]], list[_Row]]]] = {
+    ops.Create: _created_rows, ops.Update: _changed_rows, ops.Archive: _changed_rows,
+    ops.Restore: _changed_rows, ops.Purge: _no_rows,
 }
 
 
 def _rows(change: Mapping[str, Any]) -> list[_Row]:
-    return _BODIES.get(change.get("action", ""), _changed_rows)(change)
+    op = _op(change)
+    return (_BODIES.get(op, _changed_rows) if op is not None else _changed_rows)(change)
 
 
 def _source_text(change: Mapping[str, Any]) -> tuple[str, str]:
@@ -203,9 +210,9 @@ def _closing(data: Mapping[str, Any]) -> str:
     """The plan's last line; zero counts rather than "no changes" when errors block the plan."""
     summary = data["summary"]
     errors = any(f["severity"] == "error" for f in data["findings"])
-    if not any(summary.get(a, 0) for a in ACTIONS) and not errors:
+    if not any(summary.get(a, 0) for a in ops.NAMES) and not errors:
         return NO_CHANGES
-    return "Plan: " + ", ".join(f"{summary.get(a, 0)} to {a}" for a in ACTIONS) + "."
+    return "Plan: " + ", ".join(f"{summary.get(a, 0)} to {a}" for a in ops.NAMES) + "."
 
 
 def _by_severity(data: Mapping[str, Any], severity: str) -> list[Mapping[str, Any]]:
@@ -255,9 +262,9 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
     drift = _drift_by_address(data)
     changes = data["changes"]
     lines = [_text_header(data)]
-    for change in (c for c in changes if c["action"] != "purge"):
+    for change in (c for c in changes if not _deletes(c)):
         lines += ["", *_text_change(change, drift, paint)]
-    purges = [c for c in changes if c["action"] == "purge"]
+    purges = [c for c in changes if _deletes(c)]
     if purges:
         lines += ["", paint(PURGE_TITLE, _BOLD_RED)]
         for change in purges:
@@ -299,13 +306,14 @@ def _text_header(data: Mapping[str, Any]) -> str:
 
 
 def _text_change(change: Mapping[str, Any], drift: Mapping[str, list[str]], paint: _Paint) -> list[str]:
-    look = _LOOKS.get(change["action"], _UNKNOWN_LOOK)
+    op = _op(change)
+    look = _LOOKS.get(op, _UNKNOWN_LOOK) if op is not None else _UNKNOWN_LOOK
     flags = clean(change["action"]) + (", protected" if change.get("protect") else "")
     where, remark = _source_text(change)
     lines = [paint(f"  {look.symbol} {clean(change['address'])} ({flags})", look.ansi),
              f"{_PAD}source: " + " ".join(filter(None, (where, f"({remark})" if remark else ""))),
              f"{_PAD}author: {_author(change)}"]
-    if change["action"] == "purge":
+    if _deletes(change):
         lines.append(paint(f"{_PAD}deleted permanently from the catalog; this cannot be undone", _BOLD_RED))
     lines += [f"{_PAD}{row.label}: " + (row.new if row.old is None else f"{row.old} → {row.new}")
               for row in _rows(change)]
@@ -454,7 +462,7 @@ def _md_head(data: Mapping[str, Any]) -> str:
     if data.get("digest"):
         facts.append(f"plan digest {_code(data['digest'])}")
     table = ["| action | count |", "| --- | ---: |"]
-    table += [f"| {action} | {data['summary'].get(action, 0)} |" for action in ACTIONS]
+    table += [f"| {action} | {data['summary'].get(action, 0)} |" for action in ops.NAMES]
     return "## Reconciler plan\n\n" + " · ".join(facts) + "\n\n" + "\n".join(table)
 
 
@@ -503,7 +511,7 @@ def _md_groups(data: Mapping[str, Any], base: str | None = None) -> list[_Group]
     """Every section in display order; priority decides what the size budget keeps first."""
     drift = _drift_by_address(data)
     errors, drifts, notes = (_by_severity(data, s) for s in ("error", "drift", "note"))
-    purges = [c for c in data["changes"] if c["action"] == "purge"]
+    purges = [c for c in data["changes"] if _deletes(c)]
     groups = [
         _Group(1, f"### ❌ Errors ({len(errors):,})", [_md_finding(f, "❌ ") for f in errors], "findings",
                "Apply refuses this plan until these are fixed.", fold_label=f"{len(errors):,} errors"),
@@ -515,12 +523,12 @@ def _md_groups(data: Mapping[str, Any], base: str | None = None) -> list[_Group]
                "> 🛑 These objects are **deleted permanently**. `apply` refuses them "
                "without `--allow-purge`.", fold_label=f"{len(purges):,} purges"),
     ]
-    for kind in KINDS:
-        of_kind = [c for c in data["changes"] if c["kind"] == kind and c["action"] != "purge"]
-        for action in ACTIONS[:-1]:
+    for spec in kinds.REGISTRY:
+        of_kind = [c for c in data["changes"] if c["kind"] == spec.name and not _deletes(c)]
+        for action in (op.name for op in ops.OPERATIONS if not op.deletes):
             items = [_md_change(c, drift, base) for c in of_kind if c["action"] == action]
             groups.append(_Group(4, f"#### {action} ({len(items):,})", items, "changes",
-                                 kind_heading=f"### {_KIND_TITLES[kind]} ({len(of_kind):,})",
+                                 kind_heading=f"### {spec.title} ({len(of_kind):,})",
                                  fold_label=f"{len(items):,} to {action}"))
     unmanaged = data["unmanaged"]
     adopted = [b["address"] for b in data["bookkeeping"] if b["reason"] == "adopt"]
@@ -553,11 +561,11 @@ def render_apply_result(result: Mapping[str, Any], *, color: bool = False) -> st
              for o in objects]
     summary = result.get("summary")
     if not summary:
-        summary = {a: sum(1 for o in objects if o.get("action") == a) for a in ACTIONS}
+        summary = {a: sum(1 for o in objects if o.get("action") == a) for a in ops.NAMES}
     if result.get("run_id"):
         outcome = f" ({clean(result['outcome'])})" if result.get("outcome") else ""
         lines.append(f"Run {clean(result['run_id'])}{outcome}")
-    counts = [(int(summary.get(a, 0)), _LOOKS[a].done) for a in ACTIONS]
+    counts = [(int(summary.get(op.name, 0)), op.done) for op in ops.OPERATIONS]
     closing = ("Apply complete: " + ", ".join(f"{n} {done}" for n, done in counts) + "."
                if any(n for n, _ in counts) else "Apply complete: nothing to do.")
     lines.append(paint(closing, _BOLD))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,6 +13,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from reconciler.core.service_rules import new_id as new_id  # the services' id shape, one copy
+from reconciler.core.canonical import canonical_json as canonical_json  # checksums: the one canonical text
 from reconciler.core.service_rules import normalize_tags as normalize_tags  # the metastore's rule, one copy
 from reconciler.errors import ConflictError, DatabaseError, NotFoundError, ReconcilerError
 from reconciler.catalog.postgres.connection import explain
@@ -37,9 +37,6 @@ SAME_MILLISECOND = sql.SQL(
 )
 
 
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no insignificant whitespace, for checksums and comparisons."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def sha256_of_json(value: Any) -> str:

@@ -15,6 +15,7 @@ import psycopg
 from reconciler.catalog.port import CatalogState, Managed, Write
 from reconciler.catalog.postgres import audit_log, outbox, outside, reading, settled, writer
 from reconciler.catalog.postgres.connection import connect, describe, translated
+from reconciler.catalog.postgres.kinds import WRITERS, WriteContext
 from reconciler.catalog.postgres.locks import bound_lock_waits, lock_event_outbox, lock_source, register_source
 from reconciler.core.chain import Head
 from reconciler.core.diff import OutOfBand
@@ -178,24 +179,29 @@ def _write_changes(conn: Connection, writes: Sequence[Write], progress: Callable
                    announce: bool = False) -> int:
     """Write kind by kind; with ``announce``, queue the record changes' events from what was
     written (only records have any: the timestore announces no dataset administration)."""
-    by_kind: dict[str, list[Write]] = {"storage-target": [], "dataset": [], "record": []}
+    by_kind: dict[str, list[Write]] = {kind.kind.name: [] for kind in WRITERS}
     for w in writes:
         by_kind[w.kind].append(w)
-    if by_kind["storage-target"]:
-        progress(f"writing {len(by_kind['storage-target'])} storage target change(s)")
-        writer.write_storage_targets(conn, by_kind["storage-target"])
-    if by_kind["dataset"]:
-        progress(f"writing {len(by_kind['dataset'])} dataset change(s)")
-        writer.write_datasets(conn, by_kind["dataset"], run_id=run_id)
-    announced = announce and run_id is not None and bool(by_kind["record"])
-    marked = outbox.mark(conn, by_kind["record"]) if announced else None
-    if by_kind["record"]:
-        progress(f"writing {len(by_kind['record'])} record change(s)")
-        total = len(by_kind["record"])
-        writer.write_records(conn, by_kind["record"],
-                             None if advance is None else (lambda done: advance(done, total)))
-    writer.purge_storage_targets(conn, by_kind["storage-target"])
+    announced: list[Write] = []
+    marked = None
+    for kind in WRITERS:
+        batch = by_kind[kind.kind.name]
+        if kind.announces and announce and run_id is not None and batch:
+            announced = batch
+            marked = outbox.mark(conn, batch)
+        if not batch:
+            continue
+        progress(f"writing {len(batch)} {kind.kind.noun} change(s)")
+        on_rows = None if advance is None else _rows_of(advance, len(batch))
+        kind.write(conn, batch, WriteContext(run_id, on_rows))
+    for kind in WRITERS:
+        if kind.finish is not None:
+            kind.finish(conn, by_kind[kind.kind.name])
     if marked is None or run_id is None:
         return 0
     progress("queueing the platform events of the record changes")
-    return outbox.queue(conn, by_kind["record"], run_id, marked)
+    return outbox.queue(conn, announced, run_id, marked)
+
+
+def _rows_of(advance: Callable[[int, int], None], total: int) -> Callable[[int], None]:
+    return lambda done: advance(done, total)

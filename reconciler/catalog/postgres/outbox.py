@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
+from reconciler.core import ops
 from reconciler.catalog.port import Write
 from reconciler.catalog.postgres.service_audit import js_timestamp
 from reconciler.core.events import OPERATIONS, QueuedEvent
@@ -116,7 +117,7 @@ def mark(conn: Connection, writes: Sequence[Write]) -> Mark:
     """Before the record ``writes``: note the newest metastore audit row, and keep the
     records about to be purged as their events carry them."""
     row = conn.execute("SELECT coalesce(max(id), 0) FROM metastore.metastore_record_audits").fetchone()
-    purges = [(position, w) for position, w in enumerate(writes) if w.action == "purge"]
+    purges = [(position, w) for position, w in enumerate(writes) if w.op is ops.Purge]
     if purges:
         keys = [_split(w.address) for _, w in purges]
         conn.execute(_KEEP_PURGED, ([p for p, _ in purges], [n for n, _ in keys], [k for _, k in keys],
@@ -128,7 +129,7 @@ def queue(conn: Connection, writes: Sequence[Write], run_id: str, marked: Mark) 
     """After the record ``writes``, in the same transaction: queue their events in the
     writes' order (each record's operations in version order). Returns how many."""
     keys = [_split(w.address) for w in writes]
-    purged: sql.Composable = _PURGED if any(w.action == "purge" for w in writes) else sql.SQL("")
+    purged: sql.Composable = _PURGED if any(w.op is ops.Purge for w in writes) else sql.SQL("")
     with conn.cursor() as cur:
         cur.execute(_QUEUE.format(written=_WRITTEN, purged=purged),
                     {"positions": list(range(len(writes))), "namespaces": [n for n, _ in keys],

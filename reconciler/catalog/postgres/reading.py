@@ -16,6 +16,38 @@ from reconciler.core.diff import Applied, Live, collector_paused
 from reconciler.catalog.postgres.connection import connection, translated
 from reconciler.catalog.postgres.migrations import ensure_migrated, migrate
 
+
+def jsonb_text(value: Any) -> str:
+    """``value`` as PostgreSQL prints it once stored as jsonb, for the common values: the
+    catalog's ``text_of``, compared with the applied text the reader takes from the catalog.
+
+    jsonb orders object keys by length, then bytewise, and writes ``, `` and ``: ``
+    between items. Any faithful JSON text of a value equals the jsonb text of another
+    only if the two are the same value, types included; so where this differs from
+    PostgreSQL (keys beyond ASCII, floats PostgreSQL prints without an exponent) it
+    only costs a full comparison, never a wrong answer.
+    """
+    if type(value) is dict:
+        return _JSONB_ENCODE(_jsonb_ordered(value))
+    return _JSONB_ENCODE(value)
+
+
+_JSONB_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+
+
+def _jsonb_ordered(value: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key in sorted(sorted(value), key=len):  # stable: by length, then by code point
+        item = value[key]
+        kind = type(item)
+        out[key] = _jsonb_ordered(item) if kind is dict else _jsonb_list(item) if kind is list else item
+    return out
+
+
+def _jsonb_list(value: list[Any]) -> list[Any]:
+    return [_jsonb_ordered(v) if type(v) is dict else _jsonb_list(v) if type(v) is list else v for v in value]
+
+
 # updated_at as the services compare it: to the millisecond, in UTC.
 _MS = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
@@ -265,7 +297,7 @@ def snapshot(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]
 def read_snapshot(conn: psycopg.Connection[Any], skip: Skip = NOTHING) -> CatalogState:
     """Live objects and applied records, inside a ``snapshot``."""
     with collector_paused():
-        return CatalogState(read_live(conn, skip), read_applied(conn, skip=skip))
+        return CatalogState(read_live(conn, skip), read_applied(conn, skip=skip), text_of=jsonb_text)
 
 
 def read_state(conn: psycopg.Connection[Any]) -> CatalogState:

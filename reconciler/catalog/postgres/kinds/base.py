@@ -1,0 +1,84 @@
+"""What a kind's PostgreSQL writer is, and the helpers the writers share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from reconciler.catalog.port import Write
+from reconciler.core.diff import Live, same
+from reconciler.core.kinds import KindSpec
+
+Connection = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class KindWriter:
+    """How one kind's changes reach PostgreSQL.
+
+    ``write`` writes a batch of the kind's changes, with the services' audit rows, in the
+    caller's transaction (kinds write in registry order, so what others need exists first);
+    ``finish``, when given, runs once every kind has written (a storage target is purged only
+    after the datasets stopped pointing at it). ``recheck`` locks the kind's rows the plan
+    touches and reads them back as the plan saw them (``params`` turns identities into its
+    parameters). ``announces``: its changes are platform events (queued from the outbox).
+    """
+
+    kind: KindSpec
+    write: Callable[[Connection, Sequence[Write], "WriteContext"], None]
+    recheck: sql.SQL
+    live: Callable[[tuple[Any, ...]], Live]
+    params: Callable[[list[str]], tuple[Any, ...]] = lambda ids: (ids,)
+    finish: Callable[[Connection, Sequence[Write]], None] | None = None
+    announces: bool = False
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """What a write may need besides its changes: the apply's run id (carried into the services'
+    audit rows) and a progress callback taking how many rows were staged so far."""
+
+    run_id: str | None = None
+    on_rows: Callable[[int], None] | None = None
+
+
+def identity(address: str) -> str:
+    """The part of an address after ``kind:``."""
+    return address.split(":", 1)[1]
+
+
+def after_value(write: Write, name: str) -> Any:
+    """The value a change leaves in field ``name``."""
+    return (write.after or {}).get(name)
+
+
+def metadata_patch(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> tuple[list[str], dict[str, Any]]:
+    """The keys to drop from the live metadata and the keys to set, for ``(m - drop) || set``.
+
+    Apply patches metadata in SQL rather than writing the merged object back, so keys
+    the reconciler leaves alone keep their exact stored values (numbers beyond a
+    float's precision included): they never travel through Python.
+    """
+    before, after = before or {}, after or {}
+    drop = [key for key in before if key not in after]
+    changed = {key: value for key, value in after.items()
+               if key not in before or not same("metadata", before[key], value)}
+    return drop, changed
+
+
+def jsonb_patch(patch: tuple[list[str], dict[str, Any]]) -> tuple[list[str], Jsonb]:
+    """A ``metadata_patch`` as the statements bind it."""
+    return patch[0], Jsonb(patch[1])
+
+
+def text_array(values: Sequence[str] | None) -> str:
+    """A PostgreSQL text[] literal (``{"a","b"}``) for COPY: every element quoted, so any
+    text is safe, and built without the driver's generic (per-element) array dumper."""
+    if not values:
+        return "{}"
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"

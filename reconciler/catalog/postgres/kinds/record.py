@@ -1,0 +1,171 @@
+"""Records in metastore.metastore_records, staged with COPY and written set-based, with the metastore's audit rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from psycopg import sql
+
+from reconciler.catalog.port import Write
+from reconciler.catalog.postgres import service_audit
+from reconciler.catalog.postgres.kinds.base import (
+    Connection,
+    KindWriter,
+    WriteContext,
+    identity,
+    metadata_patch,
+    text_array,
+)
+from reconciler.catalog.postgres.reading import record_live
+from reconciler.core import ops
+from reconciler.core.kinds import record
+from reconciler.core.service_rules import normalize_tags
+
+_STAGE = sql.SQL(
+    """CREATE TEMP TABLE reconciler_stage_records (
+           action text NOT NULL, namespace text NOT NULL, record_key text NOT NULL, owner text,
+           tags text[] NOT NULL, schema_hash text, metadata jsonb NOT NULL, deleted boolean NOT NULL,
+           actor text NOT NULL, metadata_drop text[] NOT NULL DEFAULT '{}', steps smallint NOT NULL DEFAULT 1
+       ) ON COMMIT DROP""")
+
+_AUDIT_INSERT = sql.SQL("INSERT INTO metastore.metastore_record_audits ({})").format(
+    service_audit.RECORD_AUDIT_COLUMNS)
+
+# A record created already deleted leaves what the metastore leaves for a create then a
+# delete: version 2, a create row at version 1 and a delete row from 1 to 2. The audit rows
+# are ordered by record and version (the output's first and seventh columns).
+_RECORD_CREATE = sql.SQL(
+    """WITH ins AS (
+           INSERT INTO metastore.metastore_records AS r (namespace, record_key, metadata, tags, owner,
+                  schema_hash, version, deleted_at, created_by, updated_by)
+           SELECT namespace, record_key, metadata, tags, owner, schema_hash,
+                  CASE WHEN deleted THEN 2 ELSE 1 END, CASE WHEN deleted THEN now() END, actor, actor
+           FROM reconciler_stage_records WHERE action = 'create'
+           RETURNING r.*),
+       created AS (
+           SELECT id, namespace, record_key, metadata, tags, owner, schema_hash, 1 AS version, created_by,
+                  deleted_at
+           FROM ins)
+       {insert}
+       SELECT {created} FROM created c
+       UNION ALL
+       SELECT {deleted} FROM ins i JOIN created c ON c.id = i.id WHERE i.deleted_at IS NOT NULL
+       ORDER BY 1, 7""").format(
+    insert=_AUDIT_INSERT,
+    created=service_audit.record_audit_values(sql.Literal(service_audit.RECORD_CREATED), sql.SQL("c.created_by"),
+                                              "c", None),
+    deleted=service_audit.record_audit_values(sql.Literal(service_audit.RECORD_DELETED), sql.SQL("i.created_by"),
+                                              "i", "c"))
+
+# Each change is one version and one audit row, with the action the metastore writes for
+# it; an archive that also changes fields (steps = 2) is the metastore's update then its
+# delete: two versions, and the state between them in both rows.
+_RECORD_UPDATE = sql.SQL(
+    """WITH prev AS (
+           SELECT r.* FROM metastore.metastore_records r JOIN reconciler_stage_records s
+             ON s.namespace = r.namespace AND s.record_key = r.record_key
+           WHERE s.action IN ('update', 'archive', 'restore')),
+       upd AS (
+           UPDATE metastore.metastore_records r
+           SET metadata = (r.metadata - s.metadata_drop) || s.metadata, tags = s.tags, owner = s.owner,
+               schema_hash = s.schema_hash,
+               deleted_at = CASE WHEN s.deleted THEN coalesce(r.deleted_at, now()) END,
+               version = r.version + s.steps, updated_at = now(), updated_by = s.actor
+           FROM reconciler_stage_records s
+           WHERE s.namespace = r.namespace AND s.record_key = r.record_key
+             AND s.action IN ('update', 'archive', 'restore')
+           RETURNING r.*, s.action AS staged_action, s.actor AS staged_actor, s.steps),
+       mid AS (
+           SELECT id, namespace, record_key, metadata, tags, owner, schema_hash, version - 1 AS version
+           FROM upd WHERE steps = 2)
+       {insert}
+       SELECT {one} FROM upd u JOIN prev p ON p.id = u.id WHERE u.steps = 1
+       UNION ALL
+       SELECT {first} FROM upd u JOIN prev p ON p.id = u.id JOIN mid m ON m.id = u.id
+       UNION ALL
+       SELECT {second} FROM upd u JOIN mid m ON m.id = u.id
+       ORDER BY 1, 7""").format(
+    insert=_AUDIT_INSERT,
+    one=service_audit.record_audit_values(
+        sql.SQL("CASE u.staged_action WHEN 'archive' THEN {} WHEN 'restore' THEN {} ELSE {} END").format(
+            sql.Literal(service_audit.RECORD_DELETED), sql.Literal(service_audit.RECORD_RESTORED),
+            sql.Literal(service_audit.RECORD_UPDATED)),
+        sql.SQL("u.staged_actor"), "u", "p"),
+    first=service_audit.record_audit_values(sql.Literal(service_audit.RECORD_UPDATED), sql.SQL("u.staged_actor"),
+                                            "m", "p"),
+    second=service_audit.record_audit_values(sql.Literal(service_audit.RECORD_DELETED), sql.SQL("u.staged_actor"),
+                                             "u", "m"))
+
+_RECORD_PURGE = service_audit.purge_records(
+    sql.SQL("SELECT namespace, record_key FROM reconciler_stage_records WHERE action = 'purge'"))
+
+# The statement that executes each operation, in this order (a staged row's ``action`` is
+# its operation's name, which the statements select on).
+_STATEMENTS: tuple[tuple[sql.Composed, frozenset[type[ops.Operation]]], ...] = (
+    (_RECORD_CREATE, frozenset({ops.Create})),
+    (_RECORD_UPDATE, frozenset({ops.Update, ops.Archive, ops.Restore})),
+    (_RECORD_PURGE, frozenset({ops.Purge})),
+)
+
+# The record fields an archive can change besides the deletion itself.
+_RECORD_VALUES = frozenset({"owner", "tags", "schemaHash", "metadata"})
+
+PROGRESS_EVERY = 2_000  # rows staged between two progress reports
+
+
+def _write(conn: Connection, writes: Sequence[Write], context: WriteContext) -> None:
+    """Stage every record change with COPY, then write each action as one set-based statement.
+
+    Each statement also writes the metastore's audit rows for the change, exactly as the
+    metastore writes them for the same operations (catalog/service_audit.py), and bumps
+    ``version`` by one per operation. A purge deletes the key's audit rows and writes
+    none, as the metastore's purge does. The rows cross the wire once (the server copies
+    them into the records and their audit rows); a statement whose action has no rows is
+    not sent, as it would scan the staging table for nothing.
+    """
+    if not writes:
+        return
+    on_rows = context.on_rows
+    conn.execute(_STAGE)
+    actions = set()
+    with conn.cursor() as cur:
+        with cur.copy("COPY reconciler_stage_records (action, namespace, record_key, owner, tags, "
+                      "schema_hash, metadata, deleted, actor, metadata_drop, steps) FROM STDIN") as copy:
+            for staged, w in enumerate(writes, start=1):
+                if on_rows is not None and staged % PROGRESS_EVERY == 0:
+                    on_rows(staged)
+                actions.add(w.op)
+                namespace, key = identity(w.address).split("/", 1)
+                fields = w.after or w.before or {}
+                # Creates carry the whole metadata; updates a patch (staged metadata = the keys to set).
+                drop, changed = metadata_patch((w.before or {}).get("metadata"), fields.get("metadata")) \
+                    if w.op is not ops.Create else ([], fields.get("metadata") or {})
+                steps = 2 if w.op is ops.Archive and _RECORD_VALUES & set(w.fields) else 1
+                copy.write_row((w.action, namespace, key, fields.get("owner"),
+                                text_array(normalize_tags(fields.get("tags"))), fields.get("schemaHash"),
+                                json.dumps(changed), bool(fields.get("deleted")), w.actor, text_array(drop), steps))
+        if on_rows is not None and len(writes) % PROGRESS_EVERY:
+            on_rows(len(writes))
+        for statement, wanted in _STATEMENTS:
+            if actions & wanted:
+                cur.execute(statement)
+    conn.execute("DROP TABLE reconciler_stage_records")
+
+
+# The rows the plan touches, locked, as the plan read them.
+_RECHECK = sql.SQL(
+        """SELECT r.namespace, r.record_key, r.owner, r.tags, r.schema_hash, r.metadata,
+                  r.deleted_at IS NOT NULL, r.version,
+                  to_char(r.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), r.updated_by
+           FROM metastore.metastore_records r
+           JOIN unnest(%s::text[], %s::text[]) AS k(namespace, record_key)
+             ON r.namespace = k.namespace AND r.record_key = k.record_key
+           FOR UPDATE OF r""")
+
+
+def _params(ids: list[str]) -> tuple[list[str], list[str]]:
+    return [i.split("/", 1)[0] for i in ids], [i.split("/", 1)[1] for i in ids]
+
+
+WRITER = KindWriter(record.SPEC, _write, _RECHECK, record_live, params=_params, announces=True)
