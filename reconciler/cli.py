@@ -238,6 +238,16 @@ def target_option(func: F) -> F:
     )(func)
 
 
+def full_option(func: F) -> F:
+    """``--full``: print every change, however many there are."""
+    return click.option(
+        "--full", is_flag=True,
+        help=("Print every change. Without it, more than 50 changes of one kind and action show the first 20 "
+              "and how many more (errors, drift and purges are always shown whole; --format json lists "
+              "everything)."),
+    )(func)
+
+
 def signed_option(func: F) -> F:
     """The ``--require-signed-commits`` option."""
     return click.option(
@@ -306,6 +316,7 @@ class _RecordBar:
     is_flag=True,
     help="Exit 0 when there are no changes, 2 when there are changes, 1 on error.",
 )
+@full_option
 @target_option
 @signed_option
 def plan(
@@ -314,6 +325,7 @@ def plan(
     output_format: str,
     out: Path | None,
     detailed_exitcode: bool,
+    full: bool,
     targets: tuple[str, ...],
     require_signed_commits: bool,
 ) -> None:
@@ -337,9 +349,9 @@ def plan(
     if output_format == "json":
         click.echo(render_json(result), nl=False)
     elif output_format == "markdown":
-        click.echo(render_markdown(result, ui_base_url=workspace.ui_base_url), nl=False)
+        click.echo(render_markdown(result, ui_base_url=workspace.ui_base_url, full=full), nl=False)
     else:
-        click.echo(render_text(result, color=_color(sys.stdout.isatty())), nl=False)
+        click.echo(render_text(result, color=_color(sys.stdout.isatty()), full=full), nl=False)
     if result.errors:
         raise click.exceptions.Exit(1)
     if detailed_exitcode and result.has_changes:
@@ -418,6 +430,7 @@ def _write_file(path: Path, text: str) -> None:
     show_default=True,
     help="How to print the result: per-object lines, or JSON with each object's outcome.",
 )
+@full_option
 @target_option
 @signed_option
 @click.pass_context
@@ -432,6 +445,7 @@ def apply(
     allow_mass_archive: int | None,
     lock_timeout: float,
     output_format: str,
+    full: bool,
     targets: tuple[str, ...],
     require_signed_commits: bool,
 ) -> None:
@@ -462,7 +476,7 @@ def apply(
     _note_no_bus(result)
     options = ApplyOptions(allow_purge, allow_uncommitted, allow_mass_archive, lock_timeout)
     human = output_format == "text"
-    click.echo(render_text(result, color=_color(sys.stdout.isatty() if human else sys.stderr.isatty())),
+    click.echo(render_text(result, color=_color(sys.stdout.isatty() if human else sys.stderr.isatty()), full=full),
                nl=False, err=not human)
     check_refusals(workspace, result, options)
     if (result.has_changes or result.bookkeeping) and plan_file is None:
@@ -479,7 +493,7 @@ def apply(
     outcome = apply_plan(workspace, result, options, progress=_progress, advance=_RecordBar(),
                          command=_invocation(ctx))
     if human:
-        click.echo(render_apply_result(outcome.to_json(), color=_color(sys.stdout.isatty())), nl=False)
+        click.echo(render_apply_result(outcome.to_json(), color=_color(sys.stdout.isatty()), full=full), nl=False)
     else:
         click.echo(render_apply_result_json(outcome.to_json()), nl=False)
     if outcome.events is not None and (outcome.events.delivered or outcome.events.pending):

@@ -159,6 +159,32 @@ def test_sealed_hashes_and_rows_match_a_fresh_serialisation_even_for_values_that
     assert json.loads(sealed[0][1][audit_log.COLUMNS.index("after")])["before"]["after"] == ["\x00", 2]
 
 
+def test_values_shared_by_many_drafts_are_hashed_and_stored_as_each_entry_alone_would_be() -> None:
+    from datetime import timedelta, timezone
+
+    identity = {"actor": "ci", "run": {"attempt": 2.0, "url": "https://ci.example/1"}}
+    moment = datetime(2026, 3, 4, 5, 6, 7, 8, tzinfo=timezone(timedelta(hours=-3)))
+    base = dict(run_id="run-1", source="default", kind="record", action="create", before=None, fields=("owner",),
+                commit_sha="c" * 40, author_name="Ada", author_email="ada@x", uncommitted=False,
+                manifest_path="m.yaml", manifest_line=1, applier="ci", plan_digest="d" * 64)
+    drafts = [audit.Draft(address=f"record:a/k{i}", after={"owner": "t", "n": float(i), "x": [0.5, (1, 2.0)]},
+                          commit_date=moment if i % 2 else moment.astimezone(UTC),
+                          applied_by=identity if i < 3 else {**identity, "actor": "other"},
+                          changed_at=moment if i == 4 else None, reason=None if i else "manifest",
+                          **base)  # type: ignore[arg-type]
+              for i in range(6)]
+    sealed = audit._sealed(drafts, after_seq=7, after_hash="e" * 64, recorded_at=moment, key=b"k" * 16)
+    assert [entry.seq for entry, _ in sealed] == list(range(8, 14))
+    for (entry, row), draft in zip(sealed, drafts, strict=True):
+        assert entry.hash == entry.computed_hash() and row == entry.row()
+        assert entry.applied_by is draft.applied_by and entry.commit_date is draft.commit_date
+        alone = audit._sealed([draft], after_seq=entry.seq - 1, after_hash=entry.prev_hash, recorded_at=moment,
+                              key=b"k" * 16)
+        assert alone == [(entry, row)]
+    assert json.loads(sealed[3][1][audit_log.COLUMNS.index("applied_by")]) == {
+        "actor": "other", "run": {"attempt": 2, "url": "https://ci.example/1"}}
+
+
 def test_plain_normalises_numbers_as_postgresql_gives_them_back() -> None:
     assert audit.plain({"a": 1.0, "b": [2.0, 0.5], "c": -0.0}) == {"a": 1, "b": [2, 0.5], "c": 0}
     assert type(audit.plain(1.0)) is int and type(audit.plain(True)) is bool

@@ -450,7 +450,7 @@ def huge_plan(changes: int = 20_000, purges: int = 30, errors: int = 25) -> Plan
 
 def test_markdown_of_a_20000_change_plan_stays_under_the_limit() -> None:
     plan = huge_plan()
-    md = render_markdown(plan)
+    md = render_markdown(plan, full=True)  # every change competes for the size budget
     assert len(md) < 60_000
     assert "| create | 19970 |" in md and "| purge | 30 |" in md
     assert all(f"`dataset:bad-{i:03d}`" in md for i in range(25))  # errors complete
@@ -505,3 +505,77 @@ def test_apply_result_with_nothing_to_do() -> None:
               "objects": []}
     assert render_apply_result(result).splitlines()[-1] == "Apply complete: nothing to do."
     assert render_apply_result({"objects": []}) == "Apply complete: nothing to do.\n"
+
+
+# --------------------------------------------------------------------------------------------- long runs fold
+
+
+def long_plan(creates: int = 120, updates: int = 51, drifted: int = 90) -> Plan:
+    """Many record creates and updates (one update carries drift), a few datasets, an error and a purge."""
+    items = [change(f"record:obs/c-{i:04d}", "create", None, RECORD, tuple(RECORD)) for i in range(creates)]
+    items += [change(f"record:obs/u-{i:04d}", "update", RECORD, {**RECORD, "owner": "b"},
+                     drift=("owner",) if i == drifted else ()) for i in range(updates)]
+    items += [change(f"dataset:d-{i:02d}", "create", None, DATASET, tuple(DATASET)) for i in range(50)]
+    items += [change("dataset:gone", "purge", DATASET, None)]
+    findings = (Finding("dataset:bad", "error", "protect and purge are both true", LOC),
+                Finding(f"record:obs/u-{drifted:04d}", "drift", "owner changed outside git by svc@x", LOC))
+    return plan_of(*sorted(items, key=lambda c: ({"dataset": 1, "record": 2}[c.kind], c.address)),
+                   findings=findings)
+
+
+def test_text_folds_runs_of_more_than_fifty_of_one_kind_and_action() -> None:
+    text = render_text(long_plan(drifted=40))
+    shown = re.findall(r"^  \+ (record:obs/c-\d+) \(create", text, flags=re.MULTILINE)
+    assert shown == [f"record:obs/c-{i:04d}" for i in range(20)]
+    assert "  … 100 more records to create not shown (--full prints them all; --format json lists them all)\n" in text
+    updates = re.findall(r"^  ~ (record:obs/u-\d+) \(update", text, flags=re.MULTILINE)
+    assert updates == [f"record:obs/u-{i:04d}" for i in range(20)] + ["record:obs/u-0040"]  # drift always shown
+    assert "! drift: owner changed outside git by svc@x" in block(text, "record:obs/u-0040")
+    assert "  … 30 more records to update not shown" in text
+    assert len(re.findall(r"^  \+ dataset:d-\d+ \(create", text, flags=re.MULTILINE)) == 50  # 50 is not long
+    assert "datasets to create not shown" not in text
+    assert "  ! dataset:gone (purge)" in text and "  - dataset:bad: protect and purge are both true" in text
+    assert text.rstrip().endswith("Plan: 170 to create, 51 to update, 0 to archive, 0 to restore, 1 to purge.")
+    # the fold lines close the records, after the last one shown
+    assert text.index("record:obs/u-0040 (update") < text.index("… 100 more records") < text.index("… 30 more")
+
+
+def test_text_with_full_shows_every_change_and_json_stays_complete() -> None:
+    plan = long_plan()
+    full = render_text(plan, full=True)
+    assert "not shown" not in full
+    assert len(re.findall(r"^  \+ record:obs/c-\d+ \(create", full, flags=re.MULTILINE)) == 120
+    assert len(re.findall(r"^  ~ record:obs/u-\d+ \(update", full, flags=re.MULTILINE)) == 51
+    assert len(json.loads(render_json(plan))["changes"]) == 222
+    folded = render_text(plan)
+    assert folded.splitlines()[-1] == full.splitlines()[-1]
+    assert len(folded) < len(full) / 2
+
+
+def test_markdown_folds_long_runs_and_points_to_full() -> None:
+    md = render_markdown(long_plan(drifted=40))
+    assert "#### create (120)" in md and "#### update (51)" in md
+    creates = re.findall(r"^- `(record:obs/c-\d+)` \*\*create\*\*", md, flags=re.MULTILINE)
+    assert creates == [f"record:obs/c-{i:04d}" for i in range(20)]
+    assert "- _… 100 more not shown_ (`--full` prints them all; `--format json` lists them all)" in md
+    updates = re.findall(r"^- `(record:obs/u-\d+)` \*\*update\*\*", md, flags=re.MULTILINE)
+    assert updates == [f"record:obs/u-{i:04d}" for i in range(20)] + ["record:obs/u-0040"]
+    assert "- _… 30 more not shown_" in md
+    assert "### ❌ Errors (1)" in md and "### ⚠️ Drift (1)" in md and "`dataset:gone` **purge**" in md
+    assert md.rstrip().endswith("… 130 more changes not shown; see the full plan in the JSON plan artifact.")
+    full = render_markdown(long_plan(drifted=40), full=True)
+    assert len(re.findall(r"^- `record:obs/c-\d+` \*\*create\*\*", full, flags=re.MULTILINE)) == 120
+    assert "not shown" not in full
+
+
+def test_apply_result_folds_long_runs_unless_full() -> None:
+    objects = [{"address": f"record:obs/c-{i}", "action": "create", "outcome": "created"} for i in range(60)]
+    objects += [{"address": f"record:obs/u-{i}", "action": "update", "outcome": "updated"} for i in range(5)]
+    result = {"run_id": "run-44", "outcome": "applied", "summary": {"create": 60, "update": 5}, "objects": objects}
+    lines = render_apply_result(result).splitlines()
+    assert [line for line in lines if line.startswith("created ")] == [f"created record:obs/c-{i}" for i in range(20)]
+    assert len([line for line in lines if line.startswith("updated ")]) == 5
+    assert "… 40 more created not shown (--full prints them all; --format json lists them all)" in lines
+    assert lines[-1] == "Apply complete: 60 created, 5 updated, 0 archived, 0 restored, 0 purged."
+    full = render_apply_result(result, full=True).splitlines()
+    assert len([line for line in full if line.startswith("created ")]) == 60 and not any("not shown" in x for x in full)

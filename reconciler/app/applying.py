@@ -20,7 +20,7 @@ from reconciler.catalog.port import ApplySession, Managed, RefusalReader, Write
 from reconciler.core.chain import audit_key
 from reconciler.core.checks import ApplyOptions, destructive_addresses, protection_tampered, refusals
 from reconciler.core import ops
-from reconciler.core.diff import Change
+from reconciler.core.diff import Change, collector_paused
 from reconciler.core.plan import Author, Plan, mask, walk_path
 from reconciler.core.text import clean
 from reconciler.errors import ConfigurationError, ConflictError, ReconcilerError, Refusal
@@ -73,6 +73,17 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
     if not plan.changes and not plan.bookkeeping:
         _check_refusals(ws, plan, options)
         return _delivered(ws, ApplyResult(run_id, "no-op"), bus, options, progress)
+    # Drafts, rows and audit entries are built by the hundred thousand while the plan (and the
+    # tree it holds) is alive: a cyclic collection would rescan all of it, again and again.
+    with collector_paused():
+        applied = _execute(ws, plan, options, env, run_id, bus is not None, progress, advance, command)
+    return _delivered(ws, applied, bus, options, progress)
+
+
+def _execute(ws: Workspace, plan: Plan, options: ApplyOptions, env: Mapping[str, str], run_id: str,
+             announce: bool, progress: Callable[[str], None], advance: Callable[[int, int], None] | None,
+             command: str | None) -> ApplyResult:
+    """``apply_plan`` once there is something to apply: everything in one transaction."""
     key = audit_key(env)
     applying = applier_identity(ws.repo)
     identity = who_applies(ws.repo, env)
@@ -93,7 +104,7 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
                 _check_refusals(ws, plan, options, writer)
                 progress("checking the catalog against the plan")
                 writer.recheck(expected, ws.source)
-                writer.write(writes, progress, advance, run_id, announce=bus is not None)
+                writer.write(writes, progress, advance, run_id, announce=announce)
                 progress("recording what was applied")
                 writer.record_managed(_managed(plan), [c.address for c in plan.changes if c.op.deletes],
                                       ws.source, run_id, commit=plan.commit,
@@ -106,9 +117,8 @@ def apply_plan(ws: Workspace, plan: Plan, options: ApplyOptions, *,
         except ReconcilerError as error:
             _record_unapplied(session, run, _scrubbed(error, plan, env), key, progress, options.lock_timeout)
             raise
-    applied = ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": c.op.done}
-                                              for c in plan.changes])
-    return _delivered(ws, applied, bus, options, progress)
+    return ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": c.op.done}
+                                           for c in plan.changes])
 
 
 def _delivered(ws: Workspace, result: ApplyResult, bus: Bus | None, options: ApplyOptions,

@@ -156,23 +156,70 @@ def seal(drafts: Sequence[Draft], *, after_seq: int, after_hash: str, recorded_a
 
 def _sealed(drafts: Sequence[Draft], *, after_seq: int, after_hash: str,
             recorded_at: datetime, key: bytes | None = None) -> list[tuple[Entry, tuple[Any, ...]]]:
-    """``seal``, each entry with its row to COPY (its JSON serialised once)."""
+    """``seal``, each entry with its row to COPY (its JSON serialised once).
+
+    The text hashed is ``canonical(entry.body())`` byte for byte; what many entries of an
+    apply share (``applied_by``, commit dates) is normalised once, not once per entry.
+    """
     entries: list[tuple[Entry, tuple[Any, ...]]] = []
     prev = after_hash
     recorded_text = utc_text(recorded_at)
+    shared = _Shared()
     for seq, draft in enumerate(drafts, start=after_seq + 1):
-        values = {name: getattr(draft, name) for name in _DRAFTED}
+        values = dict(vars(draft))  # every field of the draft (a dataclass without slots)
         before, after = plain(draft.before), plain(draft.after)
         values.update(seq=seq, recorded_at=recorded_at, prev_hash=prev, fields=tuple(draft.fields),
                       before=before, after=after)
         texts = (None if before is None else canonical(before), None if after is None else canonical(after))
         body = {**values, "recorded_at": recorded_text, "fields": list(draft.fields),  # as Entry.body()
                 "before": _MARK, "after": _MARK}
-        later_columns(body, chain_format.LATER_COLUMNS)
+        for name in chain_format.LATER_COLUMNS:  # as later_columns(), with shared values normalised once
+            value = body[name]
+            if value is None:
+                del body[name]
+            elif type(value) is not str and (isinstance(value, datetime) or isinstance(value, Mapping)):
+                body[name] = shared.normalised(value)
         prev = chain_hash(prev, _spliced(canonical(body), texts))
-        entry = Entry(**values, hash=prev, mac=mac_of(key, prev))
-        entries.append((entry, _row(entry, texts)))
+        values["hash"], values["mac"] = prev, mac_of(key, prev)
+        row = [values[name] for name in chain_format.COLUMNS]
+        row[_BEFORE], row[_AFTER], row[_FIELDS] = texts[0], texts[1], list(draft.fields)
+        if draft.applied_by is not None:
+            row[_APPLIED_BY] = shared.text(draft.applied_by)
+        entries.append((Entry(**values), tuple(row)))
     return entries
+
+
+_BEFORE, _AFTER, _FIELDS, _APPLIED_BY = (chain_format.COLUMNS.index(name)
+                                         for name in ("before", "after", "fields", "applied_by"))
+
+
+class _Shared:
+    """Values many entries of one seal hold, normalised once each: timestamps as ``utc_text``,
+    mappings as ``plain`` (hashed) and canonical text (stored)."""
+
+    def __init__(self) -> None:
+        self._times: dict[datetime, str] = {}
+        self._mappings: dict[int, tuple[Any, Any, str]] = {}  # id → (the mapping, plain, canonical text)
+
+    def normalised(self, value: datetime | Mapping[str, Any]) -> Any:
+        """What ``later_columns`` makes of ``value`` in the hashed body."""
+        if isinstance(value, datetime):
+            text = self._times.get(value)
+            if text is None:
+                text = self._times[value] = utc_text(value)
+            return text
+        return self._mapping(value)[1]
+
+    def text(self, value: Mapping[str, Any]) -> str:
+        """``canonical(plain(value))``, as the row stores it."""
+        return self._mapping(value)[2]
+
+    def _mapping(self, value: Mapping[str, Any]) -> tuple[Any, Any, str]:
+        found = self._mappings.get(id(value))
+        if found is None or found[0] is not value:
+            normal = plain(value)
+            found = self._mappings[id(value)] = (value, normal, canonical(normal))
+        return found
 
 
 _DRAFTED = tuple(f.name for f in dataclass_fields(Draft))

@@ -68,15 +68,23 @@ class Head:
     started: datetime
 
 
+_UNCHANGED = frozenset({str, int, bool, type(None)})  # exact types plain() gives back as they are
+
+
 def plain(value: Any) -> Any:
     """``value`` with integral floats as integers and tuples as lists (see reconciler/app/auditing.py)."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _UNCHANGED:
         return value
+    # Nearly every leaf is kept as it is (text, ints, finite fractional floats: ``x - x`` is 0
+    # only when x is finite): checked inline rather than with a call each.
     if kind is dict:
-        return {k if type(k) is str else str(k): plain(v) for k, v in value.items()}
+        return {k if type(k) is str else str(k):
+                v if type(v) in _UNCHANGED or (type(v) is float and v - v == 0 and not v.is_integer()) else plain(v)
+                for k, v in value.items()}
     if kind is list or kind is tuple:
-        return [plain(v) for v in value]
+        return [v if type(v) in _UNCHANGED or (type(v) is float and v - v == 0 and not v.is_integer()) else plain(v)
+                for v in value]
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{value!r} cannot be recorded in the audit log (JSON has no such number)")

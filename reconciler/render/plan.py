@@ -19,6 +19,12 @@ VALUE_LIMIT: Final = 200  # longest single value shown; longer ones end in "…"
 UNMANAGED_SHOWN: Final = 10
 FOLD_ABOVE: Final = 20  # markdown groups longer than this fold into <details>
 MARKDOWN_ROWS: Final = 20  # field lines per change in markdown before "… n more"
+# A run of more than LONG_RUN changes of one kind and action is not read change by change:
+# without --full, text and markdown show its first RUN_SHOWN and say how many more there are.
+LONG_RUN: Final = 50
+RUN_SHOWN: Final = 20
+FULL_POINTER: Final = "--full prints them all; --format json lists them all"
+MD_FULL_POINTER: Final = "`--full` prints them all; `--format json` lists them all"
 
 _RESET = "\x1b[0m"
 _BOLD, _GREEN, _YELLOW, _RED, _BOLD_RED, _CYAN = (
@@ -255,15 +261,19 @@ class _Paint:
         return f"{ansi}{text}{_RESET}" if self.color and ansi else text
 
 
-def render_text(plan: Plan, *, color: bool = False) -> str:
-    """The plan for a terminal, Terraform-like; secrets masked exactly as in a saved plan."""
+def render_text(plan: Plan, *, color: bool = False, full: bool = False) -> str:
+    """The plan for a terminal, Terraform-like; secrets masked exactly as in a saved plan.
+
+    Without ``full``, a run of more than LONG_RUN changes of one kind and action shows its
+    first RUN_SHOWN and a line saying how many more there are; purges, changes that carry a
+    drift warning, findings and the summary are always shown whole.
+    """
     data = plan.to_json()
     paint = _Paint(color)
     drift = _drift_by_address(data)
     changes = data["changes"]
     lines = [_text_header(data)]
-    for change in (c for c in changes if not _deletes(c)):
-        lines += ["", *_text_change(change, drift, paint)]
+    lines += _text_changes([c for c in changes if not _deletes(c)], drift, paint, full)
     purges = [c for c in changes if _deletes(c)]
     if purges:
         lines += ["", paint(PURGE_TITLE, _BOLD_RED)]
@@ -285,6 +295,48 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
             lines += [paint(f"  - {_finding_line(f)}", ansi) for f in found]
     lines += ["", paint(_closing(data), _BOLD)]
     return "\n".join(lines) + "\n"
+
+
+def _long_runs(changes: Sequence[Mapping[str, Any]], full: bool) -> dict[tuple[str, str], int]:
+    """How many changes each (kind, action) run that folds holds; nothing with ``full``."""
+    if full:
+        return {}
+    counts: dict[tuple[str, str], int] = {}
+    for change in changes:
+        run = (change["kind"], change["action"])
+        counts[run] = counts.get(run, 0) + 1
+    return {run: count for run, count in counts.items() if count > LONG_RUN}
+
+
+def _folded_line(kind: str, action: str, hidden: int) -> str:
+    spec = kinds.BY_NAME.get(kind)
+    one, many = (spec.noun, spec.plural) if spec is not None else (kind, kind)
+    return f"  … {_plural(hidden, 'more ' + one, 'more ' + many)} to {action} not shown ({FULL_POINTER})"
+
+
+def _text_changes(changes: Sequence[Mapping[str, Any]], drift: Mapping[str, list[str]], paint: _Paint,
+                  full: bool) -> list[str]:
+    """Every change but purges, long runs folded; the fold lines follow the last change of their kind."""
+    folding = _long_runs(changes, full)
+    hidden: dict[tuple[str, str], int] = dict.fromkeys(folding, 0)
+    shown = dict(hidden)
+    last_of_kind = {change["kind"]: index for index, change in enumerate(changes)}
+    lines: list[str] = []
+    for index, change in enumerate(changes):
+        run = (change["kind"], change["action"])
+        if run not in folding:
+            lines += ["", *_text_change(change, drift, paint)]
+        elif change["address"] in drift or shown[run] < RUN_SHOWN:
+            lines += ["", *_text_change(change, drift, paint)]
+            shown[run] += 1
+        else:
+            hidden[run] += 1
+        if last_of_kind[change["kind"]] == index:
+            for action in ops.NAMES:
+                count = hidden.get((change["kind"], action), 0)
+                if count:
+                    lines += ["", _folded_line(change["kind"], action, count)]
+    return lines
 
 
 def _text_header(data: Mapping[str, Any]) -> str:
@@ -381,8 +433,14 @@ class _Group:
     kind_heading: str = ""  # shown once, before the first group of its kind that is shown
     fold_label: str = ""
     total: int | None = None  # how many there are, when ``items`` lists only the first few
+    pointer: str = ""  # after "… n more not shown", where the rest can be seen
     shown: int = 0
     included: bool = False
+
+    @property
+    def count(self) -> int:
+        """How many items the group stands for, shown or not."""
+        return len(self.items) if self.total is None else self.total
 
     def render(self, shown: int, with_kind: bool) -> str:
         parts = [self.kind_heading] if with_kind and self.kind_heading else []
@@ -390,9 +448,9 @@ class _Group:
         if self.intro:
             parts.append(self.intro)
         bullets = "\n".join(self.items[:shown])
-        hidden = (len(self.items) if self.total is None else self.total) - shown
+        hidden = self.count - shown
         if hidden > 0 and self.items:
-            bullets += f"\n- _… {hidden:,} more not shown_"
+            bullets += f"\n- _… {hidden:,} more not shown_" + (f" ({self.pointer})" if self.pointer else "")
         if len(self.items) > FOLD_ABOVE:
             bullets = f"<details><summary>{self.fold_label}</summary>\n\n{bullets.strip()}\n\n</details>"
         if bullets.strip():
@@ -404,19 +462,21 @@ class _Group:
         return len(self.render(0, with_kind=True)) + 2
 
 
-def render_markdown(plan: Plan, *, limit: int = 60_000,
-                    full_plan_hint: str = "the JSON plan artifact", ui_base_url: str | None = None) -> str:
+def render_markdown(plan: Plan, *, limit: int = 60_000, full_plan_hint: str = "the JSON plan artifact",
+                    ui_base_url: str | None = None, full: bool = False) -> str:
     """The plan for a pull-request comment, always shorter than ``limit`` characters.
 
     The summary table, errors and purges are kept whole first; other lists are cut
     when the budget runs out, and a closing note points to ``full_plan_hint``. With
     ``ui_base_url``, datasets and the cross-links of records (``datasetSlug``,
-    ``assetId``) link to their pages in the platform's UI.
+    ``assetId``) link to their pages in the platform's UI. Without ``full``, a run of
+    more than LONG_RUN changes of one kind and action lists its first RUN_SHOWN (and
+    every one that carries drift) before the budget is shared out.
     """
     data = plan.to_json()
     head, foot = _md_head(data), f"**{_closing(data)}**"
-    groups = _md_groups(data, ui_base_url)
-    totals = {kind: sum(len(g.items) for g in groups if g.counts_as == kind) for kind in ("changes", "findings")}
+    groups = _md_groups(data, ui_base_url, full)
+    totals = {kind: sum(g.count for g in groups if g.counts_as == kind) for kind in ("changes", "findings")}
     reserve = len(_md_note(totals["changes"], totals["findings"], full_plan_hint)) + 4
     budget = limit - 1 - len(head) - len(foot) - reserve - 4
     for group in sorted(groups, key=lambda g: g.priority):
@@ -436,7 +496,7 @@ def render_markdown(plan: Plan, *, limit: int = 60_000,
             parts.append(group.render(group.shown, with_kind=group.kind_heading not in kinds_shown))
             kinds_shown.add(group.kind_heading)
     parts.append(foot)
-    hidden = {kind: sum(len(g.items) - g.shown for g in groups if g.counts_as == kind)
+    hidden = {kind: sum(g.count - g.shown for g in groups if g.counts_as == kind)
               for kind in ("changes", "findings")}
     if any(hidden.values()):
         parts.append(_md_note(hidden["changes"], hidden["findings"], full_plan_hint))
@@ -507,7 +567,7 @@ def _md_finding(finding: Mapping[str, Any], marker: str) -> str:
     return f"- {marker}{address}{_md(finding['message'])}" + (f" ({_code(where)})" if where else "")
 
 
-def _md_groups(data: Mapping[str, Any], base: str | None = None) -> list[_Group]:
+def _md_groups(data: Mapping[str, Any], base: str | None = None, full: bool = True) -> list[_Group]:
     """Every section in display order; priority decides what the size budget keeps first."""
     drift = _drift_by_address(data)
     errors, drifts, notes = (_by_severity(data, s) for s in ("error", "drift", "note"))
@@ -526,10 +586,14 @@ def _md_groups(data: Mapping[str, Any], base: str | None = None) -> list[_Group]
     for spec in kinds.REGISTRY:
         of_kind = [c for c in data["changes"] if c["kind"] == spec.name and not _deletes(c)]
         for action in (op.name for op in ops.OPERATIONS if not op.deletes):
-            items = [_md_change(c, drift, base) for c in of_kind if c["action"] == action]
-            groups.append(_Group(4, f"#### {action} ({len(items):,})", items, "changes",
-                                 kind_heading=f"### {spec.title} ({len(of_kind):,})",
-                                 fold_label=f"{len(items):,} to {action}"))
+            run = [c for c in of_kind if c["action"] == action]
+            count, folded = len(run), not full and len(run) > LONG_RUN
+            if folded:
+                run = [c for index, c in enumerate(run) if index < RUN_SHOWN or c["address"] in drift]
+            groups.append(_Group(4, f"#### {action} ({count:,})", [_md_change(c, drift, base) for c in run],
+                                 "changes", kind_heading=f"### {spec.title} ({len(of_kind):,})",
+                                 fold_label=f"{count:,} to {action}", total=count if folded else None,
+                                 pointer=MD_FULL_POINTER if folded else ""))
     unmanaged = data["unmanaged"]
     adopted = [b["address"] for b in data["bookkeeping"] if b["reason"] == "adopt"]
     groups += [
@@ -550,15 +614,32 @@ def _md_groups(data: Mapping[str, Any], base: str | None = None) -> list[_Group]
 # Apply results
 
 
-def render_apply_result(result: Mapping[str, Any], *, color: bool = False) -> str:
+def render_apply_result(result: Mapping[str, Any], *, color: bool = False, full: bool = False) -> str:
     """What an apply did: one line per object, then ``Apply complete: …``.
 
     ``result`` is ``{"run_id", "outcome", "summary": {action: count}, "objects": [...]}``.
+    Without ``full``, an action done to more than LONG_RUN objects lists its first
+    RUN_SHOWN, then how many more.
     """
     paint = _Paint(color)
     objects = list(result.get("objects") or [])
-    lines = [paint(f"{clean(o.get('outcome'))} {clean(o.get('address'))}", _DONE_STYLE.get(o.get("outcome"), ""))
-             for o in objects]
+    per_action: dict[Any, int] = {}
+    for o in objects:
+        per_action[o.get("action")] = per_action.get(o.get("action"), 0) + 1
+    folding = {action for action, count in per_action.items() if count > LONG_RUN and not full}
+    shown: dict[Any, int] = {}
+    lines = []
+    for o in objects:
+        action = o.get("action")
+        if action in folding and shown.get(action, 0) >= RUN_SHOWN:
+            continue
+        shown[action] = shown.get(action, 0) + 1
+        lines.append(paint(f"{clean(o.get('outcome'))} {clean(o.get('address'))}",
+                           _DONE_STYLE.get(o.get("outcome"), "")))
+    for action in (a for a in dict.fromkeys([*ops.NAMES, *per_action]) if a in folding):
+        op = ops.named(str(action))
+        done = op.done if op is not None else clean(str(action))
+        lines.append(f"… {per_action[action] - RUN_SHOWN:,} more {done} not shown ({FULL_POINTER})")
     summary = result.get("summary")
     if not summary:
         summary = {a: sum(1 for o in objects if o.get("action") == a) for a in ops.NAMES}

@@ -18,6 +18,7 @@ from reconciler.core.chain import Head as Head  # the heads an append chains ont
 from reconciler.errors import LockTimeout, MigrationError
 from reconciler.catalog.postgres.connection import connection, translated
 from reconciler.catalog.postgres.locks import lock_audit_log
+from reconciler.catalog.postgres.kinds.base import text_array
 
 T = TypeVar("T")
 
@@ -98,11 +99,20 @@ def lock_head(conn: psycopg.Connection[Any], lock_timeout: float | None = None) 
     return Head(row[0] or 0, row[1], row[2], row[3] or 0, row[4], row[5], row[6], row[7])
 
 
+_FIELDS = COLUMNS.index("fields")
+
+
 def append(conn: psycopg.Connection[Any], rows: Iterable[Sequence[Any]]) -> None:
-    """Write entries (values in COLUMNS order, JSON columns as text) with one COPY."""
+    """Write entries (values in COLUMNS order, JSON columns as text) with one COPY.
+
+    ``fields`` goes as a text[] literal: the driver's generic array dumper, per element,
+    was a third of the COPY's client time at 100,000 entries.
+    """
     with conn.cursor() as cur, cur.copy(_COPY_IN) as copy:
         for row in rows:
-            copy.write_row(row)
+            values = list(row)
+            values[_FIELDS] = text_array(values[_FIELDS])
+            copy.write_row(values)
 
 
 def protection_recorded(conn: psycopg.Connection[Any], addresses: Sequence[str]) -> dict[str, tuple[bool, int]]:
