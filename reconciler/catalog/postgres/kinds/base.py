@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -18,6 +18,19 @@ Connection = psycopg.Connection[Any]
 
 
 @dataclass(frozen=True)
+class KindReader:
+    """How the plan reads one kind's live state from PostgreSQL.
+
+    ``query`` selects every object of the kind, as rows its ``KindWriter.live`` turns into
+    what the diff sees. With ``skips``, the query takes ``%(source)s`` and ``%(settled)s``
+    and leaves out the objects that source manages from those settled files.
+    """
+
+    query: sql.Composed | sql.SQL
+    skips: bool = False
+
+
+@dataclass(frozen=True)
 class KindWriter:
     """How one kind's changes reach PostgreSQL.
 
@@ -27,6 +40,7 @@ class KindWriter:
     after the datasets stopped pointing at it). ``recheck`` locks the kind's rows the plan
     touches and reads them back as the plan saw them (``params`` turns identities into its
     parameters). ``announces``: its changes are platform events (queued from the outbox).
+    ``reader``: how the plan reads the kind (its rows go through ``live`` too).
     """
 
     kind: KindSpec
@@ -36,6 +50,7 @@ class KindWriter:
     params: Callable[[list[str]], tuple[Any, ...]] = lambda ids: (ids,)
     finish: Callable[[Connection, Sequence[Write]], None] | None = None
     announces: bool = False
+    reader: KindReader = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,15 @@ class WriteContext:
 
     run_id: str | None = None
     on_rows: Callable[[int], None] | None = None
+
+
+# updated_at as the services compare it: to the millisecond, in UTC.
+_MS = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+
+def ms(column: str) -> sql.Composable:
+    """``column`` (a timestamptz) as the text the services compare: milliseconds, UTC."""
+    return sql.SQL(_MS).format(sql.SQL(column))
 
 
 def identity(address: str) -> str:

@@ -13,15 +13,17 @@ from reconciler.catalog.port import Write
 from reconciler.catalog.postgres import service_audit
 from reconciler.catalog.postgres.kinds.base import (
     Connection,
+    KindReader,
     KindWriter,
     WriteContext,
     after_value,
     identity,
     jsonb_patch,
     metadata_patch,
+    ms,
 )
-from reconciler.catalog.postgres.reading import dataset_live
 from reconciler.core import ops
+from reconciler.core.diff import Live
 from reconciler.core.kinds import dataset
 from reconciler.core.service_rules import new_id
 
@@ -127,4 +129,27 @@ _RECHECK = sql.SQL(
            LEFT JOIN timestore.dataset_retention_policies rp ON rp.dataset_id = d.id
            WHERE d.slug = ANY(%s) FOR UPDATE OF d""")
 
-WRITER = KindWriter(dataset.SPEC, _write, _RECHECK, dataset_live)
+# --- reading ---------------------------------------------------------------------------------
+
+_READ = sql.SQL(
+    """SELECT d.slug, d.name, d.description, d.status, st.name, d.metadata, rp.policy,
+              {updated}, {retention_updated}
+       FROM timestore.datasets d
+       LEFT JOIN timestore.storage_targets st ON st.id = d.default_storage_target_id
+       LEFT JOIN timestore.dataset_retention_policies rp ON rp.dataset_id = d.id"""
+).format(updated=ms("d.updated_at"), retention_updated=ms("rp.updated_at"))
+
+
+def _live(row: tuple[Any, ...]) -> Live:
+    """A datasets row (with its storage target name and retention policy) as the diff sees it.
+
+    The token covers the retention row too: the services move it on its own.
+    """
+    slug, name, description, status, target, metadata, policy, updated, policy_updated = row
+    fields = {"name": name, "description": description, "status": status, "storageTarget": target,
+              "metadata": metadata or {}, "retention": policy}
+    return Live(f"dataset:{slug}", "dataset", fields, token=f"{updated}|{policy_updated or '-'}",
+                updated_at=updated, policy_updated_at=policy_updated)
+
+
+WRITER = KindWriter(dataset.SPEC, _write, _RECHECK, _live, reader=KindReader(_READ))
