@@ -11,10 +11,26 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from reconciler.catalog.port import Write
-from reconciler.core.diff import Live, same
+from reconciler.core.diff import Live, OutOfBand, same
 from reconciler.core.kinds import KindSpec
 
 Connection = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Audit rows a service writes for changes to one kind, read for who changed an object
+    outside git, and when.
+
+    ``query`` takes, as positional arrays, the addresses, the identities as the kind's
+    writer ``params`` splits them, and since when each is not the reconciler's; it returns
+    the newest row per address: (address, row id, actor, when). ``table`` names where the
+    rows were read; ``wants`` picks the changes these rows can speak for.
+    """
+
+    table: str
+    query: sql.Composed
+    wants: Callable[[OutOfBand], bool] = lambda change: True
 
 
 @dataclass(frozen=True)
@@ -24,10 +40,16 @@ class KindReader:
     ``query`` selects every object of the kind, as rows its ``KindWriter.live`` turns into
     what the diff sees. With ``skips``, the query takes ``%(source)s`` and ``%(settled)s``
     and leaves out the objects that source manages from those settled files.
+
+    ``evidence``: the services' audit rows naming who changed one of its objects outside
+    git, read in this order (a later row wins when newer); ``fallback``: where that is read
+    from when no such row exists (catalog/postgres/outside.py).
     """
 
     query: sql.Composed | sql.SQL
     skips: bool = False
+    evidence: tuple[Evidence, ...] = ()
+    fallback: Callable[[OutOfBand], str] = lambda change: ""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from reconciler.catalog.port import Write
 from reconciler.catalog.postgres import service_audit
 from reconciler.catalog.postgres.kinds.base import (
     Connection,
+    Evidence,
     KindReader,
     KindWriter,
     WriteContext,
@@ -23,7 +24,7 @@ from reconciler.catalog.postgres.kinds.base import (
     ms,
 )
 from reconciler.core import ops
-from reconciler.core.diff import Live
+from reconciler.core.diff import Live, OutOfBand
 from reconciler.core.kinds import dataset
 from reconciler.core.service_rules import new_id
 
@@ -152,4 +153,37 @@ def _live(row: tuple[Any, ...]) -> Live:
                 updated_at=updated, policy_updated_at=policy_updated)
 
 
-WRITER = KindWriter(dataset.SPEC, _write, _RECHECK, _live, reader=KindReader(_READ))
+# Who changed a dataset outside git: the timestore's audit rows for its columns, and its
+# lifecycle log for its retention policy (catalog/postgres/outside.py).
+_ACCESS_AUDIT_ROWS = sql.SQL(
+    """SELECT DISTINCT ON (k.address) k.address, a.id, a.actor_id, {at}
+       FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(address, slug, since)
+       JOIN timestore.dataset_access_audit a
+         ON a.dataset_slug = k.slug AND a.created_at > k.since AND NOT a.metadata ? 'reconcilerRunId'
+       ORDER BY k.address, a.created_at DESC, a.id DESC""").format(at=ms("a.created_at"))
+
+_RETENTION_AUDIT_ROWS = sql.SQL(
+    """SELECT DISTINCT ON (k.address) k.address, l.id,
+              coalesce(l.payload->>'actor', l.payload->>'actorId', l.payload->>'updatedBy'), {at}
+       FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(address, slug, since)
+       JOIN timestore.datasets d ON d.slug = k.slug
+       JOIN timestore.lifecycle_audit_log l
+         ON l.dataset_id = d.id AND l.event_type LIKE 'admin.retention.%%' AND l.created_at > k.since
+            AND NOT l.payload ? 'reconcilerRunId'
+       ORDER BY k.address, l.created_at DESC, l.id DESC""").format(at=ms("l.created_at"))
+
+
+def _columns_changed(change: OutOfBand) -> bool:
+    return bool(set(change.fields) - {"retention"}) or change.after is None
+
+
+def _fallback(change: OutOfBand) -> str:
+    if set(change.fields) == {"retention"}:
+        return "timestore.dataset_retention_policies updated_at"
+    return "timestore.datasets updated_at"
+
+
+_EVIDENCE = (Evidence("timestore.dataset_access_audit", _ACCESS_AUDIT_ROWS, _columns_changed),
+             Evidence("timestore.lifecycle_audit_log", _RETENTION_AUDIT_ROWS, lambda change: "retention" in change.fields))
+
+WRITER = KindWriter(dataset.SPEC, _write, _RECHECK, _live, reader=KindReader(_READ, evidence=_EVIDENCE, fallback=_fallback))

@@ -12,6 +12,7 @@ from reconciler.catalog.port import Write
 from reconciler.catalog.postgres import service_audit
 from reconciler.catalog.postgres.kinds.base import (
     Connection,
+    Evidence,
     KindReader,
     KindWriter,
     WriteContext,
@@ -167,6 +168,15 @@ _RECHECK = sql.SQL(
            FOR UPDATE OF r""")
 
 
+# Who changed a record outside git: the metastore's audit rows (catalog/postgres/outside.py).
+_AUDIT_ROWS = sql.SQL(
+    """SELECT DISTINCT ON (k.address) k.address, a.id::text, a.actor, {at}
+       FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[]) AS k(address, namespace, record_key, since)
+       JOIN metastore.metastore_record_audits a
+         ON a.namespace = k.namespace AND a.record_key = k.record_key AND a.created_at > k.since
+       ORDER BY k.address, a.created_at DESC, a.id DESC""").format(at=ms("a.created_at"))
+
+
 def _params(ids: list[str]) -> tuple[list[str], list[str]]:
     return [i.split("/", 1)[0] for i in ids], [i.split("/", 1)[1] for i in ids]
 
@@ -261,4 +271,6 @@ def _live(row: tuple[Any, ...]) -> Live:
 
 
 WRITER = KindWriter(record.SPEC, _write, _RECHECK, _live, params=_params, announces=True,
-                    reader=KindReader(_READ, skips=True))
+                    reader=KindReader(_READ, skips=True,
+                                      evidence=(Evidence("metastore.metastore_record_audits", _AUDIT_ROWS),),
+                                      fallback=lambda change: "metastore.metastore_records updated_by, updated_at"))

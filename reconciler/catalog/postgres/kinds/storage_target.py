@@ -98,4 +98,5 @@ def _live(row: tuple[Any, ...]) -> Live:
                 token=updated, updated_at=updated)
 
 
-WRITER = KindWriter(storage_target.SPEC, _write, _RECHECK, _live, finish=_purge, reader=KindReader(_READ))
+WRITER = KindWriter(storage_target.SPEC, _write, _RECHECK, _live, finish=_purge,
+                    reader=KindReader(_READ, fallback=lambda change: "timestore.storage_targets updated_at"))
