@@ -63,6 +63,9 @@ class KindWriter:
     touches and reads them back as the plan saw them (``params`` turns identities into its
     parameters). ``announces``: its changes are platform events (queued from the outbox).
     ``reader``: how the plan reads the kind (its rows go through ``live`` too).
+    ``holding`` selects the ``xmax`` (as text) of every row holding the objects ``params``
+    names, the arrays ``params`` makes given as ``{0}``, ``{1}``...: which session holds a row a
+    failed apply waited for (catalog/postgres/writer.py).
     """
 
     kind: KindSpec
@@ -73,6 +76,7 @@ class KindWriter:
     finish: Callable[[Connection, Sequence[Write]], None] | None = None
     announces: bool = False
     reader: KindReader = field(kw_only=True)
+    holding: sql.SQL = field(kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,14 @@ def _fallback(change: OutOfBand) -> str:
     return "timestore.datasets updated_at"
 
 
+# The rows holding the datasets (catalog/postgres/writer.py names who holds them).
+_HOLDING = sql.SQL(
+    """SELECT d.xmax::text AS xid FROM timestore.datasets d WHERE d.slug = ANY({0})
+       UNION SELECT p.xmax::text FROM timestore.dataset_retention_policies p
+             JOIN timestore.datasets d ON d.id = p.dataset_id WHERE d.slug = ANY({0})""")
+
 _EVIDENCE = (Evidence("timestore.dataset_access_audit", _ACCESS_AUDIT_ROWS, _columns_changed),
              Evidence("timestore.lifecycle_audit_log", _RETENTION_AUDIT_ROWS, lambda change: "retention" in change.fields))
 
-WRITER = KindWriter(dataset.SPEC, _write, _RECHECK, _live, reader=KindReader(_READ, evidence=_EVIDENCE, fallback=_fallback))
+WRITER = KindWriter(dataset.SPEC, _write, _RECHECK, _live, holding=_HOLDING,
+                    reader=KindReader(_READ, evidence=_EVIDENCE, fallback=_fallback))

@@ -270,7 +270,13 @@ def _live(row: tuple[Any, ...]) -> Live:
                 len(row) > 10 and bool(row[10]))
 
 
+# The rows holding the records (catalog/postgres/writer.py names who holds them).
+_HOLDING = sql.SQL(
+    """SELECT r.xmax::text AS xid FROM metastore.metastore_records r
+       JOIN unnest({0}::text[], {1}::text[]) AS k(namespace, record_key)
+         ON r.namespace = k.namespace AND r.record_key = k.record_key""")
+
 WRITER = KindWriter(record.SPEC, _write, _RECHECK, _live, params=_params, announces=True,
-                    reader=KindReader(_READ, skips=True,
+                    holding=_HOLDING, reader=KindReader(_READ, skips=True,
                                       evidence=(Evidence("metastore.metastore_record_audits", _AUDIT_ROWS),),
                                       fallback=lambda change: "metastore.metastore_records updated_by, updated_at"))

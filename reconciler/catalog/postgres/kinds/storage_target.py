@@ -98,5 +98,8 @@ def _live(row: tuple[Any, ...]) -> Live:
                 token=updated, updated_at=updated)
 
 
-WRITER = KindWriter(storage_target.SPEC, _write, _RECHECK, _live, finish=_purge,
+# The rows holding the storage targets (catalog/postgres/writer.py names who holds them).
+_HOLDING = sql.SQL("SELECT s.xmax::text AS xid FROM timestore.storage_targets s WHERE s.name = ANY({0})")
+
+WRITER = KindWriter(storage_target.SPEC, _write, _RECHECK, _live, finish=_purge, holding=_HOLDING,
                     reader=KindReader(_READ, fallback=lambda change: "timestore.storage_targets updated_at"))
