@@ -136,20 +136,16 @@ def read_applied(conn: psycopg.Connection[Any], addresses: Collection[str] | Non
     return out
 
 
-# Datasets with partitions stored on the named storage targets (a partition's storage
-# target is a foreign key: the target cannot be deleted while one is there).
-_STORED_ON = """SELECT DISTINCT st.name, d.slug FROM timestore.dataset_partitions p
-                JOIN timestore.storage_targets st ON st.id = p.storage_target_id
-                JOIN timestore.datasets d ON d.id = p.dataset_id
-                WHERE st.name = ANY(%s)"""
-
-
-def datasets_stored_on(conn: psycopg.Connection[Any], addresses: Collection[str]) -> dict[str, list[str]]:
-    """For each storage target address given, the datasets with partitions stored on it."""
-    names = [address.removeprefix("storage-target:") for address in addresses]
+def stored_on(conn: psycopg.Connection[Any], addresses: Collection[str]) -> dict[str, list[str]]:
+    """For each address given (of an object to purge), the objects outside the live state that
+    keep it in place: the datasets with partitions on a storage target (``KindReader.users``)."""
     out: dict[str, list[str]] = {}
-    for name, slug in conn.execute(_STORED_ON, (names,)).fetchall():
-        out.setdefault(f"storage-target:{name}", []).append(f"dataset:{slug}")
+    for kind in WRITERS:
+        ids = [a.removeprefix(kind.kind.prefix) for a in addresses if a.startswith(kind.kind.prefix)]
+        if kind.reader.users is None or not ids:
+            continue
+        for identity, user in conn.execute(kind.reader.users, kind.params(ids)).fetchall():
+            out.setdefault(kind.kind.prefix + identity, []).append(user)
     return out
 
 

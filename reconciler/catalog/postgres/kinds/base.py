@@ -43,13 +43,16 @@ class KindReader:
 
     ``evidence``: the services' audit rows naming who changed one of its objects outside
     git, read in this order (a later row wins when newer); ``fallback``: where that is read
-    from when no such row exists (catalog/postgres/outside.py).
+    from when no such row exists (catalog/postgres/outside.py). ``users``, given the arrays
+    the writer's ``params`` makes of identities, selects (identity, address) of the objects
+    outside the live state that keep one of them from being purged.
     """
 
     query: sql.Composed | sql.SQL
     skips: bool = False
     evidence: tuple[Evidence, ...] = ()
     fallback: Callable[[OutOfBand], str] = lambda change: ""
+    users: sql.SQL | None = None
 
 
 @dataclass(frozen=True)

@@ -189,8 +189,12 @@ _HOLDING = sql.SQL(
        UNION SELECT p.xmax::text FROM timestore.dataset_retention_policies p
              JOIN timestore.datasets d ON d.id = p.dataset_id WHERE d.slug = ANY({0})""")
 
+def _retention_changed(change: OutOfBand) -> bool:
+    return "retention" in change.fields
+
+
 _EVIDENCE = (Evidence("timestore.dataset_access_audit", _ACCESS_AUDIT_ROWS, _columns_changed),
-             Evidence("timestore.lifecycle_audit_log", _RETENTION_AUDIT_ROWS, lambda change: "retention" in change.fields))
+             Evidence("timestore.lifecycle_audit_log", _RETENTION_AUDIT_ROWS, _retention_changed))
 
 WRITER = KindWriter(dataset.SPEC, _write, _RECHECK, _live, holding=_HOLDING,
                     reader=KindReader(_READ, evidence=_EVIDENCE, fallback=_fallback))

@@ -22,7 +22,7 @@ from reconciler.catalog.postgres.kinds.base import (
     text_array,
 )
 from reconciler.core import ops
-from reconciler.core.diff import Live
+from reconciler.core.diff import Live, OutOfBand
 from reconciler.core.kinds import record
 from reconciler.core.service_rules import normalize_tags
 
@@ -276,7 +276,13 @@ _HOLDING = sql.SQL(
        JOIN unnest({0}::text[], {1}::text[]) AS k(namespace, record_key)
          ON r.namespace = k.namespace AND r.record_key = k.record_key""")
 
-WRITER = KindWriter(record.SPEC, _write, _RECHECK, _live, params=_params, announces=True,
-                    holding=_HOLDING, reader=KindReader(_READ, skips=True,
-                                      evidence=(Evidence("metastore.metastore_record_audits", _AUDIT_ROWS),),
-                                      fallback=lambda change: "metastore.metastore_records updated_by, updated_at"))
+
+def _fallback(change: OutOfBand) -> str:
+    return "metastore.metastore_records updated_by, updated_at"
+
+
+_READER = KindReader(_READ, skips=True, evidence=(Evidence("metastore.metastore_record_audits", _AUDIT_ROWS),),
+                     fallback=_fallback)
+
+WRITER = KindWriter(record.SPEC, _write, _RECHECK, _live, params=_params, announces=True, holding=_HOLDING,
+                    reader=_READER)

@@ -20,7 +20,7 @@ from reconciler.catalog.postgres.kinds.base import (
     ms,
 )
 from reconciler.core import ops
-from reconciler.core.diff import Live
+from reconciler.core.diff import Live, OutOfBand
 from reconciler.core.kinds import storage_target
 from reconciler.errors import ConflictError
 
@@ -98,8 +98,21 @@ def _live(row: tuple[Any, ...]) -> Live:
                 token=updated, updated_at=updated)
 
 
+# Datasets with partitions stored on the named storage targets (a partition's storage
+# target is a foreign key: the target cannot be deleted while one is there).
+_STORED_ON = sql.SQL(
+    """SELECT DISTINCT st.name, 'dataset:' || d.slug FROM timestore.dataset_partitions p
+       JOIN timestore.storage_targets st ON st.id = p.storage_target_id
+       JOIN timestore.datasets d ON d.id = p.dataset_id
+       WHERE st.name = ANY(%s)""")
+
 # The rows holding the storage targets (catalog/postgres/writer.py names who holds them).
 _HOLDING = sql.SQL("SELECT s.xmax::text AS xid FROM timestore.storage_targets s WHERE s.name = ANY({0})")
 
+
+def _fallback(change: OutOfBand) -> str:
+    return "timestore.storage_targets updated_at"
+
+
 WRITER = KindWriter(storage_target.SPEC, _write, _RECHECK, _live, finish=_purge, holding=_HOLDING,
-                    reader=KindReader(_READ, fallback=lambda change: "timestore.storage_targets updated_at"))
+                    reader=KindReader(_READ, users=_STORED_ON, fallback=_fallback))
