@@ -11,6 +11,10 @@ def _no_needs(after: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
+def _no_links(identity: str, fields: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class KindSpec:
     """One kind: its names, the fields it manages and their rules, and its archived state.
@@ -46,6 +50,9 @@ class KindSpec:
     scopes: Mapping[str, str] = field(default_factory=dict)  # ... unless its operation needs another
     # The addresses a change to it needs applied first, from its fields after the change.
     needs: Callable[[Mapping[str, Any]], tuple[str, ...]] = _no_needs
+    # Its pages in the platform's UI, from its identity and fields: (label, value, path),
+    # linked as ``<ui base>/<path>/<value>`` under the text ``<label> <value>``.
+    ui_links: Callable[[str, Mapping[str, Any]], tuple[tuple[str, str, str], ...]] = _no_links
 
     @property
     def prefix(self) -> str:

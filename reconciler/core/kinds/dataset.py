@@ -15,6 +15,11 @@ def _needs(after: Mapping[str, Any]) -> tuple[str, ...]:
     return (f"storage-target:{target}",) if target else ()
 
 
+def _ui_links(slug: str, fields: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The dataset's own page."""
+    return (("dataset", slug, "datasets"),)
+
+
 SPEC = KindSpec(
     name="dataset",
     manifest_kind="Dataset",
@@ -34,4 +39,5 @@ SPEC = KindSpec(
     grant_noun="dataset",
     scope="timestore:admin",
     needs=_needs,
+    ui_links=_ui_links,
 )

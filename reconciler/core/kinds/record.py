@@ -17,6 +17,16 @@ def _needs(after: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
+def _ui_links(identity: str, fields: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The pages its metadata links to: its dataset (datasetSlug) and its asset (assetId)."""
+    metadata = fields.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        return ()
+    return tuple((label, value, path) for key, label, path in (("datasetSlug", "dataset", "datasets"),
+                                                               ("assetId", "asset", "assets"))
+                 if isinstance(value := metadata.get(key), str) and value)
+
+
 SPEC = KindSpec(
     name="record",
     manifest_kind="Record",
@@ -38,4 +48,5 @@ SPEC = KindSpec(
     scope="metastore:write",
     scopes={"purge": "metastore:admin", "archive": "metastore:delete"},
     needs=_needs,
+    ui_links=_ui_links,
 )
