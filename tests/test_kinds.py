@@ -94,12 +94,10 @@ _KIND_LITERALS_LEFT = {
     "reconciler/app/attribution.py": 1,  # a RecordSet item's address, built from its document
     "reconciler/app/events.py": 1,  # only record changes are announced
     "reconciler/app/importer.py": 10,  # the file each kind is imported into, records in RecordSets
-    "reconciler/app/replay.py": 1,
     "reconciler/catalog/memory.py": 2,  # the in-memory catalog announces record changes
     "reconciler/core/events.py": 1,  # the event payload's "record" key, not a kind
     "reconciler/core/model.py": 13,  # the pydantic models, AddressKind and the manifest kinds map
     "reconciler/manifests/loader.py": 2,
-    "reconciler/manifests/report.py": 2,
     "reconciler/manifests/schema.py": 3,
     "reconciler/render/events.py": 1,
     "reconciler/services/datasets.py": 1,  # the repository layer is one module per kind already
