@@ -18,6 +18,8 @@ from pydantic import BaseModel, ValidationError
 from reconciler.core.credentials import credential_in, looks_secret
 from reconciler.manifests.desired import _desired  # the plan's own model → Desired translation: the check cannot drift from it
 from reconciler.core import kinds
+from reconciler.core.kinds.base import key_sorted
+from reconciler.core.kinds.dataset import SERVICE_METADATA_KEYS
 from reconciler.core.diff import Applied, Desired, Live, diff
 from reconciler.errors import ConfigurationError
 from reconciler.manifests.messages import translate
@@ -25,11 +27,10 @@ from reconciler.manifests.tree import Declared, Location
 from reconciler.manifests.yamlread import value_problems
 from reconciler.core.model import (
     API_VERSION,
-    Dataset,
     Declaration,
+    Record,
     RecordItem,
     RecordSet,
-    StorageTarget,
     env_references,
     folded,
     format_path,
@@ -37,12 +38,9 @@ from reconciler.core.model import (
 )
 from reconciler.core.text import clean
 
-__all__ = ["ImportFile", "ImportResult", "Secret", "file_name", "looks_secret", "plan_import", "select"]
+__all__ = ["SERVICE_METADATA_KEYS", "ImportFile", "ImportResult", "Secret", "file_name", "key_sorted", "looks_secret",
+           "plan_import", "select"]
 
-# Dataset metadata keys the platform's services write for themselves. They are left
-# out of imported manifests, so they stay the services' (the three-way merge keeps
-# keys the tree never set) instead of becoming managed and reverted as drift.
-SERVICE_METADATA_KEYS: Final = frozenset({"createdBy", "tableName", "timestampColumn"})
 _NOT_ALNUM = re.compile(r"[^A-Z0-9]")
 # Longest environment variable name import makes up (a deep config path would make a long one).
 VARIABLE_LENGTH: Final = 96
@@ -198,27 +196,29 @@ def _referenced(declared: Mapping[str, Desired]) -> set[str]:
 
 
 def _draft(obj: Live, names: _Variables, live: Mapping[str, Live], declared: Collection[str]) -> _Draft:
+    """The object's document as its kind drafts it (``KindSpec.draft``), checked as the loader checks it."""
+    spec = kinds.kind(obj.kind)
     name = obj.address.partition(":")[2]
-    if obj.kind == "storage-target":
-        return _storage_target(name, obj.fields, names, obj.address)
-    if obj.kind == "dataset":
-        document = _dataset(name, obj.fields)
-        _refuse_credentials(document, ("apiVersion", "kind", "slug"))
-        return _Draft(obj.address, obj.kind, document, _validate(Dataset, document))
-    namespace, _, key = name.partition("/")
-    return _record(obj.address, namespace, key, obj.fields, live, declared)
+    if spec.draft is None:
+        raise _Skip(f"import cannot write a {spec.noun}")
+    document = spec.draft(name, obj.fields)
+    if spec.model is Record:  # declared as an item of its namespace's RecordSet
+        namespace = name.partition("/")[0]
+        return _record(obj.address, namespace, document, live, declared)
+    if spec.secret_field is not None:
+        return _with_secrets(spec, name, document, obj, names)
+    _refuse_credentials(document, ("apiVersion", "kind", *spec.identity))
+    return _Draft(obj.address, obj.kind, document, _validate(spec.model, document))
 
 
-def _storage_target(name: str, fields: Mapping[str, Any], names: _Variables, address: str) -> _Draft:
-    document: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "StorageTarget", "name": name,
-                                "type": fields["type"]}
-    if fields["description"] is not None:
-        document["description"] = fields["description"]
+def _with_secrets(spec: kinds.KindSpec, name: str, document: dict[str, Any], obj: Live, names: _Variables) -> _Draft:
+    """A draft whose secret field is written with every secret as an ${env:...} reference."""
+    assert spec.secret_field is not None
     secrets: list[tuple[Secret, str]] = []
-    config = _config(fields["config"] or {}, (), False, name, names, address, secrets)
+    config = _config(obj.fields[spec.secret_field] or {}, (), False, name, names, obj.address, secrets)
     if config:
-        document["config"] = config
-    return _Draft(address, "storage-target", document, _validate(StorageTarget, document), secrets=secrets)
+        document[spec.secret_field] = config
+    return _Draft(obj.address, obj.kind, document, _validate(spec.model, document), secrets=secrets)
 
 
 def _config(value: Any, path: tuple[str | int, ...], secret: bool, target: str, names: _Variables,
@@ -242,38 +242,8 @@ def _config(value: Any, path: tuple[str | int, ...], secret: bool, target: str, 
     return value
 
 
-def _dataset(slug: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    document: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "Dataset", "slug": slug,
-                                "name": fields["name"]}
-    if fields["description"] is not None:
-        document["description"] = fields["description"]
-    if fields["status"] != "active":
-        document["status"] = fields["status"]
-    if fields["storageTarget"] is not None:
-        document["storageTarget"] = fields["storageTarget"]
-    metadata = fields["metadata"]
-    if isinstance(metadata, Mapping):  # anything else fails validation, and is skipped with the reason
-        metadata = {k: v for k, v in metadata.items() if k not in SERVICE_METADATA_KEYS}
-    if metadata:
-        document["metadata"] = key_sorted(metadata)
-    if fields["retention"] is not None:
-        document["retention"] = key_sorted(fields["retention"])
-    return document
-
-
-def _record(address: str, namespace: str, key: str, fields: Mapping[str, Any], live: Mapping[str, Live],
+def _record(address: str, namespace: str, item: dict[str, Any], live: Mapping[str, Live],
             declared: Collection[str]) -> _Draft:
-    item: dict[str, Any] = {"key": key}
-    if fields["owner"] is not None:
-        item["owner"] = fields["owner"]
-    if fields["tags"]:
-        item["tags"] = list(dict.fromkeys(fields["tags"]))
-    if fields["schemaHash"] is not None:
-        item["schemaHash"] = fields["schemaHash"]
-    if fields["metadata"]:
-        item["metadata"] = key_sorted(fields["metadata"])
-    if fields["deleted"]:
-        item["deleted"] = True
     problem = _namespace_problem(namespace)
     if problem:
         raise _Skip(problem)
@@ -321,17 +291,6 @@ def _namespace_problem(namespace: str) -> str | None:
     except _Skip as reason:
         return str(reason)
     return None
-
-
-def key_sorted(value: Any) -> Any:
-    """A JSON value with every mapping's keys sorted, so the same value is always written alike.
-
-    A value, not a text: the YAML writer lays it out, so it is not ``canonical_json``."""
-    if isinstance(value, Mapping):
-        return {key: key_sorted(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [key_sorted(item) for item in value]
-    return value
 
 
 def _validate(model: type[BaseModel], document: Mapping[str, Any]) -> Any:

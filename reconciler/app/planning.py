@@ -73,7 +73,7 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
                 continue  # read the whole tree, outside the transaction
             catalog = reader.state(ws.source, list(settled))
             base, complete = reader.last_applied(ws.source)
-            purged = [a for a, d in state.desired.items() if d.kind == "storage-target" and d.purge]
+            purged = [a for a, d in state.desired.items() if d.purge]
             stored_on = reader.stored_on(purged)
         break
     # The diff runs with no transaction open (at 100,000 records it takes seconds, which a

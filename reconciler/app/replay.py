@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from reconciler.core import kinds
 from reconciler.core.diff import DEFAULTS, MERGED_FIELDS, same
 from reconciler.git.objects import BlobReader
 from reconciler.git.repository import GitRepository
@@ -73,9 +74,11 @@ class _Files:
 
     def find(self, commit: str, address: str) -> tuple[Mapping[str, Any] | None, str | None]:
         """The object's declared value anywhere in the commit's manifest files, and its file."""
-        identity = address.split(":", 1)[1]
-        if address.startswith("record:"):
-            identity = identity.split("/", 1)[1]  # the key: a namespace is often written once, in defaults
+        kind, _, identity = address.partition(":")
+        spec = kinds.BY_NAME.get(kind)
+        if spec is not None and len(spec.identity) > 1:
+            # Its last part (a record's key): the others (a namespace) are often written once, in defaults.
+            identity = identity.split("/", len(spec.identity) - 1)[-1]
         for path in self.repo.files_mentioning(commit, identity, SUFFIXES + DATA_SUFFIXES):
             value = (self.at(commit, path) or {}).get(address)
             if value is not None:

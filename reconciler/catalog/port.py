@@ -89,7 +89,8 @@ class PlanReader(Protocol):
         ...
 
     def stored_on(self, addresses: Collection[str]) -> dict[str, list[str]]:
-        """For each storage target address, the datasets with data stored on it."""
+        """For each address given (of an object to purge), the objects outside the live state
+        that keep it in place: the datasets with data stored on a storage target."""
         ...
 
     def with_evidence(self, outside: Mapping[str, OutOfBand]) -> dict[str, OutOfBand]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from reconciler.errors import Problem
-from reconciler.core.model import Address
+from reconciler.core import kinds
+from reconciler.core.model import Address, AddressKind
 from reconciler.core.text import clean
 from reconciler.manifests.tree import ManifestTree, Reference
 
@@ -16,11 +17,9 @@ def _count(number: int, noun: str) -> str:
 
 def summary(tree: ManifestTree) -> str:
     """``Valid: 1 storage target, 4 datasets, 12 records in 3 files.``"""
-    return (
-        f"Valid: {_count(len(tree.storage_targets), 'storage target')}, "
-        f"{_count(len(tree.datasets), 'dataset')}, {_count(len(tree.records), 'record')} "
-        f"in {_count(len(tree.files), 'file')}."
-    )
+    counts = [(tree.count(AddressKind(spec.name)), spec) for spec in kinds.REGISTRY]
+    declared = ", ".join(f"{n:,} {spec.noun if n == 1 else spec.plural}" for n, spec in counts)
+    return f"Valid: {declared} in {_count(len(tree.files), 'file')}."
 
 
 def unresolved_lines(tree: ManifestTree) -> list[str]:

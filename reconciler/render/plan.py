@@ -527,19 +527,14 @@ def _md_head(data: Mapping[str, Any]) -> str:
 
 
 def _md_links(change: Mapping[str, Any], base: str | None) -> str | None:
-    """Links to the platform UI: the dataset itself, or a record's datasetSlug and assetId."""
-    if not base:
+    """Links to the platform UI, as the change's kind names them (``KindSpec.ui_links``): the
+    dataset itself, or a record's datasetSlug and assetId."""
+    spec = kinds.BY_NAME.get(change["kind"])
+    if not base or spec is None:
         return None
-    links = []
-    if change["kind"] == "dataset":
-        slug = change["address"].split(":", 1)[1]
-        links.append(f"[dataset {_md(slug)}]({base}/datasets/{quote(slug, safe='')})")
-    metadata = (change.get("after") or change.get("before") or {}).get("metadata") or {}
-    if change["kind"] == "record" and isinstance(metadata, Mapping):
-        for key, label, path in (("datasetSlug", "dataset", "datasets"), ("assetId", "asset", "assets")):
-            value = metadata.get(key)
-            if isinstance(value, str) and value:
-                links.append(f"[{label} {_md(value)}]({base}/{path}/{quote(value, safe='')})")
+    fields = change.get("after") or change.get("before") or {}
+    links = [f"[{label} {_md(value)}]({base}/{path}/{quote(value, safe='')})"
+             for label, value, path in spec.ui_links(change["address"].split(":", 1)[1], fields)]
     return "  - links: " + " · ".join(links) if links else None
 
 

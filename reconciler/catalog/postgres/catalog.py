@@ -44,7 +44,7 @@ class PostgresReader:
         return settled.last_applied_commit(self.conn, source)
 
     def stored_on(self, addresses: Collection[str]) -> dict[str, list[str]]:
-        return reading.datasets_stored_on(self.conn, addresses) if addresses else {}
+        return reading.stored_on(self.conn, addresses) if addresses else {}
 
     def with_evidence(self, found: Mapping[str, OutOfBand]) -> dict[str, OutOfBand]:
         return outside.with_evidence(self.conn, found)

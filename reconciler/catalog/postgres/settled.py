@@ -28,7 +28,7 @@ from psycopg import sql
 
 from reconciler import __version__
 from reconciler.core.plan import FileDigest
-from reconciler.catalog.postgres.reading import RECORD_IN_SYNC
+from reconciler.catalog.postgres.kinds.record import RECORD_IN_SYNC
 
 # Bump when reading a byte-identical file could give other objects than before
 # (manifest rules, defaults, how RecordSets merge).

@@ -46,19 +46,22 @@ _TABLE_HOLDER = _SESSION.format(pids=sql.SQL(
 # xmax is the transaction that last locked or updated it, and a running transaction holds
 # the lock on its own id. (Rows locked by several sessions at once carry a multixact id
 # instead, and are not traced.)
-_ROW_HOLDER = _SESSION.format(pids=sql.SQL(
-    """WITH touched AS (
-           SELECT r.xmax::text AS xid FROM metastore.metastore_records r
-           JOIN unnest(%(namespaces)s::text[], %(keys)s::text[]) AS k(namespace, record_key)
-             ON r.namespace = k.namespace AND r.record_key = k.record_key
-           UNION SELECT d.xmax::text FROM timestore.datasets d WHERE d.slug = ANY(%(slugs)s)
-           UNION SELECT p.xmax::text FROM timestore.dataset_retention_policies p
-                 JOIN timestore.datasets d ON d.id = p.dataset_id WHERE d.slug = ANY(%(slugs)s)
-           UNION SELECT s.xmax::text FROM timestore.storage_targets s WHERE s.name = ANY(%(names)s)
-           UNION SELECT m.xmax::text FROM reconciler.managed_objects m WHERE m.address = ANY(%(addresses)s))
-       SELECT l.pid FROM pg_locks l
-       WHERE l.locktype = 'transactionid' AND l.granted
-         AND l.transactionid::text IN (SELECT xid FROM touched WHERE xid <> '0')"""))
+def _row_holder_query() -> sql.Composed:
+    """``_ROW_HOLDER``: each kind's rows (``KindWriter.holding``, its placeholders named
+    ``k<rank>_<n>``), and the reconciler's own record of them."""
+    touched = [kind.holding.format(*(sql.Placeholder(f"k{rank}_{n}") for n in range(len(kind.params([])))))
+               for rank, kind in enumerate(WRITERS)]
+    return _SESSION.format(pids=sql.SQL(
+        """WITH touched AS (
+               {touched}
+               UNION SELECT m.xmax::text FROM reconciler.managed_objects m WHERE m.address = ANY(%(addresses)s))
+           SELECT l.pid FROM pg_locks l
+           WHERE l.locktype = 'transactionid' AND l.granted
+             AND l.transactionid::text IN (SELECT xid FROM touched WHERE xid <> '0')""").format(
+        touched=sql.SQL("\n               UNION ").join(touched)))
+
+
+_ROW_HOLDER = _row_holder_query()
 
 
 def _row_holder(conn: psycopg.Connection[Any], addresses: Collection[str]) -> str:
@@ -69,11 +72,10 @@ def _row_holder(conn: psycopg.Connection[Any], addresses: Collection[str]) -> st
     """
     if conn.closed or conn.broken:
         return describe_holder(None)
-    ids = {kind: [identity(a) for a in addresses if a.startswith(kind + ":")]
-           for kind in ("record", "dataset", "storage-target")}  # the kinds _ROW_HOLDER looks at
-    params = {"namespaces": [i.split("/", 1)[0] for i in ids["record"]],
-              "keys": [i.split("/", 1)[1] for i in ids["record"]],
-              "slugs": ids["dataset"], "names": ids["storage-target"], "addresses": list(addresses)}
+    params: dict[str, Any] = {"addresses": list(addresses)}
+    for rank, kind in enumerate(WRITERS):
+        columns = kind.params([identity(a) for a in addresses if a.startswith(kind.kind.prefix)])
+        params.update({f"k{rank}_{n}": column for n, column in enumerate(columns)})
     try:
         with conn.transaction():
             conn.execute("SELECT set_config('lock_timeout', '1s', true)")

@@ -11,6 +11,21 @@ def _no_needs(after: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
+def key_sorted(value: Any) -> Any:
+    """A JSON value with every mapping's keys sorted, so the same value is always written alike.
+
+    A value, not a text: the YAML writer lays it out, so it is not ``canonical_json``."""
+    if isinstance(value, Mapping):
+        return {key: key_sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [key_sorted(item) for item in value]
+    return value
+
+
+def _no_links(identity: str, fields: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    return ()
+
+
 @dataclass(frozen=True)
 class KindSpec:
     """One kind: its names, the fields it manages and their rules, and its archived state.
@@ -46,6 +61,13 @@ class KindSpec:
     scopes: Mapping[str, str] = field(default_factory=dict)  # ... unless its operation needs another
     # The addresses a change to it needs applied first, from its fields after the change.
     needs: Callable[[Mapping[str, Any]], tuple[str, ...]] = _no_needs
+    # Its pages in the platform's UI, from its identity and fields: (label, value, path),
+    # linked as ``<ui base>/<path>/<value>`` under the text ``<label> <value>``.
+    ui_links: Callable[[str, Mapping[str, Any]], tuple[tuple[str, str, str], ...]] = _no_links
+    # The manifest document (for a kind declared in sets, its item) that declares a live
+    # object exactly, from its identity and fields, as ``import`` writes it; the value of
+    # ``secret_field`` is left for the importer, which writes secrets as ${env:...}.
+    draft: Callable[[str, Mapping[str, Any]], dict[str, Any]] | None = None
 
     @property
     def prefix(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.core.kinds.base import KindSpec
+from reconciler.core.kinds.base import KindSpec, key_sorted
 from reconciler.core.model import Record
 
 
@@ -15,6 +15,32 @@ def _needs(after: Mapping[str, Any]) -> tuple[str, ...]:
     if isinstance(metadata, Mapping) and isinstance(metadata.get("datasetSlug"), str):
         return (f"dataset:{metadata['datasetSlug']}",)
     return ()
+
+
+def _ui_links(identity: str, fields: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The pages its metadata links to: its dataset (datasetSlug) and its asset (assetId)."""
+    metadata = fields.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        return ()
+    return tuple((label, value, path) for key, label, path in (("datasetSlug", "dataset", "datasets"),
+                                                               ("assetId", "asset", "assets"))
+                 if isinstance(value := metadata.get(key), str) and value)
+
+
+def _draft(identity: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Its item in its namespace's RecordSet."""
+    item: dict[str, Any] = {"key": identity.partition("/")[2]}
+    if fields["owner"] is not None:
+        item["owner"] = fields["owner"]
+    if fields["tags"]:
+        item["tags"] = list(dict.fromkeys(fields["tags"]))
+    if fields["schemaHash"] is not None:
+        item["schemaHash"] = fields["schemaHash"]
+    if fields["metadata"]:
+        item["metadata"] = key_sorted(fields["metadata"])
+    if fields["deleted"]:
+        item["deleted"] = True
+    return item
 
 
 SPEC = KindSpec(
@@ -38,4 +64,6 @@ SPEC = KindSpec(
     scope="metastore:write",
     scopes={"purge": "metastore:admin", "archive": "metastore:delete"},
     needs=_needs,
+    ui_links=_ui_links,
+    draft=_draft,
 )

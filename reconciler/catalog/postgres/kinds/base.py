@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -11,10 +11,48 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from reconciler.catalog.port import Write
-from reconciler.core.diff import Live, same
+from reconciler.core.diff import Live, OutOfBand, same
 from reconciler.core.kinds import KindSpec
 
 Connection = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Audit rows a service writes for changes to one kind, read for who changed an object
+    outside git, and when.
+
+    ``query`` takes, as positional arrays, the addresses, the identities as the kind's
+    writer ``params`` splits them, and since when each is not the reconciler's; it returns
+    the newest row per address: (address, row id, actor, when). ``table`` names where the
+    rows were read; ``wants`` picks the changes these rows can speak for.
+    """
+
+    table: str
+    query: sql.Composed
+    wants: Callable[[OutOfBand], bool] = lambda change: True
+
+
+@dataclass(frozen=True)
+class KindReader:
+    """How the plan reads one kind's live state from PostgreSQL.
+
+    ``query`` selects every object of the kind, as rows its ``KindWriter.live`` turns into
+    what the diff sees. With ``skips``, the query takes ``%(source)s`` and ``%(settled)s``
+    and leaves out the objects that source manages from those settled files.
+
+    ``evidence``: the services' audit rows naming who changed one of its objects outside
+    git, read in this order (a later row wins when newer); ``fallback``: where that is read
+    from when no such row exists (catalog/postgres/outside.py). ``users``, given the arrays
+    the writer's ``params`` makes of identities, selects (identity, address) of the objects
+    outside the live state that keep one of them from being purged.
+    """
+
+    query: sql.Composed | sql.SQL
+    skips: bool = False
+    evidence: tuple[Evidence, ...] = ()
+    fallback: Callable[[OutOfBand], str] = lambda change: ""
+    users: sql.SQL | None = None
 
 
 @dataclass(frozen=True)
@@ -27,6 +65,10 @@ class KindWriter:
     after the datasets stopped pointing at it). ``recheck`` locks the kind's rows the plan
     touches and reads them back as the plan saw them (``params`` turns identities into its
     parameters). ``announces``: its changes are platform events (queued from the outbox).
+    ``reader``: how the plan reads the kind (its rows go through ``live`` too).
+    ``holding`` selects the ``xmax`` (as text) of every row holding the objects ``params``
+    names, the arrays ``params`` makes given as ``{0}``, ``{1}``...: which session holds a row a
+    failed apply waited for (catalog/postgres/writer.py).
     """
 
     kind: KindSpec
@@ -36,6 +78,8 @@ class KindWriter:
     params: Callable[[list[str]], tuple[Any, ...]] = lambda ids: (ids,)
     finish: Callable[[Connection, Sequence[Write]], None] | None = None
     announces: bool = False
+    reader: KindReader = field(kw_only=True)
+    holding: sql.SQL = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -45,6 +89,15 @@ class WriteContext:
 
     run_id: str | None = None
     on_rows: Callable[[int], None] | None = None
+
+
+# updated_at as the services compare it: to the millisecond, in UTC.
+_MS = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+
+def ms(column: str) -> sql.Composable:
+    """``column`` (a timestamptz) as the text the services compare: milliseconds, UTC."""
+    return sql.SQL(_MS).format(sql.SQL(column))
 
 
 def identity(address: str) -> str:

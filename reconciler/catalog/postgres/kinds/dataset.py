@@ -13,15 +13,18 @@ from reconciler.catalog.port import Write
 from reconciler.catalog.postgres import service_audit
 from reconciler.catalog.postgres.kinds.base import (
     Connection,
+    Evidence,
+    KindReader,
     KindWriter,
     WriteContext,
     after_value,
     identity,
     jsonb_patch,
     metadata_patch,
+    ms,
 )
-from reconciler.catalog.postgres.reading import dataset_live
 from reconciler.core import ops
+from reconciler.core.diff import Live, OutOfBand
 from reconciler.core.kinds import dataset
 from reconciler.core.service_rules import new_id
 
@@ -127,4 +130,71 @@ _RECHECK = sql.SQL(
            LEFT JOIN timestore.dataset_retention_policies rp ON rp.dataset_id = d.id
            WHERE d.slug = ANY(%s) FOR UPDATE OF d""")
 
-WRITER = KindWriter(dataset.SPEC, _write, _RECHECK, dataset_live)
+# --- reading ---------------------------------------------------------------------------------
+
+_READ = sql.SQL(
+    """SELECT d.slug, d.name, d.description, d.status, st.name, d.metadata, rp.policy,
+              {updated}, {retention_updated}
+       FROM timestore.datasets d
+       LEFT JOIN timestore.storage_targets st ON st.id = d.default_storage_target_id
+       LEFT JOIN timestore.dataset_retention_policies rp ON rp.dataset_id = d.id"""
+).format(updated=ms("d.updated_at"), retention_updated=ms("rp.updated_at"))
+
+
+def _live(row: tuple[Any, ...]) -> Live:
+    """A datasets row (with its storage target name and retention policy) as the diff sees it.
+
+    The token covers the retention row too: the services move it on its own.
+    """
+    slug, name, description, status, target, metadata, policy, updated, policy_updated = row
+    fields = {"name": name, "description": description, "status": status, "storageTarget": target,
+              "metadata": metadata or {}, "retention": policy}
+    return Live(f"dataset:{slug}", "dataset", fields, token=f"{updated}|{policy_updated or '-'}",
+                updated_at=updated, policy_updated_at=policy_updated)
+
+
+# Who changed a dataset outside git: the timestore's audit rows for its columns, and its
+# lifecycle log for its retention policy (catalog/postgres/outside.py).
+_ACCESS_AUDIT_ROWS = sql.SQL(
+    """SELECT DISTINCT ON (k.address) k.address, a.id, a.actor_id, {at}
+       FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(address, slug, since)
+       JOIN timestore.dataset_access_audit a
+         ON a.dataset_slug = k.slug AND a.created_at > k.since AND NOT a.metadata ? 'reconcilerRunId'
+       ORDER BY k.address, a.created_at DESC, a.id DESC""").format(at=ms("a.created_at"))
+
+_RETENTION_AUDIT_ROWS = sql.SQL(
+    """SELECT DISTINCT ON (k.address) k.address, l.id,
+              coalesce(l.payload->>'actor', l.payload->>'actorId', l.payload->>'updatedBy'), {at}
+       FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS k(address, slug, since)
+       JOIN timestore.datasets d ON d.slug = k.slug
+       JOIN timestore.lifecycle_audit_log l
+         ON l.dataset_id = d.id AND l.event_type LIKE 'admin.retention.%%' AND l.created_at > k.since
+            AND NOT l.payload ? 'reconcilerRunId'
+       ORDER BY k.address, l.created_at DESC, l.id DESC""").format(at=ms("l.created_at"))
+
+
+def _columns_changed(change: OutOfBand) -> bool:
+    return bool(set(change.fields) - {"retention"}) or change.after is None
+
+
+def _fallback(change: OutOfBand) -> str:
+    if set(change.fields) == {"retention"}:
+        return "timestore.dataset_retention_policies updated_at"
+    return "timestore.datasets updated_at"
+
+
+# The rows holding the datasets (catalog/postgres/writer.py names who holds them).
+_HOLDING = sql.SQL(
+    """SELECT d.xmax::text AS xid FROM timestore.datasets d WHERE d.slug = ANY({0})
+       UNION SELECT p.xmax::text FROM timestore.dataset_retention_policies p
+             JOIN timestore.datasets d ON d.id = p.dataset_id WHERE d.slug = ANY({0})""")
+
+def _retention_changed(change: OutOfBand) -> bool:
+    return "retention" in change.fields
+
+
+_EVIDENCE = (Evidence("timestore.dataset_access_audit", _ACCESS_AUDIT_ROWS, _columns_changed),
+             Evidence("timestore.lifecycle_audit_log", _RETENTION_AUDIT_ROWS, _retention_changed))
+
+WRITER = KindWriter(dataset.SPEC, _write, _RECHECK, _live, holding=_HOLDING,
+                    reader=KindReader(_READ, evidence=_EVIDENCE, fallback=_fallback))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from psycopg import sql
 
@@ -11,14 +12,17 @@ from reconciler.catalog.port import Write
 from reconciler.catalog.postgres import service_audit
 from reconciler.catalog.postgres.kinds.base import (
     Connection,
+    Evidence,
+    KindReader,
     KindWriter,
     WriteContext,
     identity,
     metadata_patch,
+    ms,
     text_array,
 )
-from reconciler.catalog.postgres.reading import record_live
 from reconciler.core import ops
+from reconciler.core.diff import Live, OutOfBand
 from reconciler.core.kinds import record
 from reconciler.core.service_rules import normalize_tags
 
@@ -164,8 +168,121 @@ _RECHECK = sql.SQL(
            FOR UPDATE OF r""")
 
 
+# Who changed a record outside git: the metastore's audit rows (catalog/postgres/outside.py).
+_AUDIT_ROWS = sql.SQL(
+    """SELECT DISTINCT ON (k.address) k.address, a.id::text, a.actor, {at}
+       FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[]) AS k(address, namespace, record_key, since)
+       JOIN metastore.metastore_record_audits a
+         ON a.namespace = k.namespace AND a.record_key = k.record_key AND a.created_at > k.since
+       ORDER BY k.address, a.created_at DESC, a.id DESC""").format(at=ms("a.created_at"))
+
+
 def _params(ids: list[str]) -> tuple[list[str], list[str]]:
     return [i.split("/", 1)[0] for i in ids], [i.split("/", 1)[1] for i in ids]
 
 
-WRITER = KindWriter(record.SPEC, _write, _RECHECK, record_live, params=_params, announces=True)
+# --- reading ---------------------------------------------------------------------------------
+
+# Whether a record still holds every value its last apply set, decided in the catalog
+# with jsonb's own equality (key order never matters, 1.0 = 1, true <> 1), field by
+# field as the diff compares them: tags as a set, metadata key by key over the applied
+# keys only (keys someone else added are theirs). Only a true result is acted on (the
+# diff then passes the record over without decoding it); anything unsure is false.
+RECORD_IN_SYNC = sql.SQL(
+    """m.kind = 'record' AND jsonb_typeof(m.applied) = 'object'
+       AND (NOT m.applied ? 'owner' OR m.applied->'owner' = coalesce(to_jsonb(r.owner), 'null'))
+       AND (NOT m.applied ? 'schemaHash'
+            OR m.applied->'schemaHash' = coalesce(to_jsonb(r.schema_hash), 'null'))
+       AND (NOT m.applied ? 'deleted' OR m.applied->'deleted' = to_jsonb(r.deleted_at IS NOT NULL))
+       AND (NOT m.applied ? 'tags'
+            OR (jsonb_typeof(m.applied->'tags') = 'array'
+                AND to_jsonb(r.tags) @> (m.applied->'tags') AND (m.applied->'tags') @> to_jsonb(r.tags)))
+       AND (NOT m.applied ? 'metadata'
+            OR (jsonb_typeof(m.applied->'metadata') = 'object'
+                AND (r.metadata = m.applied->'metadata'
+                     OR NOT EXISTS (SELECT 1 FROM jsonb_each(m.applied->'metadata') AS e
+                                    WHERE r.metadata->e.key IS DISTINCT FROM e.value))))""")
+
+# Metadata comes as its text, decoded only if the diff looks at it.
+_READ = sql.SQL(
+    """SELECT r.namespace, r.record_key, r.owner, r.tags, r.schema_hash, r.metadata::text,
+              r.deleted_at IS NOT NULL, r.version, {updated}, r.updated_by, coalesce({in_sync}, false)
+       FROM metastore.metastore_records r
+       LEFT JOIN reconciler.managed_objects m ON m.address = 'record:' || r.namespace || '/' || r.record_key
+       -- A namespace holding "/" cannot be named by an address (record:<namespace>/<key>)
+       -- nor declared in a manifest: such records are left out, never matched or touched.
+       WHERE strpos(r.namespace, '/') = 0
+         AND NOT coalesce(m.source = %(source)s AND m.path = ANY(%(settled)s), false)"""
+).format(updated=ms("r.updated_at"), in_sync=RECORD_IN_SYNC)
+
+class RecordFields(Mapping[str, Any]):
+    """A record's managed fields; its metadata is decoded from text on first use."""
+
+    __slots__ = ("_metadata", "_text", "deleted", "owner", "schema_hash", "tags")
+    _NAMES = ("owner", "tags", "schemaHash", "metadata", "deleted")
+
+    def __init__(self, owner: str | None, tags: list[str], schema_hash: str | None, metadata: Any,
+                 deleted: bool) -> None:
+        self.owner, self.tags, self.schema_hash, self.deleted = owner, tags, schema_hash, deleted
+        self._text = metadata if isinstance(metadata, str) else None
+        self._metadata = None if self._text is not None else (metadata or {})
+
+    @property
+    def metadata(self) -> Any:
+        """The metadata object (``{}`` for none)."""
+        if self._metadata is None:
+            self._metadata = json.loads(self._text) if self._text is not None else {}
+            self._metadata = self._metadata or {}
+        return self._metadata
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "owner":
+            return self.owner
+        if key == "tags":
+            return self.tags
+        if key == "schemaHash":
+            return self.schema_hash
+        if key == "metadata":
+            return self.metadata
+        if key == "deleted":
+            return self.deleted
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._NAMES)
+
+    def __len__(self) -> int:
+        return len(self._NAMES)
+
+    def __repr__(self) -> str:
+        return f"RecordFields({dict(self)!r})"
+
+
+def _live(row: tuple[Any, ...]) -> Live:
+    """A metastore_records row as the diff sees it; the token is its version.
+
+    The row may carry its metadata as text (decoded when first read) and, as an
+    eleventh column, whether it still holds everything last applied (``in_sync``).
+    """
+    namespace, key, owner, tags, schema_hash, metadata, deleted, version, updated, updated_by = row[:10]
+    fields = RecordFields(owner, list(tags or []), schema_hash, metadata, deleted)
+    return Live(f"record:{namespace}/{key}", "record", fields, str(version), updated, updated_by,
+                len(row) > 10 and bool(row[10]))
+
+
+# The rows holding the records (catalog/postgres/writer.py names who holds them).
+_HOLDING = sql.SQL(
+    """SELECT r.xmax::text AS xid FROM metastore.metastore_records r
+       JOIN unnest({0}::text[], {1}::text[]) AS k(namespace, record_key)
+         ON r.namespace = k.namespace AND r.record_key = k.record_key""")
+
+
+def _fallback(change: OutOfBand) -> str:
+    return "metastore.metastore_records updated_by, updated_at"
+
+
+_READER = KindReader(_READ, skips=True, evidence=(Evidence("metastore.metastore_record_audits", _AUDIT_ROWS),),
+                     fallback=_fallback)
+
+WRITER = KindWriter(record.SPEC, _write, _RECHECK, _live, params=_params, announces=True, holding=_HOLDING,
+                    reader=_READER)

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from reconciler.catalog.port import Write
-from reconciler.catalog.postgres.kinds.base import Connection, KindWriter, WriteContext, after_value, identity
-from reconciler.catalog.postgres.reading import storage_target_live
+from reconciler.catalog.postgres.kinds.base import (
+    Connection,
+    KindReader,
+    KindWriter,
+    WriteContext,
+    after_value,
+    identity,
+    ms,
+)
 from reconciler.core import ops
+from reconciler.core.diff import Live, OutOfBand
 from reconciler.core.kinds import storage_target
 from reconciler.errors import ConflictError
 
@@ -74,4 +83,36 @@ _RECHECK = sql.SQL(
                   to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
            FROM timestore.storage_targets WHERE name = ANY(%s) FOR UPDATE""")
 
-WRITER = KindWriter(storage_target.SPEC, _write, _RECHECK, storage_target_live, finish=_purge)
+# --- reading ---------------------------------------------------------------------------------
+
+_READ = sql.SQL(
+    "SELECT name, kind, description, config, {updated} FROM timestore.storage_targets"
+).format(updated=ms("updated_at"))
+
+
+def _live(row: tuple[Any, ...]) -> Live:
+    """A storage_targets row as the diff sees it."""
+    name, kind, description, config, updated = row
+    return Live(f"storage-target:{name}", "storage-target",
+                {"type": kind, "description": description, "config": config or {}},
+                token=updated, updated_at=updated)
+
+
+# Datasets with partitions stored on the named storage targets (a partition's storage
+# target is a foreign key: the target cannot be deleted while one is there).
+_STORED_ON = sql.SQL(
+    """SELECT DISTINCT st.name, 'dataset:' || d.slug FROM timestore.dataset_partitions p
+       JOIN timestore.storage_targets st ON st.id = p.storage_target_id
+       JOIN timestore.datasets d ON d.id = p.dataset_id
+       WHERE st.name = ANY(%s)""")
+
+# The rows holding the storage targets (catalog/postgres/writer.py names who holds them).
+_HOLDING = sql.SQL("SELECT s.xmax::text AS xid FROM timestore.storage_targets s WHERE s.name = ANY({0})")
+
+
+def _fallback(change: OutOfBand) -> str:
+    return "timestore.storage_targets updated_at"
+
+
+WRITER = KindWriter(storage_target.SPEC, _write, _RECHECK, _live, finish=_purge, holding=_HOLDING,
+                    reader=KindReader(_READ, users=_STORED_ON, fallback=_fallback))
