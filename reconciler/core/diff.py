@@ -738,7 +738,7 @@ def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapp
             live, applied, repointed = _repointed(desired, live, applied, renames, out)
         _diff_all(desired, live, applied, source, out, text_of, renames)
         if renames:
-            _refresh_repointed(desired, repointed, out)
+            _refresh_repointed(desired, live, repointed, out)
             _note_linked_records(desired, live, renames, out)
         _refuse_purges_in_use(out, live, stored_on or {})
     return DiffResult(tuple(out.changes), tuple(out.bookkeeping), tuple(out.unmanaged),
@@ -850,15 +850,18 @@ def _repointed(desired: Mapping[str, Desired], live: Mapping[str, Live], applied
     return moved_live, moved_applied, repointed
 
 
-def _refresh_repointed(desired: Mapping[str, Desired], repointed: set[str], out: _Collector) -> None:
+def _refresh_repointed(desired: Mapping[str, Desired], live: Mapping[str, Live], repointed: set[str],
+                       out: _Collector) -> None:
     """Record the new storage target name for the datasets whose record named the old one and
     that nothing else rewrites, so the next plan sees no change made outside git."""
     written = {c.address for c in out.changes} | {b.address for b in out.bookkeeping}
     for address in sorted(repointed - written):
         want = desired.get(address)
-        if want is not None and not any(f.address == address and f.severity == "error" for f in out.findings):
+        held = live.get(address)
+        if want is not None and held is not None and not any(f.address == address and f.severity == "error"
+                                                             for f in out.findings):
             out.bookkeeping.append(Bookkeeping(address, want.kind, "refresh", dict(want.record), want.location,
-                                               want.protect, None))
+                                               want.protect, held.token))
 
 
 def _plan_renamed(desired: Desired, live: Live, applied: Applied | None, old: str, out: _Collector) -> None:
