@@ -107,7 +107,12 @@ def test_a_dataset_rename_keeps_its_id_and_everything_on_it(
         ("dataset:observatory-readings",)]
     log = CliRunner().invoke(cli, ["audit", "log", "--database-url", db_url, "--address",
                                    "dataset:observatory-readings", "--format", "json"], catch_exceptions=False)
-    assert [e["action"] for e in json.loads(log.stdout)] == ["rename"]
+    # The new name's history includes the old one's, up to the rename (newest first).
+    assert [(e["address"], e["action"]) for e in json.loads(log.stdout)] == [
+        ("dataset:observatory-readings", "rename"), ("dataset:obs-readings", "create")]
+    old = CliRunner().invoke(cli, ["audit", "log", "--database-url", db_url, "--address", "dataset:obs-readings",
+                                   "--format", "json"], catch_exceptions=False)
+    assert [e["action"] for e in json.loads(old.stdout)] == ["create"]
     verify = CliRunner().invoke(cli, ["audit", "verify", "--database-url", db_url], catch_exceptions=False)
     assert verify.exit_code == 0, verify.output
     again = plan_json(git_repo, db_url)
