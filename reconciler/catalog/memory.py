@@ -123,7 +123,7 @@ def _change(contents: Contents, w: Write) -> None:
 def _rename(contents: Contents, w: Write) -> None:
     """The object moves to its new address with its fields changed; datasets on a renamed
     storage target show its new name (the catalog links them by an id the rename keeps)."""
-    old = (w.before or {})
+    old = w.before or {}
     spec = kinds.kind(w.kind)
     identity = spec.identity[0]
     obj = contents.objects.pop(spec.prefix + str(old[identity]))
