@@ -266,3 +266,111 @@ def test_a_failure_after_the_writes_leaves_the_catalog_as_it_was(tree: Path, bac
     assert {a: dict(o.fields) for a, o in after.applied.items()} == \
         {a: dict(o.fields) for a, o in before.applied.items()}
     assert len(backend.audit_rows()) == len(first.changes)
+
+
+def _verified(backend: Memory | Postgres) -> None:
+    """The audit chain holds: every entry's hash from its body and the one before it."""
+    previous = GENESIS
+    for entry in (Entry.from_row(*row) for row in backend.audit_rows()):
+        assert entry.prev_hash == previous and entry.computed_hash() == entry.hash
+        previous = entry.hash
+
+
+def test_a_renamed_dataset_and_storage_target_keep_their_objects_bookkeeping_and_history(
+        tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    write(tree, "manifests/storage.yaml", STORAGE.replace("name: lake", "name: pond\nrenamedFrom: lake"))
+    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
+                                                           "renamedFrom: readings")
+          .replace("storageTarget: lake", "storageTarget: pond").replace("name: Readings", "name: Obs readings"))
+    commit(tree, CAROL, "rename lake to pond, readings to obs-readings")
+    planned = plan(tree, backend)
+    assert not planned.errors
+    assert actions(planned) == {"storage-target:pond": "rename", "dataset:obs-readings": "rename"}
+    renamed = {c.address: c for c in planned.changes}
+    assert renamed["dataset:obs-readings"].renamed_from == "dataset:readings"
+    assert renamed["dataset:obs-readings"].fields == ("slug", "name")
+    assert renamed["storage-target:pond"].fields == ("name",)
+    assert planned.author_of("dataset:obs-readings").email == CAROL[1]
+    assert planned.author_of("storage-target:pond").email == CAROL[1]
+    # The record that links the old slug is named, so it can change in the same pull request.
+    notes = [f.message for f in planned.findings if f.severity == "note" and f.address == "dataset:obs-readings"]
+    assert len(notes) == 1 and "record:obs/sensor-1" in notes[0] and "datasetSlug: obs-readings" in notes[0]
+    write(tree, "manifests/records.yaml", RECORDS.replace("datasetSlug: readings", "datasetSlug: obs-readings"))
+    commit(tree, BOB, "sensor-1 follows the rename")
+    planned = plan(tree, backend)
+    assert actions(planned) == {"storage-target:pond": "rename", "dataset:obs-readings": "rename",
+                                "record:obs/sensor-1": "update"}
+    assert not [f for f in planned.findings if f.severity == "note"]
+    assert planned.author_of("dataset:obs-readings").email == CAROL[1]
+    apply_plan(workspace(tree, backend.catalog), planned, ApplyOptions(), environ=ENV)
+    now = state(backend)
+    assert "dataset:readings" not in now.live and "storage-target:lake" not in now.live
+    assert now.live["dataset:obs-readings"].fields["name"] == "Obs readings"
+    assert now.live["dataset:obs-readings"].fields["storageTarget"] == "pond"
+    assert now.live["storage-target:pond"].fields["config"] == {"bucket": "readings", "secretKey": SECRET}
+    assert set(now.applied) >= {"dataset:obs-readings", "storage-target:pond"}
+    assert not {"dataset:readings", "storage-target:lake"} & set(now.applied)
+    assert now.applied["storage-target:pond"].secret_paths == frozenset({"config.secretKey"})
+    entries = [Entry.from_row(*row) for row in backend.audit_rows()]
+    last = {e.address: e for e in entries[-3:]}
+    assert last["dataset:obs-readings"].action == "rename"
+    assert (last["dataset:obs-readings"].before or {})["slug"] == "readings"
+    assert (last["dataset:obs-readings"].after or {})["slug"] == "obs-readings"
+    _verified(backend)
+    # Keeping renamedFrom is harmless, and so is removing it.
+    again = plan(tree, backend)
+    assert again.changes == () and again.bookkeeping == () and not again.errors
+    write(tree, "manifests/storage.yaml", STORAGE.replace("name: lake", "name: pond"))
+    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings")
+          .replace("storageTarget: lake", "storageTarget: pond").replace("name: Readings", "name: Obs readings"))
+    commit(tree, ALICE, "renamedFrom served its purpose")
+    after = plan(tree, backend)
+    assert after.changes == () and not after.errors
+
+
+def test_a_rename_is_refused_when_the_old_name_is_missing_elsewhere_or_the_new_one_is_taken(
+        tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
+                                                           "renamedFrom: no-such-slug"))
+    commit(tree, CAROL, "rename from nothing")
+    missing = plan(tree, backend)
+    assert [f.message for f in missing.errors] == [
+        "cannot rename dataset:no-such-slug to dataset:obs-readings: dataset:no-such-slug does not exist in the "
+        "catalog; remove renamedFrom to create dataset:obs-readings as a new object"]
+    second = DATASET.replace("slug: readings", "slug: readings-copy")
+    write(tree, "manifests/datasets.yaml", DATASET + "---\n" + second)
+    commit(tree, CAROL, "a second dataset")
+    apply(tree, backend)
+    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: readings-copy\n"
+                                                           "renamedFrom: readings"))
+    commit(tree, CAROL, "rename onto a taken slug")
+    taken = plan(tree, backend)
+    assert any("dataset:readings-copy already exists in the catalog" in f.message for f in taken.errors)
+    with pytest.raises(Refusal):
+        apply_plan(workspace(tree, backend.catalog), taken, ApplyOptions(), environ=ENV)
+    assert "dataset:readings" in state(backend).live
+
+
+def test_a_rename_of_another_sources_object_is_refused(tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    other = Workspace(tree / "manifests", _repository(tree), "team-b", backend.catalog)
+    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
+                                                           "renamedFrom: readings"))
+    commit(tree, CAROL, "rename")
+    planned = make_plan(other, environ=ENV)
+    assert any(f.message.startswith("cannot rename dataset:readings to dataset:obs-readings: dataset:readings is "
+                                    "managed by source 'default'") for f in planned.errors)
+
+
+def test_a_saved_rename_plan_applies_once_re_derived(tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
+                                                           "renamedFrom: readings"))
+    commit(tree, CAROL, "rename")
+    saved = Plan.from_json(json.loads(json.dumps(plan(tree, backend).to_json())))
+    assert saved.changes[0].renamed_from == "dataset:readings"
+    assert saved.digest() == plan(tree, backend).digest()
+    apply_plan(workspace(tree, backend.catalog), saved, ApplyOptions(), environ=ENV)
+    assert "dataset:obs-readings" in state(backend).live and "dataset:readings" not in state(backend).live

@@ -11,13 +11,13 @@ from reconciler.render import plan as render_plan
 
 
 def test_operations_keep_the_plan_json_words_in_order() -> None:
-    assert ops.NAMES == ACTIONS == ("create", "update", "archive", "restore", "purge")
-    assert [op.done for op in ops.OPERATIONS] == ["created", "updated", "archived", "restored", "purged"]
+    assert ops.NAMES == ACTIONS == ("create", "update", "rename", "archive", "restore", "purge")
+    assert [op.done for op in ops.OPERATIONS] == ["created", "updated", "renamed", "archived", "restored", "purged"]
     assert [op.name for op in ops.OPERATIONS if op.removes] == ["archive", "purge"]
     assert [op.name for op in ops.OPERATIONS if op.deletes] == ["purge"]
-    assert ops.of("archive") is ops.Archive and ops.named("rename") is None
+    assert ops.of("archive") is ops.Archive and ops.named("adopt") is None
     with pytest.raises(KeyError):
-        ops.of("rename")
+        ops.of("adopt")
 
 
 def test_a_change_dispatches_on_its_operation() -> None:

@@ -53,6 +53,7 @@ def full_plan() -> Plan:
     ch, new, upd, back, gone, old, prot = ("storage-target:ch", "dataset:new", "dataset:upd", "dataset:back",
                                            "dataset:gone", "record:obs/old/sensor-1", "dataset:prot")
     adopt, refresh, ingest = "record:obs/adopt", "dataset:refresh", "dataset:made-by-ingestion"
+    renamed, was = "dataset:renamed", "dataset:was"
     desired = {
         ch: Desired(ch, "storage-target", {"type": "clickhouse", "config": {"host": "ch", "password": "hunter2"}},
                     loc(1), secret_paths=frozenset({"config.password"})),
@@ -63,6 +64,7 @@ def full_plan() -> Plan:
         gone: Desired(gone, "dataset", {"name": "Readings"}, loc(40), purge=True),
         adopt: Desired(adopt, "record", {"owner": "team", "tags": ["iot"]}, loc(50)),
         refresh: Desired(refresh, "dataset", {"name": "Hand made"}, loc(60)),
+        renamed: Desired(renamed, "dataset", {"name": "Renamed"}, loc(70), renamed_from=was),
     }
     live = {
         upd: Live(upd, "dataset", dataset(metadata={"unit": "kelvin", "k": 1, "tableName": "t"}), "2026-11-20T10:00:00.000Z",
@@ -74,6 +76,7 @@ def full_plan() -> Plan:
         adopt: Live(adopt, "record", record(), "3"),
         refresh: Live(refresh, "dataset", dataset(name="Hand made"), "t-refresh"),
         ingest: Live(ingest, "dataset", dataset(), "t-ingest"),
+        was: Live(was, "dataset", dataset(name="Was"), "t-was"),
     }
     done = {
         upd: applied(upd, "dataset", {"name": "Readings", "metadata": {"unit": "fahrenheit", "k": 1}}),
@@ -83,6 +86,7 @@ def full_plan() -> Plan:
         prot: applied(prot, "dataset", {"name": "P"}, protect=True),
         refresh: applied(refresh, "dataset", {"name": "Readings"}),
         "storage-target:retired": applied("storage-target:retired", "storage-target", {"type": "local"}),
+        was: applied(was, "dataset", {"name": "Was"}),
     }
     result = diff(desired, live, done, source="default")
     authors = {address: ADA for address in [*desired, old]}
@@ -92,7 +96,9 @@ def full_plan() -> Plan:
 
 
 def test_the_fixture_holds_everything_the_format_can_say(full_plan: Plan) -> None:
-    assert full_plan.summary == {"create": 2, "update": 1, "archive": 1, "restore": 1, "purge": 1}
+    assert full_plan.summary == {"create": 2, "update": 1, "rename": 1, "archive": 1, "restore": 1, "purge": 1}
+    rename = next(c for c in full_plan.to_json()["changes"] if c["action"] == "rename")
+    assert (rename["address"], rename["from"], rename["fields"]) == ("dataset:renamed", "dataset:was", ["slug", "name"])
     assert {b.reason for b in full_plan.bookkeeping} == {"adopt", "refresh"}
     assert {f.severity for f in full_plan.findings} == {"error", "drift", "note"}
     assert full_plan.unmanaged == ("dataset:made-by-ingestion",)
@@ -120,7 +126,7 @@ def test_the_schema_documents_every_property(schema: dict[str, Any]) -> None:
 
 def test_the_schema_names_exactly_the_managed_fields(schema: dict[str, Any]) -> None:
     managed = {name for names in FIELDS.values() for name in names}
-    assert set(schema["$defs"]["field"]["enum"]) == managed | {"protect"}
+    assert set(schema["$defs"]["field"]["enum"]) == managed | {"protect", "slug"}  # a rename's identity too
 
 
 def test_plan_json_validates_against_the_schema(full_plan: Plan, schema: dict[str, Any]) -> None:

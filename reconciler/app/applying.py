@@ -40,9 +40,9 @@ class ApplyResult:
 
     @property
     def summary(self) -> dict[str, int]:
-        """Objects per action."""
+        """Objects per action (as the plan counts them: ``Plan.summary``)."""
         counts = Counter(o["action"] for o in self.objects)
-        return {a: counts.get(a, 0) for a in ops.NAMES}
+        return {op.name: counts.get(op.name, 0) for op in ops.OPERATIONS if op.counted or counts.get(op.name)}
 
     def to_json(self) -> dict[str, Any]:
         """The machine-readable apply result."""
@@ -96,6 +96,9 @@ def _execute(ws: Workspace, plan: Plan, options: ApplyOptions, env: Mapping[str,
                    applied_by=identity.to_json(), ci_url=identity.url)
     expected = {c.address: (c.kind, c.against) for c in plan.changes}
     expected.update({b.address: (b.kind, b.against) for b in plan.bookkeeping})
+    # A rename touches the object under its old name, and its new name must still be free.
+    expected.update({c.renamed_from: (c.kind, c.against) for c in plan.changes if c.renamed_from})
+    expected.update({c.address: (c.kind, None) for c in plan.changes if c.renamed_from})
     name = f"reconciler apply {run_id[4:12]} {identity.actor}"
     with ws.catalog.session(name) as session:
         try:
@@ -108,7 +111,9 @@ def _execute(ws: Workspace, plan: Plan, options: ApplyOptions, env: Mapping[str,
                 progress("recording what was applied")
                 writer.record_managed(_managed(plan), [c.address for c in plan.changes if c.op.deletes],
                                       ws.source, run_id, commit=plan.commit,
-                                      removed=[(c.address, c.kind) for c in plan.changes if c.desired is None])
+                                      removed=[(c.address, c.kind) for c in plan.changes if c.desired is None],
+                                      renamed=[(c.renamed_from, c.address) for c in plan.changes
+                                               if c.renamed_from is not None])
                 # One chained entry per change (and per change made outside git), and the run, committed with them.
                 progress("appending to the audit log")
                 audit.append(writer, drafts, run=run, key=key, lock_timeout=options.lock_timeout)
@@ -117,7 +122,8 @@ def _execute(ws: Workspace, plan: Plan, options: ApplyOptions, env: Mapping[str,
         except ReconcilerError as error:
             _record_unapplied(session, run, _scrubbed(error, plan, env), key, progress, options.lock_timeout)
             raise
-    return ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": c.op.done}
+    return ApplyResult(run_id, "applied", [{"address": c.address, "action": c.action, "outcome": c.op.done,
+                                            **({"from": c.renamed_from} if c.renamed_from else {})}
                                            for c in plan.changes])
 
 

@@ -67,6 +67,9 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     while True:
         skip = {display for display, file in files.items() if file.path in settled}
         state = load(skip)
+        if skip and any(d.renamed_from for d in state.desired.values()):
+            settled = {}  # a rename names the records that link the old slug: every file is read
+            continue
         with ws.catalog.reading() as reader:
             if skip and not _still_settled(reader, ws, files, changed, settled, state):
                 settled = {}

@@ -120,13 +120,29 @@ def _change(contents: Contents, w: Write) -> None:
     obj.updated_by = w.actor
 
 
+def _rename(contents: Contents, w: Write) -> None:
+    """The object moves to its new address with its fields changed; datasets on a renamed
+    storage target show its new name (the catalog links them by an id the rename keeps)."""
+    old = w.before or {}
+    spec = kinds.kind(w.kind)
+    identity = spec.identity[0]
+    obj = contents.objects.pop(spec.prefix + str(old[identity]))
+    contents.objects[w.address] = obj
+    _change(contents, replace(w, after={k: v for k, v in (w.after or {}).items() if k != identity}))
+    if spec is kinds.storage_target.SPEC:
+        for other in contents.objects.values():
+            if other.kind == kinds.dataset.SPEC.name and other.fields.get("storageTarget") == old[identity]:
+                other.fields["storageTarget"] = (w.after or {})[identity]
+
+
 def _purge(contents: Contents, w: Write) -> None:
     contents.objects.pop(w.address, None)
 
 
 # How each operation is executed on the in-memory catalog (update, archive, restore: ``_change``).
 _EXECUTE: dict[type[ops.Operation], Callable[[Contents, Write], None]] = {
-    ops.Create: _create, ops.Update: _change, ops.Archive: _change, ops.Restore: _change, ops.Purge: _purge}
+    ops.Create: _create, ops.Update: _change, ops.Rename: _rename, ops.Archive: _change, ops.Restore: _change,
+    ops.Purge: _purge}
 
 
 @dataclass(frozen=True)
@@ -173,8 +189,13 @@ class MemoryWriter(MemoryReader):
         return 1
 
     def record_managed(self, rows: Sequence[Managed], forget: Sequence[str], source: str, run_id: str, *,
-                       removed: Sequence[tuple[str, str]], commit: str | None) -> None:
+                       removed: Sequence[tuple[str, str]], commit: str | None,
+                       renamed: Sequence[tuple[str, str]] = ()) -> None:
         managed = self.contents.managed
+        for old, new in renamed:
+            held = managed.get(old)
+            if held is not None and held.source == source:
+                managed[new] = replace(managed.pop(old), address=new)
         for m in rows:
             held = managed.get(m.address)
             if held is not None and held.source != source:

@@ -133,8 +133,10 @@ class CatalogWriter(RefusalReader, Protocol):
         ...
 
     def record_managed(self, rows: Sequence[Managed], forget: Sequence[str], source: str, run_id: str, *,
-                       removed: Sequence[tuple[str, str]], commit: str | None) -> None:
-        """Record what was applied; forget purged objects; mark ``removed`` (address, kind) undeclared."""
+                       removed: Sequence[tuple[str, str]], commit: str | None,
+                       renamed: Sequence[tuple[str, str]] = ()) -> None:
+        """Record what was applied; forget purged objects; mark ``removed`` (address, kind) undeclared;
+        move the records of ``renamed`` objects (old address, new address) first, so they follow them."""
         ...
 
     def lock_audit_head(self, lock_timeout: float | None) -> Head:

@@ -6,7 +6,7 @@ import gc
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -54,6 +54,7 @@ class Desired:
     purge: bool = False
     secret_paths: frozenset[str] = frozenset()  # config keys whose values came from ${env:...}
     recorded: Mapping[str, Any] | None = None  # ``fields`` as recorded (${env:...} texts, no secrets)
+    renamed_from: str | None = None  # ``renamedFrom``: the address it had
 
     @property
     def record(self) -> Mapping[str, Any]:
@@ -121,6 +122,7 @@ class Change:
     paths: tuple[str, ...] = ()  # field-level paths that differ (metadata.unit), from the real values
     reason: str = "manifest"  # manifest | drift | secret | adoption: why the change is made (REASONS)
     asked: tuple[str, ...] = ()  # declared fields the manifest changed since the last apply
+    renamed_from: str | None = None  # a rename: the address it had (the plan JSON's "from")
 
     @property
     def op(self) -> type[ops.Operation]:
@@ -731,16 +733,29 @@ def diff(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapp
     """
     out = _Collector()
     with collector_paused():
-        _diff_all(desired, live, applied, source, out, text_of)
+        renames = _renames(desired, live, applied, source, out)
+        if renames:
+            live, applied, repointed = _repointed(desired, live, applied, renames, out)
+        _diff_all(desired, live, applied, source, out, text_of, renames)
+        if renames:
+            _refresh_repointed(desired, live, repointed, out)
+            _note_linked_records(desired, live, renames, out)
         _refuse_purges_in_use(out, live, stored_on or {})
     return DiffResult(tuple(out.changes), tuple(out.bookkeeping), tuple(out.unmanaged),
                       tuple(out.findings), out.outside)
 
 
 def _diff_all(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
-              source: str, out: _Collector, text_of: TextOf | None) -> None:
+              source: str, out: _Collector, text_of: TextOf | None, renames: Mapping[str, str]) -> None:
+    moving = set(renames.values())
     for address in sorted(set(desired) | set(live) | set(applied), key=kind_order):
+        if address in moving:
+            continue  # planned under the name it takes
         want, have, done = desired.get(address), live.get(address), applied.get(address)
+        if want is not None and address in renames:
+            old = renames[address]
+            _plan_renamed(want, live[old], applied.get(old), old, out)
+            continue
         if done is not None and done.source != source:
             if want is not None:
                 out.error(address, f"it is managed by source {done.source!r}; remove it from this tree "
@@ -752,3 +767,154 @@ def _diff_all(desired: Mapping[str, Desired], live: Mapping[str, Live], applied:
             _plan_removed(done, have, out)
         elif have is not None:
             out.unmanaged.append(address)
+
+
+# --- renames ---------------------------------------------------------------------------------
+
+
+def _refuse_rename(out: _Collector, desired: Desired, why: str) -> None:
+    out.error(desired.address, f"cannot rename {desired.renamed_from} to {desired.address}: {why}", desired.location)
+
+
+def _renames(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
+             source: str, out: _Collector) -> dict[str, str]:
+    """The renames the plan makes (new address → old), and an error for each one refused.
+
+    ``renamedFrom`` is a no-op once the rename is done (the new name is this source's, or
+    exists while the old one is gone); a refused rename plans nothing for the object.
+    """
+    renames: dict[str, str] = {}
+    for address, want in sorted(desired.items()):
+        old = want.renamed_from
+        if old is None or old == address:
+            continue
+        mine = applied.get(address) is not None and applied[address].source == source
+        if address in live:
+            # Both names in the catalog: taken, unless the rename is done and someone else
+            # has since made an object under the old name.
+            if old in live and (not mine or (old in applied and applied[old].source == source)):
+                _refuse_rename(out, want, f"{address} already exists in the catalog; choose another name, "
+                               "or remove renamedFrom to take over the existing one")
+            continue  # renamed already (by an apply, or in the catalog): renamedFrom is harmless
+        if old not in live:
+            if not mine:
+                _refuse_rename(out, want, f"{old} does not exist in the catalog; remove renamedFrom to "
+                               f"create {address} as a new object")
+            continue  # renamed, then deleted outside git: created again, as any deleted object is
+        held = applied.get(old)
+        if held is not None and held.source != source:
+            _refuse_rename(out, want, f"{old} is managed by source {held.source!r}; rename it from that source's tree")
+        elif old in desired:
+            _refuse_rename(out, want, f"the tree still declares {old} ({desired[old].location.path}); remove "
+                           "that declaration, the rename takes its place")
+        elif old in renames.values():
+            _refuse_rename(out, want, f"another manifest renames {old} too")
+        elif want.purge:
+            _refuse_rename(out, want, "it also says purge: true; purge it under its old name, or rename it first")
+        else:
+            renames[address] = old
+    return renames
+
+
+def _repointed(desired: Mapping[str, Desired], live: Mapping[str, Live], applied: Mapping[str, Applied],
+               renames: Mapping[str, str], out: _Collector
+               ) -> tuple[dict[str, Live], dict[str, Applied], set[str]]:
+    """Live and applied datasets as they are once their storage targets are renamed: a dataset
+    refers to its storage target by id, which a rename keeps, so only the name it shows moves.
+
+    A dataset the tree still declares on the old name is an error (apply would leave it on none).
+    Returns the addresses whose applied record names the old name, for ``_refresh_repointed``.
+    """
+    target, dataset = kinds.storage_target.SPEC, kinds.dataset.SPEC
+    names = {old[len(target.prefix):]: new[len(target.prefix):]
+             for new, old in renames.items() if new.startswith(target.prefix)}
+    if not names:
+        return dict(live), dict(applied), set()
+    for want in desired.values():
+        old_name = want.fields.get("storageTarget") if want.kind == dataset.name else None
+        if old_name in names:
+            out.error(want.address, f"its storageTarget {old_name} is renamed to {names[old_name]} by this plan; "
+                      f"set storageTarget: {names[old_name]}", want.location)
+    moved_live = dict(live)
+    for address, obj in live.items():
+        if obj.kind == dataset.name and obj.fields.get("storageTarget") in names:
+            moved_live[address] = replace(obj, fields={**obj.fields,
+                                                       "storageTarget": names[obj.fields["storageTarget"]]})
+    moved_applied, repointed = dict(applied), set()
+    for address, row in applied.items():
+        if row.kind == dataset.name and row.fields.get("storageTarget") in names:
+            moved_applied[address] = replace(row, fields={**row.fields,
+                                                          "storageTarget": names[row.fields["storageTarget"]]},
+                                             text=None)
+            repointed.add(address)
+    return moved_live, moved_applied, repointed
+
+
+def _refresh_repointed(desired: Mapping[str, Desired], live: Mapping[str, Live], repointed: set[str],
+                       out: _Collector) -> None:
+    """Record the new storage target name for the datasets whose record named the old one and
+    that nothing else rewrites, so the next plan sees no change made outside git."""
+    written = {c.address for c in out.changes} | {b.address for b in out.bookkeeping}
+    for address in sorted(repointed - written):
+        want = desired.get(address)
+        held = live.get(address)
+        if want is not None and held is not None and not any(f.address == address and f.severity == "error"
+                                                             for f in out.findings):
+            out.bookkeeping.append(Bookkeeping(address, want.kind, "refresh", dict(want.record), want.location,
+                                               want.protect, held.token))
+
+
+def _plan_renamed(desired: Desired, live: Live, applied: Applied | None, old: str, out: _Collector) -> None:
+    """One ``rename`` change: the identity moves, and the fields change as for an update (the
+    object is compared with what it is under its old name). Errors of that comparison (an
+    archive of a protected object) refuse the whole change."""
+    spec = kinds.kind(desired.kind)
+    identity = spec.identity[0]
+    counts = len(out.changes), len(out.bookkeeping), len(out.findings)
+    _plan_declared(desired, replace(live, address=desired.address),
+                   None if applied is None else replace(applied, address=desired.address), out)
+    planned = out.changes[counts[0]:]
+    del out.changes[counts[0]:], out.bookkeeping[counts[1]:]
+    if any(f.severity == "error" for f in out.findings[counts[2]:]):
+        return
+    inner = planned[0] if planned else None
+    before = {identity: old[len(spec.prefix):], **live.fields}
+    after = {identity: desired.address[len(spec.prefix):], **((inner.after or {}) if inner else live.fields)}
+    reason = inner.reason if inner else ("adoption" if applied is None else "manifest")
+    out.changes.append(Change(desired.address, desired.kind, ops.Rename.name, before, after,
+                              (identity, *(inner.fields if inner else ())), dict(desired.record),
+                              desired.location, live.token, desired.protect, inner.drift if inner else (),
+                              (identity, *(inner.paths if inner else ())), reason,
+                              (identity, *(inner.asked if inner else ())), renamed_from=old))
+
+
+LINKS_SHOWN = 10  # records named in a rename's note before "and n more"
+
+
+def _note_linked_records(desired: Mapping[str, Desired], live: Mapping[str, Live], renames: Mapping[str, str],
+                         out: _Collector) -> None:
+    """A note on each dataset rename naming the records (in the tree, or only in the catalog)
+    whose ``metadata.datasetSlug`` still names the old slug: they are updated in the same
+    pull request, or keep pointing at a slug that no longer exists."""
+    dataset, record = kinds.dataset.SPEC, kinds.record.SPEC
+    slugs = {old[len(dataset.prefix):]: new for new, old in renames.items() if new.startswith(dataset.prefix)}
+    planned = {c.address for c in out.changes if c.op is ops.Rename}
+    slugs = {slug: new for slug, new in slugs.items() if new in planned}
+    if not slugs:
+        return
+    linking: dict[str, list[str]] = {}
+    for address in sorted(set(desired) | {a for a, obj in live.items() if obj.kind == record.name}):
+        obj = desired.get(address)
+        if (obj.kind if obj is not None else live[address].kind) != record.name:
+            continue
+        metadata = (obj.fields if obj is not None else live[address].fields).get("metadata")
+        slug = metadata.get("datasetSlug") if isinstance(metadata, Mapping) else None
+        if slug in slugs:
+            linking.setdefault(slug, []).append(address)
+    for slug, found in linking.items():
+        shown = ", ".join(found[:LINKS_SHOWN]) + (f" and {len(found) - LINKS_SHOWN:,} more"
+                                                  if len(found) > LINKS_SHOWN else "")
+        new = slugs[slug]
+        out.note(new, f"{len(found):,} record(s) still name the old slug {slug} in metadata.datasetSlug: {shown}; "
+                 f"set datasetSlug: {new[len(dataset.prefix):]} in the same pull request",
+                 desired[new].location)

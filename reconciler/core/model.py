@@ -665,6 +665,9 @@ class StorageTarget(_Kind):
 
     kind: Literal["StorageTarget"] = "StorageTarget"
     name: StorageTargetName = Field(description="Identity; the catalog id is st-<name>.")
+    renamed_from: StorageTargetName | None = Field(
+        default=None, description="The name it had: renames it in place (its id, and the datasets on it, stay)."
+    )
     type: StorageTargetType = Field(description="The catalog's storage_targets.kind.")
     description: Description | None = None
     config: StorageConfig = Field(
@@ -719,6 +722,9 @@ class Dataset(_Kind):
 
     kind: Literal["Dataset"] = "Dataset"
     slug: DatasetSlug = Field(description="Identity.")
+    renamed_from: DatasetSlug | None = Field(
+        default=None, description="The slug it had: renames it in place (same id, partitions and history)."
+    )
     name: DatasetName
     description: Description | None = None
     status: DatasetStatus = Field(default="active", description="inactive means archived.")

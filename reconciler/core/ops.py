@@ -25,6 +25,7 @@ class Operation:
     removes: ClassVar[bool] = False  # takes the object out of use (archive, purge): the mass-archive breaker
     deletes: ClassVar[bool] = False  # deletes it for good (needs --allow-purge)
     keeps_declared: ClassVar[bool] = True  # leaves the object in the tree's shape (a dependency may need it)
+    counted: ClassVar[bool] = True  # named in the closing counts of plan and apply even when none
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,16 @@ class Update(Operation):
 
     name: ClassVar[str] = "update"
     done: ClassVar[str] = "updated"
+
+
+@dataclass(frozen=True)
+class Rename(Operation):
+    """The object takes a new identity in place (``renamedFrom``): same id, so what refers
+    to it by id keeps it; it may change managed fields in the same step."""
+
+    name: ClassVar[str] = "rename"
+    done: ClassVar[str] = "renamed"
+    counted: ClassVar[bool] = False  # rare: "0 to rename" on every plan would be noise
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ class Purge(Operation):
 
 
 # In the order plans count and list them.
-OPERATIONS: Final[tuple[type[Operation], ...]] = (Create, Update, Archive, Restore, Purge)
+OPERATIONS: Final[tuple[type[Operation], ...]] = (Create, Update, Rename, Archive, Restore, Purge)
 NAMES: Final[tuple[str, ...]] = tuple(op.name for op in OPERATIONS)
 _BY_NAME: Final = {op.name: op for op in OPERATIONS}
 

@@ -89,10 +89,11 @@ class Plan:
 
     @property
     def summary(self) -> dict[str, int]:
-        """Changes per action, every action present."""
-        counts = dict.fromkeys(ops.NAMES, 0)
+        """Changes per action: every action always counted present, the others only when planned
+        (so a plan without a rename is, byte for byte and by digest, what format version 2 was)."""
+        counts = {op.name: 0 for op in ops.OPERATIONS if op.counted}
         for change in self.changes:
-            counts[change.action] += 1
+            counts[change.action] = counts.get(change.action, 0) + 1
         return counts
 
     @property
@@ -205,6 +206,9 @@ class Plan:
             "drift": list(change.drift),
             "desired": _masked(change.desired, secrets, None),
             "outside": self._outside_json(change.address),
+            # Written only for a rename: every other change is, byte for byte and by digest,
+            # what readers of format version 2 without the key wrote and read.
+            **({"from": change.renamed_from} if change.renamed_from is not None else {}),
         }
 
     def _outside_json(self, address: str) -> dict[str, Any] | None:
@@ -426,6 +430,7 @@ def _change_from(data: Mapping[str, Any]) -> Change:
         location=_location_from(data["source"]), against=data["against"], protect=data["protect"],
         drift=tuple(data.get("drift", [])), paths=tuple(data.get("paths", [])),
         reason=data.get("reason", "manifest"), asked=tuple(data.get("asked", [])),
+        renamed_from=data.get("from"),
     )
 
 

@@ -84,9 +84,11 @@ def _desired(declared: Declared[Any], environ: Mapping[str, str],
         recorded = dict(fields)
         fields["config"], templates, missing = _resolve(fields["config"], environ, resolve_env)
     address = str(declared.address)
+    old = getattr(model, "renamed_from", None)
     return (Desired(address, spec.name, fields, _location(declared),
                     protect=bool(getattr(model, "protect", False)), purge=bool(getattr(model, "purge", False)),
-                    secret_paths=frozenset(templates), recorded=recorded if templates else None),
+                    secret_paths=frozenset(templates), recorded=recorded if templates else None,
+                    renamed_from=None if old is None else spec.prefix + old),
             templates, missing)
 
 

@@ -48,6 +48,7 @@ class _Look:
 _LOOKS: Final[Mapping[type[ops.Operation], _Look]] = {
     ops.Create: _Look("+", _GREEN),
     ops.Update: _Look("~", _YELLOW),
+    ops.Rename: _Look("»", _YELLOW),
     ops.Archive: _Look("-", _RED),
     ops.Restore: _Look("↺", _CYAN),
     ops.Purge: _Look("!", _BOLD_RED),
@@ -182,7 +183,7 @@ def _no_rows(change: Mapping[str, Any]) -> list[_Row]:
 
 
 _BODIES: Final[Mapping[type[ops.Operation], Callable[[Mapping[str, Any]], list[_Row]]]] = {
-    ops.Create: _created_rows, ops.Update: _changed_rows, ops.Archive: _changed_rows,
+    ops.Create: _created_rows, ops.Update: _changed_rows, ops.Rename: _changed_rows, ops.Archive: _changed_rows,
     ops.Restore: _changed_rows, ops.Purge: _no_rows,
 }
 
@@ -190,6 +191,12 @@ _BODIES: Final[Mapping[type[ops.Operation], Callable[[Mapping[str, Any]], list[_
 def _rows(change: Mapping[str, Any]) -> list[_Row]:
     op = _op(change)
     return (_BODIES.get(op, _changed_rows) if op is not None else _changed_rows)(change)
+
+
+def _named(change: Mapping[str, Any]) -> str:
+    """The change's address; a rename's as ``dataset:old → dataset:new``."""
+    renamed = change.get("from")
+    return f"{renamed} → {change['address']}" if renamed else str(change["address"])
 
 
 def _source_text(change: Mapping[str, Any]) -> tuple[str, str]:
@@ -218,7 +225,12 @@ def _closing(data: Mapping[str, Any]) -> str:
     errors = any(f["severity"] == "error" for f in data["findings"])
     if not any(summary.get(a, 0) for a in ops.NAMES) and not errors:
         return NO_CHANGES
-    return "Plan: " + ", ".join(f"{summary.get(a, 0)} to {a}" for a in ops.NAMES) + "."
+    return "Plan: " + ", ".join(f"{summary.get(op.name, 0)} to {op.name}" for op in _counted(summary)) + "."
+
+
+def _counted(summary: Mapping[str, Any]) -> list[type[ops.Operation]]:
+    """The operations a closing count names: every one always counted, the others when some are planned."""
+    return [op for op in ops.OPERATIONS if op.counted or summary.get(op.name, 0)]
 
 
 def _by_severity(data: Mapping[str, Any], severity: str) -> list[Mapping[str, Any]]:
@@ -362,7 +374,7 @@ def _text_change(change: Mapping[str, Any], drift: Mapping[str, list[str]], pain
     look = _LOOKS.get(op, _UNKNOWN_LOOK) if op is not None else _UNKNOWN_LOOK
     flags = clean(change["action"]) + (", protected" if change.get("protect") else "")
     where, remark = _source_text(change)
-    lines = [paint(f"  {look.symbol} {clean(change['address'])} ({flags})", look.ansi),
+    lines = [paint(f"  {look.symbol} {clean(_named(change))} ({flags})", look.ansi),
              f"{_PAD}source: " + " ".join(filter(None, (where, f"({remark})" if remark else ""))),
              f"{_PAD}author: {_author(change)}"]
     if _deletes(change):
@@ -522,7 +534,7 @@ def _md_head(data: Mapping[str, Any]) -> str:
     if data.get("digest"):
         facts.append(f"plan digest {_code(data['digest'])}")
     table = ["| action | count |", "| --- | ---: |"]
-    table += [f"| {action} | {data['summary'].get(action, 0)} |" for action in ops.NAMES]
+    table += [f"| {op.name} | {data['summary'].get(op.name, 0)} |" for op in _counted(data["summary"])]
     return "## Reconciler plan\n\n" + " · ".join(facts) + "\n\n" + "\n".join(table)
 
 
@@ -542,7 +554,7 @@ def _md_change(change: Mapping[str, Any], drift: Mapping[str, list[str]], base: 
     where, remark = _source_text(change)
     flags = f"**{_md(change['action'])}**" + (" (protected)" if change.get("protect") else "")
     place = " ".join(filter(None, (_code(where) if where else "", f"({_md(remark)})" if remark else "")))
-    lines = [f"- {_code(change['address'])} {flags} · {place} · {_md(_author(change))}"]
+    lines = [f"- {_code(_named(change))} {flags} · {place} · {_md(_author(change))}"]
     rows = _rows(change)
     for row in rows[:MARKDOWN_ROWS]:
         shown = _md_value(row.new) if row.old is None else f"{_md_value(row.old)} → {_md_value(row.new)}"
@@ -629,8 +641,7 @@ def render_apply_result(result: Mapping[str, Any], *, color: bool = False, full:
         if action in folding and shown.get(action, 0) >= RUN_SHOWN:
             continue
         shown[action] = shown.get(action, 0) + 1
-        lines.append(paint(f"{clean(o.get('outcome'))} {clean(o.get('address'))}",
-                           _DONE_STYLE.get(o.get("outcome"), "")))
+        lines.append(paint(f"{clean(o.get('outcome'))} {clean(_named(o))}", _DONE_STYLE.get(o.get("outcome"), "")))
     for action in (a for a in dict.fromkeys([*ops.NAMES, *per_action]) if a in folding):
         op = ops.named(str(action))
         done = op.done if op is not None else clean(str(action))
@@ -641,7 +652,7 @@ def render_apply_result(result: Mapping[str, Any], *, color: bool = False, full:
     if result.get("run_id"):
         outcome = f" ({clean(result['outcome'])})" if result.get("outcome") else ""
         lines.append(f"Run {clean(result['run_id'])}{outcome}")
-    counts = [(int(summary.get(op.name, 0)), op.done) for op in ops.OPERATIONS]
+    counts = [(int(summary.get(op.name, 0)), op.done) for op in _counted(summary)]
     closing = ("Apply complete: " + ", ".join(f"{n} {done}" for n, done in counts) + "."
                if any(n for n, _ in counts) else "Apply complete: nothing to do.")
     lines.append(paint(closing, _BOLD))

@@ -192,12 +192,25 @@ def read_entries(url: str, make: Callable[..., T], filters: Filters | None = Non
             yield from cur
 
 
+# The names an object went by: its address, and each name it had before a rename (whose
+# ``before`` holds the old identity), for the entries before that rename's seq. Joined to
+# the log, so the index on (address, seq) finds each name's entries.
+_NAMES = sql.SQL(
+    """WITH RECURSIVE names (name, until) AS (
+           SELECT %s::text, NULL::bigint
+           UNION
+           SELECT r.kind || ':' || (r.before ->> CASE r.kind WHEN 'dataset' THEN 'slug' ELSE 'name' END), r.seq
+           FROM reconciler.audit_log r JOIN names n ON r.address = n.name
+           WHERE r.action = 'rename' AND (n.until IS NULL OR r.seq < n.until)) """)
+_JOIN_NAMES = sql.SQL(" JOIN names ON names.name = audit_log.address "
+                      "AND (names.until IS NULL OR audit_log.seq < names.until)")
+
+
 def _select(filters: Filters, newest_first: bool) -> tuple[sql.Composed, list[Any]]:
     where: list[sql.Composable] = []
     params: list[Any] = []
     if filters.address is not None:
-        where.append(sql.SQL("address = %s"))
-        params.append(filters.address)
+        params.append(filters.address)  # bound in _NAMES, which comes first
     if filters.since is not None:
         where.append(sql.SQL("recorded_at >= %s"))
         params.append(filters.since)
@@ -218,6 +231,8 @@ def _select(filters: Filters, newest_first: bool) -> tuple[sql.Composed, list[An
             "lower(applied_by->>'os_user'))"))
         params.append(filters.applier)
     query: sql.Composed = sql.SQL("SELECT {} FROM reconciler.audit_log").format(_SELECT_LIST)
+    if filters.address is not None:  # the object's entries under every name it had
+        query = sql.SQL("{}{}{}").format(_NAMES, query, _JOIN_NAMES)
     if where:
         query = sql.SQL("{} WHERE {}").format(query, sql.SQL(" AND ").join(where))
     query = sql.SQL("{} ORDER BY seq {}").format(query, sql.SQL("DESC" if newest_first else "ASC"))

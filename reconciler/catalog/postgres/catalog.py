@@ -74,8 +74,10 @@ class PostgresWriter(PostgresReader):
         return _write_changes(self.conn, writes, progress, advance, run_id, announce)
 
     def record_managed(self, rows: Sequence[Managed], forget: Sequence[str], source: str, run_id: str, *,
-                       removed: Sequence[tuple[str, str]], commit: str | None) -> None:
-        writer.write_managed(self.conn, rows, forget, source, run_id, removed=removed, commit=commit)
+                       removed: Sequence[tuple[str, str]], commit: str | None,
+                       renamed: Sequence[tuple[str, str]] = ()) -> None:
+        writer.write_managed(self.conn, rows, forget, source, run_id, removed=removed, commit=commit,
+                             renamed=renamed)
 
     def lock_audit_head(self, lock_timeout: float | None) -> Head:
         return audit_log.lock_head(self.conn, lock_timeout)

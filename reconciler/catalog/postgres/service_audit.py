@@ -67,11 +67,17 @@ def dataset_snapshot(alias: str) -> sql.Composed:
     return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(parts))
 
 
-def fields_changed(before: str, after: str) -> sql.Composed:
+# The timestore's PATCH cannot change a slug, so diffDatasets never names one; a rename is
+# written as that PATCH with ``slug`` first in ``fieldsChanged``, so the row says what changed.
+RENAME_COMPARED: Final = (("slug", "slug"), *DATASET_COMPARED)
+
+
+def fields_changed(before: str, after: str, compared: tuple[tuple[str, str], ...] = DATASET_COMPARED
+                   ) -> sql.Composed:
     """``diffDatasets(before, after)``: the keys of the compared fields whose values
     differ, in its order, as a JSON array (metadata compared as JSON, keys unordered)."""
     cases = [sql.SQL("CASE WHEN {} IS DISTINCT FROM {} THEN {} END").format(
-        _column(before, column), _column(after, column), sql.Literal(key)) for key, column in DATASET_COMPARED]
+        _column(before, column), _column(after, column), sql.Literal(key)) for key, column in compared]
     return sql.SQL("to_jsonb(array_remove(ARRAY[{}]::text[], NULL))").format(sql.SQL(", ").join(cases))
 
 
@@ -88,10 +94,11 @@ def created_metadata(alias: str) -> sql.Composed:
         "'idempotencyKey', NULL, 'created', true)").format(request=request, dataset=dataset_snapshot(alias))
 
 
-def updated_metadata(before: str, after: str) -> sql.Composed:
+def updated_metadata(before: str, after: str, compared: tuple[tuple[str, str], ...] = DATASET_COMPARED
+                     ) -> sql.Composed:
     """PATCH /admin/datasets/:id: both snapshots in full and ``fieldsChanged``."""
     return sql.SQL("jsonb_build_object('before', {}, 'after', {}, 'fieldsChanged', {})").format(
-        dataset_snapshot(before), dataset_snapshot(after), fields_changed(before, after))
+        dataset_snapshot(before), dataset_snapshot(after), fields_changed(before, after, compared))
 
 
 def archived_metadata(before: str, after: str) -> sql.Composed:
@@ -140,7 +147,8 @@ def dataset_event(key_column: str, action: str, metadata: Builder) -> sql.Compos
         key=sql.Identifier(key_column))
 
 
-def dataset_update(key_column: str, assignments: sql.Composable) -> sql.Composed:
+def dataset_update(key_column: str, assignments: sql.Composable,
+                   compared: tuple[tuple[str, str], ...] = DATASET_COMPARED) -> sql.Composed:
     """Change the dataset whose ``key_column`` is ``%(key)s`` and audit it, in one statement.
 
     ``assignments`` set columns of ``d`` (qualify column references on the right with
@@ -148,7 +156,8 @@ def dataset_update(key_column: str, assignments: sql.Composable) -> sql.Composed
     concurrency token). The audit row is the timestore's PATCH (``admin.dataset.updated``
     with both snapshots and ``fieldsChanged``), or, with ``%(archived)s`` true, its
     archive (``admin.dataset.archived``). Parameters: those of ``assignments``, and
-    ``key``, ``audit_id``, ``actor``, ``archived``, ``run_id``.
+    ``key``, ``audit_id``, ``actor``, ``archived``, ``run_id``. ``compared``: the fields
+    ``fieldsChanged`` names (``RENAME_COMPARED`` for a rename).
     """
     return sql.SQL(
         """WITH b AS (SELECT * FROM timestore.datasets WHERE {key} = %(key)s),
@@ -162,7 +171,7 @@ def dataset_update(key_column: str, assignments: sql.Composable) -> sql.Composed
            FROM a JOIN b ON b.id = a.id""").format(
         key=sql.Identifier(key_column), assignments=assignments, insert=_DATASET_AUDIT_INSERT,
         archived_action=sql.Literal(DATASET_ARCHIVED), updated_action=sql.Literal(DATASET_UPDATED),
-        archived=tagged(archived_metadata("b", "a")), updated=tagged(updated_metadata("b", "a")))
+        archived=tagged(archived_metadata("b", "a")), updated=tagged(updated_metadata("b", "a", compared)))
 
 
 def retention_event(key_column: str) -> sql.Composed:

@@ -120,8 +120,11 @@ _ARCHIVED_STATE = {spec.name: spec.archived({}) for spec in kinds.REGISTRY if sp
 
 def write_managed(conn: psycopg.Connection[Any], rows: Sequence[Managed], forget: Sequence[str],
                   source: str, run_id: str, *, removed: Sequence[tuple[str, str]] = (),
-                  commit: str | None = None) -> None:
+                  commit: str | None = None, renamed: Sequence[tuple[str, str]] = ()) -> None:
     """Record what was applied (the next plan's "last applied"); forget purged objects.
+
+    ``renamed`` (old address, new address): the row moves to the new address first, so what
+    it remembers (the paths that ever held a secret) follows the object.
 
     ``removed`` (address, kind) were archived because no manifest declares them any more:
     their last applied state becomes the archived one, so that declaring them again is a
@@ -131,6 +134,10 @@ def write_managed(conn: psycopg.Connection[Any], rows: Sequence[Managed], forget
     created meanwhile fails the apply as a concurrent writer. The others are staged
     and upserted, and only this source's rows are changed.
     """
+    if renamed:
+        with conn.cursor() as cur:
+            cur.executemany("UPDATE reconciler.managed_objects SET address = %s WHERE address = %s AND source = %s",
+                            [(new, old, source) for old, new in renamed])
     known = {address for (address,) in conn.execute(
         "SELECT address FROM reconciler.managed_objects WHERE address = ANY(%s)", ([m.address for m in rows],))}
     with conn.cursor() as cur:

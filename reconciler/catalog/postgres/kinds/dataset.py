@@ -40,6 +40,11 @@ _UPDATE_DATASET = service_audit.dataset_update("slug", sql.SQL(
     """name = %(name)s, description = %(description)s, status = %(status)s,
        default_storage_target_id = (SELECT st.id FROM timestore.storage_targets st WHERE st.name = %(target)s),
        metadata = (d.metadata - %(drop)s::text[]) || %(set)s"""))
+# A rename is the same PATCH with the slug too, found under the slug it had (``key``).
+_RENAME_DATASET = service_audit.dataset_update("slug", sql.SQL(
+    """slug = %(slug)s, name = %(name)s, description = %(description)s, status = %(status)s,
+       default_storage_target_id = (SELECT st.id FROM timestore.storage_targets st WHERE st.name = %(target)s),
+       metadata = (d.metadata - %(drop)s::text[]) || %(set)s"""), service_audit.RENAME_COMPARED)
 _DATASET_CREATED = service_audit.dataset_event("slug", service_audit.DATASET_CREATED,
                                                service_audit.created_metadata)
 _DATASET_PURGED = service_audit.dataset_event("slug", service_audit.DATASET_PURGED, service_audit.purged_metadata)
@@ -68,6 +73,10 @@ def _write(conn: Connection, writes: Sequence[Write], context: WriteContext) -> 
              for w in creates],
         )
         cur.executemany(_DATASET_CREATED, [_audited(w, run_id) for w in creates])
+        # Renames before the other writes, which find a renamed dataset by its new slug.
+        cur.executemany(_RENAME_DATASET, [{**_dataset_update(w, run_id), "key": (w.before or {})["slug"],
+                                           "slug": identity(w.address), "archived": False}
+                                          for w in writes if w.op is ops.Rename])
         cur.executemany(_UPDATE_DATASET, [_dataset_update(w, run_id) for w in column_changes])
         _write_retention(cur, [w for w in writes if w.op is not ops.Purge
                                and (w.op is ops.Create or "retention" in w.fields)], run_id)

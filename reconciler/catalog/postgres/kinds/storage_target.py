@@ -28,7 +28,8 @@ _STORAGE_TARGET_COLUMNS = frozenset({"type", "description", "config"})
 
 
 def _write(conn: Connection, writes: Sequence[Write], context: WriteContext) -> None:
-    """Create or update storage targets (ids ``st-<name>``, as the service names its own).
+    """Create, rename or update storage targets (ids ``st-<name>``, as the service names its own;
+    a renamed one keeps its id).
 
     A change of ``protect`` alone is the reconciler's bookkeeping: the row (and its
     updated_at) is left alone. Purges are ``_purge``, after the datasets.
@@ -36,6 +37,12 @@ def _write(conn: Connection, writes: Sequence[Write], context: WriteContext) -> 
     upserts = [w for w in writes if w.op is ops.Create
                or (w.op is not ops.Purge and _STORAGE_TARGET_COLUMNS & set(w.fields))]
     with conn.cursor() as cur:
+        # A rename keeps the id (st-<the name it was created with>): datasets refer to it by id.
+        cur.executemany(
+            """UPDATE timestore.storage_targets SET name = %s,
+                   updated_at = GREATEST(clock_timestamp(), updated_at + interval '1 millisecond')
+               WHERE name = %s""",
+            [(identity(w.address), (w.before or {})["name"]) for w in writes if w.op is ops.Rename])
         cur.executemany(
             """INSERT INTO timestore.storage_targets (id, name, kind, description, config)
                VALUES (%s, %s, %s, %s, %s)
