@@ -65,7 +65,14 @@ SNAPSHOT = {
     "dataset_audits": "SELECT * FROM timestore.dataset_access_audit ORDER BY id",
     "lifecycle": "SELECT * FROM timestore.lifecycle_audit_log ORDER BY id",
 }
-TODAY = datetime.now(UTC).date().isoformat()
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def _dated(text: str, before: str, after: str) -> str:
+    """``text`` with an import header dated ``after`` dated ``before`` instead: the import ran
+    between the two moments, so its header may carry either day when it ran across midnight."""
+    return text.replace(f" on {after}; review", f" on {before}; review")
 
 
 
@@ -99,7 +106,9 @@ def secret_set(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_import_commit_plan_apply_adopts_everything_and_changes_no_row(
         git_repo: Path, db_url: str, db: psycopg.Connection[Any], ingested: None, secret_set: None) -> None:
     before = snapshot(db)
+    day = _today()
     imported = invoke(git_repo, db_url, "import")
+    day_after = _today()
     assert imported.exit_code == 0, imported.output
     out = git_repo / "manifests" / "imported"
     assert sorted(files_under(out)) == [
@@ -108,8 +117,8 @@ def test_import_commit_plan_apply_adopts_everything_and_changes_no_row(
     assert imported.stdout.splitlines() == [f"wrote {out / name}" for name in sorted(files_under(out))] + [
         f"Imported 2 storage targets, 3 datasets, 4 records into {out} (6 files)."]
     assert f"set {SECRET_VARIABLE} to its value" in imported.stderr
-    assert (out / "datasets" / "observatory-readings.yaml").read_text(encoding="utf-8") == f"""\
-# Imported by reconciler import from {_described(db_url)} on {TODAY}; review before committing.
+    assert _dated((out / "datasets" / "observatory-readings.yaml").read_text(encoding="utf-8"), day, day_after) == f"""\
+# Imported by reconciler import from {_described(db_url)} on {day}; review before committing.
 apiVersion: reconciler/v1
 kind: Dataset
 slug: observatory-readings
@@ -223,7 +232,9 @@ def test_importing_into_the_tree_again_appends_to_the_namespace_file_and_never_o
         force: tuple[str, ...]) -> None:
     out = _imported_and_applied(git_repo, db_url, db)
     before = files_under(out)
+    day = _today()
     result = invoke(git_repo, db_url, "import", *force)
+    day_after = _today()
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         f"wrote {out / 'datasets' / 'late-arrival.yaml'}",
@@ -235,9 +246,9 @@ def test_importing_into_the_tree_again_appends_to_the_namespace_file_and_never_o
         == {name: data for name, data in before.items() if name != "records/observatory.yaml"}
     old, new = before["records/observatory.yaml"], after["records/observatory.yaml"]
     assert new.startswith(old)  # what the file declared stays, byte for byte
-    assert new[len(old):].decode("utf-8") == f"""\
+    assert _dated(new[len(old):].decode("utf-8"), day, day_after) == f"""\
 ---
-# Imported by reconciler import from {_described(db_url)} on {TODAY}; review before committing.
+# Imported by reconciler import from {_described(db_url)} on {day}; review before committing.
 apiVersion: reconciler/v1
 kind: RecordSet
 namespace: observatory
