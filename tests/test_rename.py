@@ -136,3 +136,23 @@ def test_a_storage_target_rename_keeps_its_id_and_the_datasets_on_it(
     assert rows(db, "SELECT default_storage_target_id FROM timestore.datasets") == [("st-primary-clickhouse",)]
     again = plan_json(git_repo, db_url)
     assert again["changes"] == [] and again["bookkeeping"] == [] and not again["findings"]
+
+
+def test_a_pending_rename_reads_settled_files_and_a_kept_renamed_from_does_not(
+        applied: str, git_repo: Path, db_url: str) -> None:
+    """While a rename is still to apply, the plan reads the record files it could otherwise pass
+    over (it must name every record that links the old slug); once applied, keeping
+    ``renamedFrom`` in the manifest leaves those files passed over again."""
+    write(git_repo, "manifests/datasets.yaml",
+          DATASET.replace("slug: obs-readings", "slug: obs-data\nrenamedFrom: obs-readings"))
+    commit(git_repo, BOB, "rename the readings dataset")
+    plan = plan_json(git_repo, db_url, "--detailed-exitcode")
+    notes = [f["message"] for f in plan["findings"] if f["severity"] == "note"]
+    assert any("record:observatory/sensor-0001" in note for note in notes), notes  # from the settled file
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    write(git_repo, "manifests/records.yaml", RECORDS.replace("datasetSlug: obs-readings", "datasetSlug: obs-data"))
+    commit(git_repo, BOB, "records follow the rename")
+    assert invoke(git_repo, db_url, "apply", "--auto-approve").exit_code == 0
+    again = invoke(git_repo, db_url, "plan", "--verbose", "--detailed-exitcode")
+    assert again.exit_code == 0, again.output
+    assert "1 of 3 manifest files are unchanged since the last apply" in again.stderr

@@ -67,14 +67,16 @@ def make_plan(ws: Workspace, *, targets: Sequence[str] = (), environ: Mapping[st
     while True:
         skip = {display for display, file in files.items() if file.path in settled}
         state = load(skip)
-        if skip and any(d.renamed_from for d in state.desired.values()):
-            settled = {}  # a rename names the records that link the old slug: every file is read
-            continue
         with ws.catalog.reading() as reader:
             if skip and not _still_settled(reader, ws, files, changed, settled, state):
                 settled = {}
                 continue  # read the whole tree, outside the transaction
             catalog = reader.state(ws.source, list(settled))
+            if skip and any(d.renamed_from in catalog.live for d in state.desired.values() if d.renamed_from):
+                # A rename still to apply names every record that links the old name, so every
+                # file is read; a renamedFrom kept after its rename is applied costs nothing.
+                settled = {}
+                continue
             base, complete = reader.last_applied(ws.source)
             purged = [a for a, d in state.desired.items() if d.purge]
             stored_on = reader.stored_on(purged)
