@@ -12,12 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import cli
-from tests.helpers import commit, invoke, plan_json, write
+from tests.helpers import ALICE, BOB, commit, invoke, plan_json, write
 
 pytestmark = pytest.mark.integration
-
-ALICE = ("Alice Admin", "alice@example.com")
-BOB = ("Bob Builder", "bob@example.com")
 
 STORAGE = """\
 apiVersion: reconciler/v1
