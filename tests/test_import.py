@@ -425,8 +425,8 @@ def test_objects_no_manifest_can_express_are_skipped_with_the_reason(
          "only letters, digits, '.', '_' and '-', got 'bad slug'"),
         ("warning: skipped dataset:untrimmed: no manifest can hold its metadata.iam.readScopes[0] exactly as the "
          "catalog has it (the plan would show a change)"),
-        ("warning: skipped record:n/dangling: metadata.datasetSlug names dataset 'gone-away', which is neither "
-         "in the catalog nor in the tree (the plan would refuse the broken link)"),
+        ("warning: skipped record:n/dangling: it refers to dataset:gone-away, which is neither in the catalog nor "
+         "in the tree (the plan would refuse the broken link)"),
         ("warning: skipped record:n/long-tag: it cannot be written as a valid manifest: tags[0]: each tag must "
          "be 1 to 64 characters, got 65"),
         ("warning: skipped storage-target:home: config.root holds '${', which a manifest reads as an environment "

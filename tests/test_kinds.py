@@ -70,12 +70,29 @@ def test_every_kind_has_a_postgres_writer_and_reader_in_registry_order() -> None
             assert evidence.table and evidence.query is not None, writer.kind.name
 
 
-def test_the_manifest_models_and_addresses_match_the_registry() -> None:
-    # What cannot be built from the registry (the pydantic models, the Address kinds) is
-    # checked against it, so a kind left out of one of them fails here.
-    assert [k.value for k in model.AddressKind] == list(kinds.NAMES)
-    assert {spec.manifest_kind: spec.model for spec in kinds.REGISTRY}.items() <= model.KINDS.items()
-    assert set(typing.get_args(model.Declaration)) == {spec.model for spec in kinds.REGISTRY}
+def test_the_manifest_documents_and_addresses_come_from_the_registry() -> None:
+    from reconciler.core.kinds.record import RecordItem, RecordSet
+    from reconciler.manifests.schema import manifest_schema
+
+    assert kinds.DOCUMENTS == {"StorageTarget": kinds.kind("storage-target").model,
+                               "Dataset": kinds.kind("dataset").model, "Record": kinds.kind("record").model,
+                               "RecordSet": RecordSet}
+    assert {name: spec.name for name, spec in kinds.BY_DOCUMENT.items()} == {
+        "StorageTarget": "storage-target", "Dataset": "dataset", "Record": "record", "RecordSet": "record"}
+    record = kinds.kind("record")
+    assert (record.set_kind, record.set_item_model, kinds.kind("dataset").set_kind) == ("RecordSet", RecordItem, "")
+    assert set(manifest_schema()["discriminator"]["mapping"]) == set(kinds.DOCUMENTS)
+    for spec in kinds.REGISTRY:  # every model names its objects as the registry does
+        assert issubclass(spec.model, model.Document)
+        assert spec.model.model_fields["kind"].default == spec.manifest_kind
+    assert [str(kinds.parse_address(f"{name}:{identity}")) for name, identity in
+            (("storage-target", "s"), ("dataset", "abc"), ("record", "n/k"))] == [
+        "storage-target:s", "dataset:abc", "record:n/k"]
+
+
+def test_import_lays_out_each_kind_from_its_spec() -> None:
+    assert [(spec.directory, spec.import_file, spec.set_kind) for spec in kinds.REGISTRY] == [
+        ("storage-targets", "storage-targets.yaml", ""), ("datasets", None, ""), ("records", None, "RecordSet")]
 
 
 def test_ui_links_per_kind() -> None:
@@ -93,12 +110,8 @@ def test_ui_links_per_kind() -> None:
 _KIND_LITERALS_LEFT = {
     "reconciler/app/attribution.py": 1,  # a RecordSet item's address, built from its document
     "reconciler/app/events.py": 1,  # only record changes are announced
-    "reconciler/app/importer.py": 10,  # the file each kind is imported into, records in RecordSets
     "reconciler/catalog/memory.py": 2,  # the in-memory catalog announces record changes
     "reconciler/core/events.py": 1,  # the event payload's "record" key, not a kind
-    "reconciler/core/model.py": 13,  # the pydantic models, AddressKind and the manifest kinds map
-    "reconciler/manifests/loader.py": 2,
-    "reconciler/manifests/schema.py": 3,
     "reconciler/render/events.py": 1,
     "reconciler/services/datasets.py": 1,  # the repository layer is one module per kind already
     "reconciler/services/records.py": 1,

@@ -16,7 +16,10 @@ from reconciler.errors import ConfigurationError, ManifestError
 from reconciler.manifests import Location, ManifestTree, load_tree, yamlread
 from reconciler.manifests.emit import dump_documents, scalar, to_document
 from reconciler.manifests.yamlread import parse_text
-from reconciler.core.model import Address, Dataset, Record, RecordSet, StorageTarget
+from reconciler.core.kinds.dataset import Dataset
+from reconciler.core.kinds.record import Record, RecordSet
+from reconciler.core.kinds.storage_target import StorageTarget
+from reconciler.core.model import Address
 
 BAD = Path(__file__).parent / "bad"
 HEAD = "apiVersion: reconciler/v1\n"
@@ -74,7 +77,7 @@ def test_valid_tree_gives_every_object_with_its_location() -> None:
         "record:obs/s1",
         "record:obs/s2",
     ]
-    assert tree.get(Address.dataset("readings")) is tree.datasets[0]
+    assert tree.get(Address("dataset", "readings")) is tree.datasets[0]
     assert tree.datasets[0].location == Location("m/datasets.yml", 2, 1, 6)
     assert str(tree.datasets[0].location) == "m/datasets.yml:2"
     s1, s2 = tree.records

@@ -26,7 +26,7 @@ from typing import Any
 
 from reconciler.core import ops
 from reconciler.core.diff import Applied, Change, Desired, collector_paused, same, same_types
-from reconciler.core.model import Record
+from reconciler.core.kinds.record import Record
 from reconciler.git.attribution import Outcome, Target, Value, walk
 from reconciler.git.history import Commit, History, manifest_filter
 from reconciler.git.repository import GitRepository

@@ -7,7 +7,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
@@ -27,10 +27,6 @@ from reconciler.manifests.tree import Declared, Location
 from reconciler.manifests.yamlread import value_problems
 from reconciler.core.model import (
     API_VERSION,
-    Declaration,
-    Record,
-    RecordItem,
-    RecordSet,
     env_references,
     folded,
     format_path,
@@ -119,9 +115,9 @@ class _Draft:
 
     address: str
     kind: str
-    document: dict[str, Any]  # for a record: its RecordSet item
-    model: Declaration | RecordItem  # what the loader builds (a record's RecordItem until _expand)
-    namespace: str = ""
+    document: dict[str, Any]  # for a kind declared in sets (a record): its item in the set
+    model: Any  # what the loader builds (a set's item, a RecordItem, until _expand)
+    group: str = ""  # for a kind declared in sets: the set's identity field (a record's namespace)
     secrets: list[tuple[Secret, str]] = field(default_factory=list)  # with the live value
 
 
@@ -202,9 +198,12 @@ def _draft(obj: Live, names: _Variables, live: Mapping[str, Live], declared: Col
     if spec.draft is None:
         raise _Skip(f"import cannot write a {spec.noun}")
     document = spec.draft(name, obj.fields)
-    if spec.model is Record:  # declared as an item of its namespace's RecordSet
-        namespace = name.partition("/")[0]
-        return _record(obj.address, namespace, document, live, declared)
+    for needed in spec.needs(obj.fields):
+        if needed not in live and needed not in declared:
+            raise _Skip(f"it refers to {needed}, which is neither in the catalog nor in the tree (the plan "
+                        "would refuse the broken link)")
+    if spec.set_model is not None:  # declared as an item of a set (a record of its namespace's RecordSet)
+        return _item(spec, obj.address, name.partition("/")[0], document)
     if spec.secret_field is not None:
         return _with_secrets(spec, name, document, obj, names)
     _refuse_credentials(document, ("apiVersion", "kind", *spec.identity))
@@ -242,18 +241,13 @@ def _config(value: Any, path: tuple[str | int, ...], secret: bool, target: str, 
     return value
 
 
-def _record(address: str, namespace: str, item: dict[str, Any], live: Mapping[str, Live],
-            declared: Collection[str]) -> _Draft:
-    problem = _namespace_problem(namespace)
+def _item(spec: kinds.KindSpec, address: str, group: str, item: dict[str, Any]) -> _Draft:
+    """The draft of an object declared as an item of a set (a record in its namespace's RecordSet)."""
+    problem = _set_problem(spec.name, group)
     if problem:
         raise _Skip(problem)
-    _refuse_credentials(item, ("key",))
-    model: RecordItem = _validate(RecordItem, item)
-    slug = (model.metadata or {}).get("datasetSlug")
-    if isinstance(slug, str) and f"dataset:{slug}" not in live and f"dataset:{slug}" not in declared:
-        raise _Skip(f"metadata.datasetSlug names dataset {slug!r}, which is neither in the catalog nor in "
-                    "the tree (the plan would refuse the broken link)")
-    return _Draft(address, "record", item, model, namespace=namespace)
+    _refuse_credentials(item, spec.identity[1:])
+    return _Draft(address, spec.name, item, _validate(spec.set_item_model, item), group=group)
 
 
 def _refuse_credentials(document: Mapping[str, Any], identity: Collection[str]) -> None:
@@ -271,23 +265,28 @@ def _refuse_credentials(document: Mapping[str, Any], identity: Collection[str]) 
 
 
 def _expand(drafts: Sequence[_Draft]) -> None:
-    """Replace each record draft's RecordSet item by the Record its set expands to, as the loader does."""
-    items: dict[str, list[_Draft]] = {}
+    """Replace each set item draft (a record's RecordSet item) by the object its set expands to,
+    as the loader does."""
+    items: dict[tuple[str, str], list[_Draft]] = {}
     for draft in drafts:
-        if draft.kind == "record":
-            items.setdefault(draft.namespace, []).append(draft)
-    for namespace, group in items.items():
-        records = RecordSet.model_construct(namespace=namespace, records=tuple(d.model for d in group)).expand()
-        for draft, record in zip(group, records, strict=True):
-            draft.model = record
+        if kinds.kind(draft.kind).set_model is not None:
+            items.setdefault((draft.kind, draft.group), []).append(draft)
+    for (kind, name), group in items.items():
+        spec = kinds.kind(kind)
+        assert spec.set_model is not None
+        found = spec.set_model.model_construct(**{spec.identity[0]: name, spec.plural: tuple(d.model for d in group)})
+        for draft, model in zip(group, found.expand(), strict=True):
+            draft.model = model
 
 
 @lru_cache(maxsize=1024)
-def _namespace_problem(namespace: str) -> str | None:
-    """Why no RecordSet can name ``namespace``, checked once per namespace."""
+def _set_problem(kind: str, name: str) -> str | None:
+    """Why no set of ``kind`` can be named ``name`` (a RecordSet its namespace), checked once per name."""
+    spec = kinds.kind(kind)
+    assert spec.set_model is not None
     try:
-        _validate(RecordSet, {"apiVersion": API_VERSION, "kind": "RecordSet", "namespace": namespace,
-                              "records": []})
+        _validate(spec.set_model, {"apiVersion": API_VERSION, "kind": spec.set_kind, spec.identity[0]: name,
+                                   spec.plural: []})
     except _Skip as reason:
         return str(reason)
     return None
@@ -336,7 +335,7 @@ def _check(drafts: Sequence[_Draft], live: Mapping[str, Live]) -> tuple[list[_Dr
         if problem:
             skipped.append((draft.address, problem))
             continue
-        assert not isinstance(draft.model, RecordItem), "records are expanded before the check"
+        assert isinstance(draft.model, kinds.kind(draft.kind).model), "set items are expanded before the check"
         desired[draft.address], _, _ = _desired(Declared(draft.model, _NOWHERE), environ, True)
         kept.append(draft)
     result = diff(desired, {a: live[a] for a in desired}, {}, source="import")
@@ -390,10 +389,11 @@ def _spelling(address: str) -> str:
 
 def _yaml_problem(draft: _Draft) -> str | None:
     """What the loader would refuse in the YAML itself (nesting depth, control characters in keys)."""
-    # A record sits two levels down in its RecordSet document (records list, item).
-    value: Any = {"records": [draft.document]} if draft.kind == "record" else draft.document
+    # A set's item (a record) sits two levels down in its set's document (the items list, the item).
+    spec = kinds.kind(draft.kind)
+    value: Any = {spec.plural: [draft.document]} if spec.set_model is not None else draft.document
     for path, at_key, message in value_problems(value, True):
-        inner = path[2:] if draft.kind == "record" else path
+        inner = path[2:] if spec.set_model is not None else path
         where = format_path(inner[:-1] if at_key else inner)
         return f"it cannot be written as YAML the loader reads: {where + ': ' if where else ''}{message}"
     return None
@@ -420,28 +420,39 @@ def _files(drafts: Iterable[_Draft], records_format: str = "yaml") -> tuple[Impo
     by_kind: dict[str, list[_Draft]] = {kind: [] for kind in kinds.NAMES}
     for draft in drafts:
         by_kind[draft.kind].append(draft)
-    for draft in by_kind["storage-target"]:
-        add("storage-targets.yaml", draft.document, [draft.address], (secret for secret, _ in draft.secrets))
-    for draft in by_kind["dataset"]:
-        add(f"datasets/{file_name(draft.address.partition(':')[2])}", draft.document, [draft.address])
-    namespaces: dict[str, list[_Draft]] = {}
-    for draft in by_kind["record"]:
-        namespaces.setdefault(draft.namespace, []).append(draft)
-    for namespace in sorted(namespaces):
-        items = sorted(namespaces[namespace], key=lambda d: d.document["key"])
-        document: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "RecordSet", "namespace": namespace}
-        path = f"records/{file_name(namespace)}"
+    for spec in kinds.REGISTRY:
+        if spec.set_model is not None:
+            _add_sets(spec, by_kind[spec.name], records_format, add, data)
+            continue
+        for draft in by_kind[spec.name]:
+            path = spec.import_file or f"{spec.directory}/{file_name(draft.address.partition(':')[2])}"
+            add(path, draft.document, [draft.address], (secret for secret, _ in draft.secrets))
+    files = [ImportFile(path, tuple(documents), tuple(addresses), tuple(secrets))
+             for path, documents, addresses, secrets in grouped.values()]
+    files += [ImportFile(path, (), (), data=text) for path, text in data.values()]
+    return tuple(sorted(files, key=lambda file: file.path))
+
+
+def _add_sets(spec: kinds.KindSpec, drafts: Sequence[_Draft], records_format: str,
+              add: Callable[..., None], data: dict[str, tuple[str, str]]) -> None:
+    """One set document per set (a RecordSet per namespace) as ``<directory>/<name>.yaml``, its items
+    sorted by their last identity field, in the document or (``records_format`` jsonl or csv) in a
+    data file beside it."""
+    sets: dict[str, list[_Draft]] = {}
+    for draft in drafts:
+        sets.setdefault(draft.group, []).append(draft)
+    last = spec.identity[-1]
+    for name in sorted(sets):
+        items = sorted(sets[name], key=lambda d: d.document[last])
+        document: dict[str, Any] = {"apiVersion": API_VERSION, "kind": spec.set_kind, spec.identity[0]: name}
+        path = f"{spec.directory}/{file_name(name)}"
         if records_format == "yaml":
-            document["records"] = [d.document for d in items]
+            document[spec.plural] = [d.document for d in items]
         else:
             data_path = path.removesuffix(".yaml") + "." + records_format
             document["recordsFile"] = data_path.rpartition("/")[2]
             data[data_path.casefold()] = (data_path, records_text([d.document for d in items], records_format))
         add(path, document, [d.address for d in items])
-    files = [ImportFile(path, tuple(documents), tuple(addresses), tuple(secrets))
-             for path, documents, addresses, secrets in grouped.values()]
-    files += [ImportFile(path, (), (), data=text) for path, text in data.values()]
-    return tuple(sorted(files, key=lambda file: file.path))
 
 
 def records_text(items: Sequence[Mapping[str, Any]], records_format: str) -> str:
@@ -482,7 +493,8 @@ def _csv_expressible(drafts: Sequence[_Draft]) -> tuple[list[_Draft], list[tuple
     """The drafts a CSV row can hold: no tag with ';' (the separator)."""
     kept, skipped = [], []
     for draft in drafts:
-        if draft.kind == "record" and any(";" in tag for tag in draft.document.get("tags", ())):
+        in_file = kinds.kind(draft.kind).set_model is not None  # only sets' items go to data files
+        if in_file and any(";" in tag for tag in draft.document.get("tags", ())):
             skipped.append((draft.address, "a tag holds ';', which separates tags in a CSV records file; "
                                            "import it with --records-format jsonl or yaml"))
         else:

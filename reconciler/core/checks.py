@@ -38,9 +38,9 @@ def check_address(address: str) -> None:
     spec = kinds.BY_NAME.get(kind)
     ok = spec is not None and rest and (len(spec.identity) == 1 or "/" in rest.strip("/"))
     if not ok:
+        forms = [f"{spec.prefix}<{'>/<'.join(spec.identity)}>" for spec in kinds.REGISTRY]
         raise ConfigurationError(
-            f"--target {address!r} is not an address; use storage-target:<name>, dataset:<slug> "
-            "or record:<namespace>/<key>"
+            f"--target {address!r} is not an address; use {', '.join(forms[:-1])} or {forms[-1]}"
         )
 
 

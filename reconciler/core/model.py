@@ -1,4 +1,5 @@
-"""Frozen pydantic models of the manifest kinds, their limits and normalisation, and addresses."""
+"""The manifest models' shared vocabulary: limits, field types and their normalisation, the base of every
+manifest document, and addresses. Each kind's own model lives in its module (core/kinds)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,18 +18,14 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
-    StrictBool,
     StrictInt,
     StringConstraints,
     ValidationInfo,
-    field_validator,
-    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
-from reconciler.errors import ConfigurationError
 from reconciler.core.service_rules import IAM_KEYS, js_trim, normalize_dataset_metadata, utf16_length
 
 API_VERSION: Final = "reconciler/v1"
@@ -116,80 +112,18 @@ def problems(
 # --- addresses ----------------------------------------------------------------------------
 
 
-class AddressKind(StrEnum):
-    """The kinds of object an address can name."""
-
-    STORAGE_TARGET = "storage-target"
-    DATASET = "dataset"
-    RECORD = "record"
-
-
 @dataclass(frozen=True, order=True, slots=True)
 class Address:
-    """The one name of a catalog object: ``storage-target:<name>``, ``dataset:<slug>``,
-    ``record:<namespace>/<key>`` (the key may contain ``/``, the namespace cannot)."""
+    """The one name of a catalog object: its kind's name and its identity, written
+    ``<kind>:<identity>`` (``dataset:<slug>``, ``record:<namespace>/<key>``). The kinds
+    (core/kinds) say which kinds there are and what an identity looks like;
+    ``kinds.parse_address`` reads one as users write it."""
 
-    kind: AddressKind
+    kind: str
     name: str
 
-    @classmethod
-    def storage_target(cls, name: str) -> Address:
-        """The address of the storage target ``name``."""
-        return cls(AddressKind.STORAGE_TARGET, name)
-
-    @classmethod
-    def dataset(cls, slug: str) -> Address:
-        """The address of the dataset ``slug``."""
-        return cls(AddressKind.DATASET, slug)
-
-    @classmethod
-    def record(cls, namespace: str, key: str) -> Address:
-        """The address of the record ``key`` in ``namespace``."""
-        return cls(AddressKind.RECORD, f"{namespace}/{key}")
-
-    @classmethod
-    def parse(cls, text: str) -> Address:
-        """Read an address as users write it; raises ConfigurationError when malformed."""
-        kind_text, sep, name = text.partition(":")
-        kinds = ", ".join(k.value for k in AddressKind)
-        if not sep or kind_text not in {k.value for k in AddressKind}:
-            raise ConfigurationError(
-                f"invalid address {text!r}: expected <kind>:<name> with kind one of {kinds}"
-            )
-        kind = AddressKind(kind_text)
-        if kind is AddressKind.RECORD:
-            namespace, slash, key = name.partition("/")
-            if (
-                not slash
-                or not _valid(namespace, NAMESPACE_PATTERN, 128)
-                or not _valid(key, RECORD_KEY_PATTERN, 256)
-            ):
-                raise ConfigurationError(f"invalid address {text!r}: expected record:<namespace>/<key>")
-        elif kind is AddressKind.DATASET:
-            if not _valid(name, DATASET_SLUG_PATTERN, 120, 3):
-                raise ConfigurationError(f"invalid address {text!r}: expected dataset:<slug>")
-        elif not _valid(name, STORAGE_TARGET_NAME_PATTERN, 120):
-            raise ConfigurationError(f"invalid address {text!r}: expected storage-target:<name>")
-        return cls(kind, name)
-
-    @property
-    def namespace(self) -> str:
-        """A record address's namespace."""
-        return self._record_parts()[0]
-
-    @property
-    def key(self) -> str:
-        """A record address's key."""
-        return self._record_parts()[1]
-
-    def _record_parts(self) -> tuple[str, str]:
-        if self.kind is not AddressKind.RECORD:
-            raise ValueError(f"{self} is not a record address")
-        namespace, _, key = self.name.partition("/")
-        return namespace, key
-
     def __str__(self) -> str:
-        return f"{self.kind.value}:{self.name}"
+        return f"{self.kind}:{self.name}"
 
 
 def folded(text: str) -> str:
@@ -204,7 +138,8 @@ def folded(text: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
-def _valid(text: str, pattern: str, max_length: int, min_length: int = 1) -> bool:
+def valid_text(text: str, pattern: str, max_length: int, min_length: int = 1) -> bool:
+    """Whether ``text`` is within the length limits (UTF-16 code units) and matches ``pattern``."""
     return min_length <= utf16_length(text) <= max_length and re.fullmatch(pattern, text) is not None
 
 
@@ -485,7 +420,7 @@ def _json_set(node: Any, path: JsonPath, value: str) -> None:
 
 def _check_dataset_slug_link(metadata: dict[str, Any]) -> dict[str, Any]:
     slug = metadata.get("datasetSlug")
-    if "datasetSlug" in metadata and not (isinstance(slug, str) and _valid(slug, DATASET_SLUG_PATTERN, 120, 3)):
+    if "datasetSlug" in metadata and not (isinstance(slug, str) and valid_text(slug, DATASET_SLUG_PATTERN, 120, 3)):
         raise problem(
             f"must be a dataset slug (3 to 120 letters, digits, '.', '_' and '-'), got {describe(slug)}",
             "datasetSlug",
@@ -493,7 +428,8 @@ def _check_dataset_slug_link(metadata: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def _not_null(value: Any) -> Any:
+def not_null(value: Any) -> Any:
+    """``value``, refused when it is null (for optional fields that must not be null when given)."""
     if value is None:
         raise problem("must not be null; leave the field out instead")
     return value
@@ -638,7 +574,7 @@ StorageConfig = Annotated[dict[str, Any], AfterValidator(_check_json), AfterVali
 # --- models -------------------------------------------------------------------------------
 
 
-class _Base(BaseModel):
+class Base(BaseModel):
     """The one configuration every manifest model shares."""
 
     model_config = ConfigDict(
@@ -649,8 +585,9 @@ class _Base(BaseModel):
     )
 
 
-class _Kind(_Base):
-    """A top-level manifest document: ``apiVersion`` and ``kind``."""
+class Document(Base):
+    """A top-level manifest document: ``apiVersion`` and ``kind``; each kind's model
+    (core/kinds) is one, and so is a document that declares many objects (a RecordSet)."""
 
     api_version: Literal["reconciler/v1"] = API_VERSION
 
@@ -659,252 +596,6 @@ class _Kind(_Base):
         """The address of the object this document declares."""
         raise NotImplementedError
 
-
-class StorageTarget(_Kind):
-    """Where a dataset's data lives: a row of timestore.storage_targets."""
-
-    kind: Literal["StorageTarget"] = "StorageTarget"
-    name: StorageTargetName = Field(description="Identity; the catalog id is st-<name>.")
-    renamed_from: StorageTargetName | None = Field(
-        default=None, description="The name it had: renames it in place (its id, and the datasets on it, stay)."
-    )
-    type: StorageTargetType = Field(description="The catalog's storage_targets.kind.")
-    description: Description | None = None
-    config: StorageConfig = Field(
-        default_factory=dict,
-        description="Free JSON object; string values may hold ${env:NAME}, resolved at plan/apply time.",
-    )
-    protect: StrictBool = Field(default=False, description="Never purged while true.")
-    purge: StrictBool = Field(
-        default=False,
-        description="Delete it (needs apply --allow-purge; refused while a dataset uses it).",
-    )
-
-    @property
-    def address(self) -> Address:
-        """``storage-target:<name>``."""
-        return Address.storage_target(self.name)
-
-
-class RetentionRules(_Base):
-    """retention.rules: the two known limits; other keys are kept as given."""
-
-    model_config = ConfigDict(extra="allow")
-
-    max_age_hours: PositiveInt | None = Field(default=None, description="Delete data older than this.")
-    max_total_bytes: PositiveInt | None = Field(default=None, description="Keep at most this many bytes.")
-
-
-class Retention(_Base):
-    """A dataset's retention policy; keys other than the known ones are kept as given."""
-
-    model_config = ConfigDict(extra="allow")
-
-    mode: RetentionMode | None = Field(default=None, description="Which rules apply: time, size or both.")
-    rules: RetentionRules | None = None
-    delete_grace_minutes: NonNegativeInt | None = Field(
-        default=None, description="Minutes between marking data for deletion and deleting it."
-    )
-    cold_storage_after_hours: PositiveInt | None = Field(
-        default=None, description="Move data to cold storage after this many hours."
-    )
-    metadata: JsonObject | None = Field(
-        default=None, description="Free JSON object (the timestore ignores a policy whose metadata is not one)."
-    )
-
-    def as_policy(self) -> dict[str, Any]:
-        """The policy as the catalog stores it (camelCase, unset keys left out)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-class Dataset(_Kind):
-    """A dataset: a row of timestore.datasets and its retention policy."""
-
-    kind: Literal["Dataset"] = "Dataset"
-    slug: DatasetSlug = Field(description="Identity.")
-    renamed_from: DatasetSlug | None = Field(
-        default=None, description="The slug it had: renames it in place (same id, partitions and history)."
-    )
-    name: DatasetName
-    description: Description | None = None
-    status: DatasetStatus = Field(default="active", description="inactive means archived.")
-    storage_target: StorageTargetName | None = Field(
-        default=None, description="Name of the dataset's default StorageTarget."
-    )
-    metadata: DatasetMetadata = Field(
-        default_factory=dict,
-        description=(
-            "Free JSON object; iam holds readScopes and writeScopes (trimmed, de-duplicated); "
-            "execution is null or {backend, options}."
-        ),
-    )
-    retention: Retention | None = None
-    protect: StrictBool = Field(default=False, description="Never archive or purge while true.")
-    purge: StrictBool = Field(default=False, description="Hard-delete (needs apply --allow-purge).")
-
-    @property
-    def address(self) -> Address:
-        """``dataset:<slug>``."""
-        return Address.dataset(self.slug)
-
-
-class Record(_Kind):
-    """A metastore record: a row of metastore.metastore_records."""
-
-    kind: Literal["Record"] = "Record"
-    namespace: Namespace = Field(description="Identity, with key; cannot contain '/'.")
-    key: RecordKey = Field(description="Identity, with namespace; may contain '/'.")
-    owner: Owner | None = None
-    tags: Tags = Field(default=(), description="Trimmed and de-duplicated.")
-    schema_hash: SchemaHash | None = None
-    metadata: RecordMetadata = Field(
-        default_factory=dict,
-        description="Free JSON object; datasetSlug links the record to a dataset.",
-    )
-    deleted: StrictBool = Field(default=False, description="Soft-deleted (archived).")
-    protect: StrictBool = Field(default=False, description="Never archive or purge while true.")
-    purge: StrictBool = Field(default=False, description="Hard-delete (needs apply --allow-purge).")
-
-    @property
-    def address(self) -> Address:
-        """``record:<namespace>/<key>``."""
-        return Address.record(self.namespace, self.key)
-
-    @property
-    def dataset_slug(self) -> str | None:
-        """The dataset this record links to (``metadata.datasetSlug``), if any."""
-        slug = self.metadata.get("datasetSlug")
-        return slug if isinstance(slug, str) else None
-
-
-class RecordDefaults(_Base):
-    """RecordSet.defaults: any record field except namespace and key."""
-
-    # Fields given explicitly as null: owner and schemaHash clear the default; the
-    # others cannot be null.
-    _NOT_NULL: ClassVar[tuple[str, ...]] = ("tags", "metadata", "deleted", "protect", "purge")
-
-    owner: Owner | None = None
-    tags: Tags | None = None
-    schema_hash: SchemaHash | None = None
-    metadata: RecordMetadata | None = None
-    deleted: StrictBool | None = None
-    protect: StrictBool | None = None
-    purge: StrictBool | None = None
-
-    @field_validator(*_NOT_NULL, mode="before")
-    @classmethod
-    def _refuse_null(cls, value: Any) -> Any:
-        return _not_null(value)
-
-
-class RecordItem(RecordDefaults):
-    """One entry of RecordSet.records: a key and any record field except namespace."""
-
-    key: RecordKey
-
-
-def _check_records_file(value: str) -> str:
-    """A relative path to a ``.jsonl`` or ``.csv`` file, written with ``/``; where it leads is
-    checked by the loader (it must stay inside the tree)."""
-    if not value or "\x00" in value or "\\" in value:
-        raise problem(f"must be a relative path written with '/', got {describe(value)}")
-    if value.startswith("/"):
-        raise problem(f"must be relative to this manifest, got the absolute path {describe(value)}")
-    if not value.endswith(RECORDS_FILE_SUFFIXES):
-        raise problem(f"must name a .jsonl or .csv file, got {describe(value)}")
-    return value
-
-
-RECORDS_FILE_SUFFIXES: Final = (".jsonl", ".csv")
-RecordsFile = Annotated[str, StringConstraints(strict=True), AfterValidator(_check_records_file)]
-
-
-class RecordSet(_Kind):
-    """Many records of one namespace, sharing defaults, in one document."""
-
-    kind: Literal["RecordSet"] = "RecordSet"
-    namespace: Namespace
-    defaults: RecordDefaults = Field(
-        default_factory=RecordDefaults,
-        description=(
-            "Merged under each record: its own fields win, metadata merges key by key, its tags replace."
-        ),
-    )
-    records: tuple[RecordItem, ...] = Field(
-        default=(), description="The records; give either records or recordsFile, not both."
-    )
-    records_file: RecordsFile | None = Field(
-        default=None,
-        description=(
-            "A data file holding the records (.jsonl: one record object a line; .csv: columns key, owner, "
-            "tags, schemaHash, deleted, protect, purge, metadata), relative to this manifest, inside the tree."
-        ),
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> RecordSet:
-        given = self.model_fields_set
-        if "records" in given and "records_file" in given:
-            raise problem("give either records or recordsFile, not both", "recordsFile")
-        if "records" not in given and "records_file" not in given:
-            raise problem("missing required field 'records' (or 'recordsFile', a data file of records)")
-        return self
-
-    def expand(self) -> tuple[Record, ...]:
-        """The plain records this set declares.
-
-        Each record starts from ``defaults``; a field the record gives wins, except
-        ``metadata``, which is merged key by key (the record's keys win). ``tags``
-        given by a record replace the defaults' tags.
-        """
-        base = {name: getattr(self.defaults, name) for name in self.defaults.model_fields_set}
-        return tuple(self._merge(base, item) for item in self.records)
-
-    def _merge(self, base: dict[str, Any], item: RecordItem) -> Record:
-        fields = dict(base)
-        for name in item.model_fields_set:
-            value = getattr(item, name)
-            if name == "metadata" and "metadata" in base:
-                value = {**base["metadata"], **value}
-            fields[name] = value
-        return _construct_record(self.namespace, fields)
-
-
-_RECORD_DEFAULTS: Final[Mapping[str, Any]] = {
-    "api_version": API_VERSION,
-    "kind": "Record",
-    "owner": None,
-    "tags": (),
-    "schema_hash": None,
-    "deleted": False,
-    "protect": False,
-    "purge": False,
-}
-
-
-def _construct_record(namespace: str, fields: dict[str, Any]) -> Record:
-    """``Record.model_construct(namespace=namespace, **fields)`` for validated, normalised
-    fields, without its per-field default lookups (a tenth of the time, which counts
-    for a hundred thousand records). A test checks the two stay equal."""
-    record = Record.__new__(Record)
-    values = {**_RECORD_DEFAULTS, "metadata": {}, "namespace": namespace, **fields}
-    object.__setattr__(record, "__dict__", values)
-    object.__setattr__(record, "__pydantic_fields_set__", {"namespace", *fields})
-    object.__setattr__(record, "__pydantic_extra__", None)
-    object.__setattr__(record, "__pydantic_private__", None)
-    return record
-
-
-Manifest = StorageTarget | Dataset | Record | RecordSet
-Declaration = StorageTarget | Dataset | Record
-
-KINDS: Final[Mapping[str, type[StorageTarget] | type[Dataset] | type[Record] | type[RecordSet]]] = {
-    "StorageTarget": StorageTarget,
-    "Dataset": Dataset,
-    "Record": Record,
-    "RecordSet": RecordSet,
-}
 
 
 def field_names(model: type[BaseModel]) -> Sequence[str]:

@@ -10,27 +10,28 @@ from typing import Any
 from reconciler.core import kinds
 from reconciler.errors import ConfigurationError
 
-# The scopes the platform's services guard their operations with.
-SCOPES = frozenset({"timestore:admin", "metastore:write", "metastore:delete", "metastore:admin"})
+# The scopes the platform's services guard their operations with: those the kinds' changes need.
+SCOPES = frozenset({spec.scope for spec in kinds.REGISTRY} | {s for spec in kinds.REGISTRY for s in spec.scopes.values()})
 # A scope also grants the scopes listed here (the services' admin scopes include the rest).
 IMPLIES: Mapping[str, frozenset[str]] = {
     "metastore:admin": frozenset({"metastore:write", "metastore:delete"}),
 }
-_GRANT_KEYS = frozenset({"authors", "scopes", "datasets", "namespaces", "storageTargets"})
+# A grant's keys: who and what, then one filter per kind (``KindSpec.grant_filter``).
+_GRANT_KEYS = frozenset({"authors", "scopes", *(spec.grant_filter for spec in kinds.REGISTRY)})
 
 
 @dataclass(frozen=True)
 class Grant:
     """Scopes granted to authors matching any pattern, limited to objects matching the filters.
 
-    A filter left out matches every object of its kind.
+    ``filters`` holds each kind's name patterns under its filter's key (``KindSpec.grant_filter``:
+    ``datasets``, ``namespaces``, ``storageTargets``); a filter left out matches every object of
+    its kind.
     """
 
     authors: tuple[str, ...]
     scopes: frozenset[str]
-    datasets: tuple[str, ...] | None = None
-    namespaces: tuple[str, ...] | None = None
-    storage_targets: tuple[str, ...] | None = None
+    filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def covers(self, email: str, scope: str, kind: str, identity: str) -> bool:
         """Whether this grant lets ``email`` use ``scope`` on the object."""
@@ -39,7 +40,7 @@ class Grant:
         if scope not in self.scopes and not any(scope in IMPLIES.get(s, ()) for s in self.scopes):
             return False
         spec = kinds.kind(kind)
-        patterns: tuple[str, ...] | None = getattr(self, spec.grant_filter)
+        patterns = self.filters.get(spec.grant_filter)
         name = spec.grant_name(identity)
         return patterns is None or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -111,9 +112,9 @@ def _grant(data: Any, where: str) -> Grant:
     if bad:
         raise ConfigurationError(f"{where}.scopes: unknown scope(s) {', '.join(bad)} "
                                  f"(known: {', '.join(sorted(SCOPES))})")
+    filters = {spec.grant_filter: _optional(data, spec.grant_filter, where) for spec in kinds.REGISTRY}
     return Grant(authors=tuple(authors or ()), scopes=frozenset(scopes or ()),
-                 datasets=_optional(data, "datasets", where), namespaces=_optional(data, "namespaces", where),
-                 storage_targets=_optional(data, "storageTargets", where))
+                 filters={key: patterns for key, patterns in filters.items() if patterns is not None})
 
 
 def _optional(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:

@@ -32,12 +32,9 @@ from reconciler.core.model import (
     MAX_TAG_LENGTH,
     MAX_TAGS,
     TRUSTED_JSON,
-    Record,
-    RecordItem,
-    RecordSet,
     describe,
 )
-from reconciler.core.model import _construct_record as construct_record
+from reconciler.core.kinds.record import Record, RecordItem, RecordSet, construct_record
 from reconciler.errors import DataFileError, Problem
 from reconciler.manifests.datapaths import DataFiles
 from reconciler.manifests.messages import RawProblem, translate

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
 
-from reconciler.core.model import RECORDS_FILE_SUFFIXES
+from reconciler.core.kinds.record import RECORDS_FILE_SUFFIXES
 from reconciler.errors import DataFileError
 from reconciler.manifests.yamlread import MAX_FILE_BYTES
 

@@ -11,7 +11,7 @@ from reconciler.core.diff import Desired, Location, collector_paused
 from reconciler.errors import ManifestError, Problem
 from reconciler.manifests import Declared, ManifestTree, load_tree
 from reconciler.core import kinds
-from reconciler.core.model import Record, StorageTarget
+from reconciler.core.kinds.record import Record
 from reconciler.core.model import resolve_env as resolve_env_refs
 
 
@@ -80,9 +80,10 @@ def _desired(declared: Declared[Any], environ: Mapping[str, str],
     templates: dict[str, str] = {}
     missing: list[tuple[str, str]] = []
     recorded = None
-    if isinstance(model, StorageTarget) and "config" in fields:
+    secret = spec.secret_field
+    if secret is not None and secret in fields:
         recorded = dict(fields)
-        fields["config"], templates, missing = _resolve(fields["config"], environ, resolve_env)
+        fields[secret], templates, missing = _resolve(fields[secret], environ, resolve_env)
     address = str(declared.address)
     old = getattr(model, "renamed_from", None)
     return (Desired(address, spec.name, fields, _location(declared),

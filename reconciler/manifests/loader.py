@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -16,15 +16,10 @@ from reconciler.core.diff import collector_paused
 from reconciler.errors import ConfigurationError, ManifestError, Problem
 from reconciler.core.model import (
     API_VERSION,
-    KINDS,
     TRUSTED_JSON,
     Address,
-    Dataset,
-    Declaration,
+    Document,
     JsonPath,
-    Record,
-    RecordSet,
-    StorageTarget,
     describe,
     env_references,
     folded,
@@ -216,7 +211,7 @@ class FileResult:
     """What one file declares, the problems found in it, and the addresses its
     invalid documents still name (so that duplicates of them are reported too)."""
 
-    declared: list[Declared[Declaration]]
+    declared: list[Declared[Document]]
     problems: list[Problem]
     claims: list[tuple[Address, Location]] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
@@ -224,7 +219,7 @@ class FileResult:
 
 # An address declared at a location, by a valid document (with its declaration) or
 # by an invalid one (None).
-_Entry = tuple[Address, Location, "Declared[Declaration] | None"]
+_Entry = tuple[Address, Location, "Declared[Document] | None"]
 
 
 def load_file(file: Path, display: str, environ: Mapping[str, str] | None = None, *,
@@ -282,10 +277,10 @@ _Located = list[tuple[ParsedDocument, RawProblem]]
 def _validate(
     parsed: ParsedFile, environ: Mapping[str, str] | None, substitute: bool = True,
     data_files: DataFiles | None = None,
-) -> tuple[list[Declared[Declaration]], _Located, _Located, list[Problem]]:
+) -> tuple[list[Declared[Document]], _Located, _Located, list[Problem]]:
     """Every document's declarations, problems and warnings (the last two still to be located),
     and the problems found in data files (located in them)."""
-    declared: list[Declared[Declaration]] = []
+    declared: list[Declared[Document]] = []
     raw: _Located = []
     warned: _Located = []
     ready: list[Problem] = []
@@ -309,15 +304,14 @@ def _claims(path: str, document: ParsedDocument) -> list[tuple[Address, Location
     if spec is not None:
         address = _address(spec.address(value))
         return [(address, whole)] if address else []
-    items = value.get("records")
-    if value.get("kind") != "RecordSet" or not isinstance(items, list):
+    spec = kinds.BY_DOCUMENT.get(str(value.get("kind")))
+    items = value.get(spec.plural) if spec is not None else None
+    if spec is None or not isinstance(items, list):
         return []
     spans = document.layout.items if len(document.layout.items) == len(items) else None
     claims = []
     for index, item in enumerate(items):
-        address = (
-            _address(f"record:{value.get('namespace')}/{item.get('key')}") if isinstance(item, dict) else None
-        )
+        address = _address(spec.address({**value, **item})) if isinstance(item, dict) else None
         if address is not None:
             span = spans[index] if spans else span
             claims.append((address, Location(path, span.line, span.column, span.end_line)))
@@ -326,7 +320,7 @@ def _claims(path: str, document: ParsedDocument) -> list[tuple[Address, Location
 
 def _address(text: str) -> Address | None:
     try:
-        return Address.parse(text)
+        return kinds.parse_address(text)
     except ConfigurationError:
         return None
 
@@ -334,59 +328,62 @@ def _address(text: str) -> Address | None:
 def _document(
     path: str, document: ParsedDocument, environ: Mapping[str, str] | None, substitute: bool = True,
     data_files: DataFiles | None = None, ready: list[Problem] | None = None,
-) -> tuple[list[Declared[Declaration]], list[RawProblem]]:
+) -> tuple[list[Declared[Document]], list[RawProblem]]:
     value = document.value
     if not isinstance(value, dict):
         return [], [((), "node", f"a manifest document must be a mapping, got {describe(value)}")]
     problems = _header_problems(value)
     if problems:
         return [], problems
-    kind = KINDS[value["kind"]]
+    kind = kinds.DOCUMENTS[value["kind"]]
     try:
         model = kind.model_validate(value, by_alias=True, by_name=False, context=TRUSTED_JSON)
     except ValidationError as error:
         return [], [raw for detail in error.errors(include_url=False) for raw in translate(detail, kind)]
     span = document.layout.span
     location = Location(path, span.line, span.column, span.end_line)
-    if isinstance(model, RecordSet) and model.records_file is not None:
+    if getattr(model, "records_file", None) is not None:
         if data_files is None:
             return [], []  # a version read without its data files: it declares none of their records
         records, problems, in_file = declared_from_file(model, path, data_files)
         if ready is not None:
             ready.extend(in_file)
         return list(records), problems
-    if isinstance(model, RecordSet):
+    spec = kinds.BY_DOCUMENT[value["kind"]]
+    if spec.set_model is type(model):
         return _expand(path, document, model, location), []
-    if isinstance(model, StorageTarget) and environ is not None:
+    if spec.secret_field is not None and environ is not None:
         if not substitute:
-            unset = _unset(model, environ)
+            unset = _unset(model, spec.secret_field, environ)
             return ([], unset) if unset else ([Declared(model, location)], [])
-        return _resolve(model, location, environ)
+        return _resolve(model, spec.secret_field, location, environ)
     return [Declared(model, location)], []
 
 
 def _resolve(
-    target: StorageTarget, location: Location, environ: Mapping[str, str]
-) -> tuple[list[Declared[Declaration]], list[RawProblem]]:
-    """Replace ``${env:NAME}`` in the config, remembering which paths are secret."""
-    found = resolve_env(target.config, environ)
+    model: Document, secret_field: str, location: Location, environ: Mapping[str, str]
+) -> tuple[list[Declared[Document]], list[RawProblem]]:
+    """Replace ``${env:NAME}`` in the secret field (a storage target's config), remembering
+    which paths are secret."""
+    found = resolve_env(getattr(model, secret_field), environ)
     first: dict[JsonPath, str] = {}
     for path, name in found.missing:
         first.setdefault(path, name)
     if first:
-        return [], [(("config", *path), "node", at(("config", *path), f"environment variable {name} is not set"))
+        return [], [((secret_field, *path), "node",
+                     at((secret_field, *path), f"environment variable {name} is not set"))
                     for path, name in first.items()]
-    resolved = target.model_copy(update={"config": found.config})
+    resolved = model.model_copy(update={secret_field: found.config})
     return [Declared(resolved, location, frozenset(found.templates))], []
 
 
-def _unset(target: StorageTarget, environ: Mapping[str, str]) -> list[RawProblem]:
-    """An unset ``${env:NAME}`` in the config, each at the value that names it (the plan's words:
-    the storage target, the config path, the variable)."""
-    address = f"storage-target:{target.name}"
+def _unset(model: Document, secret_field: str, environ: Mapping[str, str]) -> list[RawProblem]:
+    """An unset ``${env:NAME}`` in the secret field, each at the value that names it (the plan's
+    words: the object, the path, the variable)."""
+    address = str(model.address)
     problems: list[RawProblem] = []
-    for path, text in iter_strings(target.config):
-        where = ("config", *path)
+    for path, text in iter_strings(getattr(model, secret_field)):
+        where = (secret_field, *path)
         problems += [(where, "node", f"{address}: {at(where, f'environment variable {name} is not set')}")
                      for name in dict.fromkeys(env_references(text)) if name not in environ]
     return problems
@@ -413,12 +410,13 @@ def _assemble(
                        "normalisation; the catalog would keep them as two objects, so rename one")
             problems.append(Problem(where.path, where.line, where.column, message))
     kept = [declared for _, _, declared in first.values() if declared is not None]
+    declared: dict[str, list[Declared[Document]]] = {name: [] for name in kinds.NAMES}
+    for item in kept:
+        declared[item.address.kind].append(item)
     return ManifestTree(
         root=root,
         files=files,
-        storage_targets=tuple(_of(kept, StorageTarget)),
-        datasets=tuple(_of(kept, Dataset)),
-        records=tuple(_of(kept, Record)),
+        declared={name: tuple(items) for name, items in declared.items()},
         unresolved=tuple(sorted(_unresolved(kept))),
         warnings=tuple(sorted(set(warnings))),
     )
@@ -438,8 +436,8 @@ def _header_problems(value: dict[str, Any]) -> list[RawProblem]:
         )
     if "kind" not in value:
         problems.append(((), "parent", "missing required field 'kind'"))
-    elif not isinstance(value["kind"], str) or value["kind"] not in KINDS:
-        expected = ", ".join(KINDS)
+    elif not isinstance(value["kind"], str) or value["kind"] not in kinds.DOCUMENTS:
+        expected = ", ".join(kinds.DOCUMENTS)
         problems.append(
             (("kind",), "node", f"kind: unknown kind {describe(value['kind'])}; expected one of {expected}")
         )
@@ -447,14 +445,14 @@ def _header_problems(value: dict[str, Any]) -> list[RawProblem]:
 
 
 def _expand(
-    path: str, document: ParsedDocument, recordset: RecordSet, location: Location
-) -> list[Declared[Declaration]]:
-    """The records of a RecordSet, each located at its own item plus the set's
-    ``namespace`` and ``defaults`` lines."""
+    path: str, document: ParsedDocument, recordset: Any, location: Location
+) -> list[Declared[Document]]:
+    """The objects of a set document (a RecordSet's records), each located at its own item
+    plus the set's other lines but its items (its ``namespace`` and ``defaults``)."""
     layout = document.layout
-    also = tuple(
-        (span.line, span.end_line) for key, span in layout.keys.items() if key in ("namespace", "defaults")
-    )
+    spec = kinds.BY_DOCUMENT[document.value["kind"]]
+    also = tuple((span.line, span.end_line) for key, span in layout.keys.items()
+                 if key not in ("apiVersion", "kind", spec.plural))
     records = recordset.expand()
     if len(layout.items) != len(records):  # cannot happen: the layout was checked
         return [Declared(record, location) for record in records]
@@ -472,20 +470,35 @@ def _locate(path: str, document: ParsedDocument, problem: RawProblem) -> Problem
     return Problem(path, target.line, target.column, message)
 
 
-def _of(declared: list[Declared[Declaration]], kind: type[Any]) -> Iterable[Any]:
-    return (item for item in declared if isinstance(item.model, kind))
-
-
-def _unresolved(declared: list[Declared[Declaration]]) -> Iterable[Reference]:
-    slugs = {item.model.slug for item in declared if isinstance(item.model, Dataset)}
-    names = {item.model.name for item in declared if isinstance(item.model, StorageTarget)}
+def _unresolved(declared: list[Declared[Document]]) -> Iterable[Reference]:
+    """The links (``KindSpec.needs``) of each object to an object the tree does not declare."""
+    present = {item.address for item in declared}
+    names = {spec.name: {field: attribute for attribute, field in spec.attributes.items()}
+             for spec in kinds.REGISTRY}
     for item in declared:
-        model = item.model
-        if isinstance(model, Record):
-            slug = model.dataset_slug
-            if slug is not None and slug not in slugs:
-                yield Reference(Address.dataset(slug), item.address, item.location)
-        elif isinstance(model, Dataset):
-            name = model.storage_target
-            if name is not None and name not in names:
-                yield Reference(Address.storage_target(name), item.address, item.location)
+        spec = kinds.kind(item.address.kind)
+        for needed in spec.needs(_Fields(item.model, names[spec.name])):
+            target = Address(*needed.split(":", 1))
+            if target not in present:
+                yield Reference(target, item.address, item.location)
+
+
+class _Fields(Mapping[str, Any]):
+    """A declared model's managed fields under their manifest names, read when asked for."""
+
+    __slots__ = ("_model", "_names")
+
+    def __init__(self, model: Document, names: Mapping[str, str]) -> None:
+        self._model = model
+        self._names = names  # manifest name -> model attribute
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        return getattr(self._model, self._names[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)

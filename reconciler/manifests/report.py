@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from reconciler.errors import Problem
 from reconciler.core import kinds
-from reconciler.core.model import Address, AddressKind
+from reconciler.core.model import Address
 from reconciler.core.text import clean
 from reconciler.manifests.tree import ManifestTree, Reference
 
@@ -17,7 +17,7 @@ def _count(number: int, noun: str) -> str:
 
 def summary(tree: ManifestTree) -> str:
     """``Valid: 1 storage target, 4 datasets, 12 records in 3 files.``"""
-    counts = [(tree.count(AddressKind(spec.name)), spec) for spec in kinds.REGISTRY]
+    counts = [(tree.count(spec.name), spec) for spec in kinds.REGISTRY]
     declared = ", ".join(f"{n:,} {spec.noun if n == 1 else spec.plural}" for n, spec in counts)
     return f"Valid: {declared} in {_count(len(tree.files), 'file')}."
 

@@ -9,18 +9,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from functools import reduce
+from operator import or_
 from typing import Annotated, Any, Final
 
 from pydantic import Field, TypeAdapter
 
 import reconciler
 
-from reconciler.core.model import API_VERSION, Dataset, Record, RecordDefaults, RecordSet, StorageTarget
+from reconciler.core import kinds
+from reconciler.core.kinds.record import RecordDefaults
+from reconciler.core.model import API_VERSION
 
 SCHEMA_FILE: Final = "manifest.schema.json"
 SCHEMA_ID: Final = "https://reconciler.invalid/schemas/manifest.schema.json"
 
-_Document = Annotated[StorageTarget | Dataset | Record | RecordSet, Field(discriminator="kind")]
+# Every document kind the registry knows, told apart by ``kind``.
+_Document: Any = Annotated[reduce(or_, kinds.DOCUMENTS.values()), Field(discriminator="kind")]
 
 
 def manifest_schema() -> dict[str, Any]:
@@ -29,7 +34,7 @@ def manifest_schema() -> dict[str, Any]:
     for definition in schema["$defs"].values():
         for field in definition.get("properties", {}).values():
             field.pop("title", None)  # "Storagetarget" and the like help nobody
-    for name in ("StorageTarget", "Dataset", "Record", "RecordSet"):
+    for name in kinds.DOCUMENTS:
         definition = schema["$defs"][name]
         # The models default these two for Python callers; a document must state them.
         definition["required"] = ["apiVersion", "kind", *definition.get("required", [])]
@@ -59,8 +64,9 @@ def manifest_schema() -> dict[str, Any]:
         "$id": SCHEMA_ID,
         "title": f"reconciler manifest document ({API_VERSION})",
         "description": (
-            "One YAML document of a reconciler manifest tree: a StorageTarget, Dataset, "
-            "Record or RecordSet. Generated from reconciler.core.model; see docs/manifests.md."
+            f"One YAML document of a reconciler manifest tree: a {', '.join(list(kinds.DOCUMENTS)[:-1])} "
+            f"or {list(kinds.DOCUMENTS)[-1]}. Generated from the models in reconciler.core.kinds; "
+            "see docs/manifests.md."
         ),
         **schema,
     }

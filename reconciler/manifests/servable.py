@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler.core.model import Declaration, Record
+from reconciler.core.kinds.record import Record
+from reconciler.core.model import Document
 from reconciler.core.service_rules import METASTORE_MAX_PATH_SEGMENT, utf16_length
 from reconciler.manifests.messages import RawProblem
 from reconciler.manifests.tree import Declared
@@ -17,7 +18,7 @@ _WHY = (
 )
 
 
-def unservable(value: Mapping[str, Any], declared: Sequence[Declared[Declaration]]) -> list[RawProblem]:
+def unservable(value: Mapping[str, Any], declared: Sequence[Declared[Document]]) -> list[RawProblem]:
     """Warnings for one valid document (its parsed ``value`` and what it declares).
 
     A record whose namespace or key is longer than the metastore's HTTP router takes

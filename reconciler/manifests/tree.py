@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from reconciler.core import kinds
+from reconciler.core.kinds.dataset import Dataset
+from reconciler.core.kinds.record import Record
+from reconciler.core.kinds.storage_target import StorageTarget
+from reconciler.core.model import Address, Document, JsonPath
 from reconciler.errors import Problem
-from reconciler.core.model import Address, AddressKind, Dataset, Declaration, JsonPath, Record, StorageTarget
 
-T = TypeVar("T", bound=Declaration, covariant=True)
+T = TypeVar("T", bound=Document, covariant=True)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -75,32 +79,49 @@ class Reference:
 
 @dataclass(frozen=True)
 class ManifestTree:
-    """Every object a manifest tree declares, in file and document order."""
+    """Every object a manifest tree declares, by kind (core/kinds), each kind's in file and
+    document order."""
 
     root: str
     files: tuple[str, ...]
-    storage_targets: tuple[Declared[StorageTarget], ...] = ()
-    datasets: tuple[Declared[Dataset], ...] = ()
-    records: tuple[Declared[Record], ...] = ()
+    declared: Mapping[str, tuple[Declared[Document], ...]] = field(default_factory=dict)
     unresolved: tuple[Reference, ...] = ()
     # Valid values the platform's services store but cannot serve back (manifests/servable.py).
     warnings: tuple[Problem, ...] = ()
     # The data files RecordSets read (recordsFile), each with the manifest that names it, as shown.
     data_files: tuple[tuple[str, str], ...] = ()
-    _index: Mapping[Address, Declared[Declaration]] = field(
+    _index: Mapping[Address, Declared[Document]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {declared.address: declared for declared in self.objects()})
 
-    def objects(self) -> Iterator[Declared[Declaration]]:
-        """Storage targets, then datasets, then records."""
-        yield from self.storage_targets
-        yield from self.datasets
-        yield from self.records
+    def objects(self) -> Iterator[Declared[Document]]:
+        """Every object, kind by kind in the registry's order (storage targets, datasets, records)."""
+        for name in kinds.NAMES:
+            yield from self.declared.get(name, ())
 
-    def get(self, address: Address) -> Declared[Declaration] | None:
+    def of(self, kind: str) -> tuple[Declared[Any], ...]:
+        """The objects of ``kind`` (its name: ``"dataset"``)."""
+        return self.declared.get(kind, ())
+
+    @property
+    def storage_targets(self) -> tuple[Declared[StorageTarget], ...]:
+        """The storage targets."""
+        return self.of(kinds.storage_target.SPEC.name)
+
+    @property
+    def datasets(self) -> tuple[Declared[Dataset], ...]:
+        """The datasets."""
+        return self.of(kinds.dataset.SPEC.name)
+
+    @property
+    def records(self) -> tuple[Declared[Record], ...]:
+        """The records."""
+        return self.of(kinds.record.SPEC.name)
+
+    def get(self, address: Address) -> Declared[Document] | None:
         """The object declared at ``address``, if the tree declares it."""
         return self._index.get(address)
 
@@ -110,10 +131,6 @@ class ManifestTree:
     def __len__(self) -> int:
         return len(self._index)
 
-    def count(self, kind: AddressKind) -> int:
+    def count(self, kind: str) -> int:
         """How many objects of ``kind`` the tree declares."""
-        return {
-            AddressKind.STORAGE_TARGET: len(self.storage_targets),
-            AddressKind.DATASET: len(self.datasets),
-            AddressKind.RECORD: len(self.records),
-        }[kind]
+        return len(self.of(kind))

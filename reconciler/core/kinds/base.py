@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+import typing
 from typing import Any
+
+from reconciler.core.model import Address, TextLimits
 
 
 def _no_needs(after: Mapping[str, Any]) -> tuple[str, ...]:
@@ -24,6 +27,15 @@ def key_sorted(value: Any) -> Any:
 
 def _no_links(identity: str, fields: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
     return ()
+
+
+def limits_ok(limits: TextLimits, text: str) -> bool:
+    """Whether ``text`` passes ``limits`` (length in UTF-16 code units, then the pattern)."""
+    try:
+        limits.check(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,8 @@ class KindSpec:
     archive_field: str | None = None  # the field holding the archived state, if it has one
     archived_value: Any = None  # that field's value once archived
     secret_field: str | None = None  # the field whose values may come from ${env:...}
-    # Policy: the grant filter that limits it (a Grant attribute), and the word naming it there.
+    # Policy: the grant filter that limits it (its key in a grant of reconciler.yaml's policy,
+    # a list of name patterns), and the word naming it there.
     grant_filter: str = ""
     grant_noun: str = ""
     scope: str = ""  # the scope its changes need ...
@@ -68,6 +81,58 @@ class KindSpec:
     # object exactly, from its identity and fields, as ``import`` writes it; the value of
     # ``secret_field`` is left for the importer, which writes secrets as ${env:...}.
     draft: Callable[[str, Mapping[str, Any]], dict[str, Any]] | None = None
+    # A manifest document that declares many objects of this kind at once (a RecordSet): its
+    # model has the first identity field and ``expand()`` gives the declared models; import
+    # writes one per value of that field, as ``<directory>/<value>.yaml``.
+    set_model: type[Any] | None = None
+    # The one file ``import`` writes every object of this kind into; None: one file each,
+    # ``<directory>/<identity>.yaml``.
+    import_file: str | None = None
+
+    @property
+    def directory(self) -> str:
+        """The directory ``import`` writes its files into: ``storage-targets``."""
+        return self.plural.replace(" ", "-")
+
+    @property
+    def set_kind(self) -> str:
+        """The ``kind:`` of its set documents (``RecordSet``); empty when it has none."""
+        return "" if self.set_model is None else str(self.set_model.model_fields["kind"].default)
+
+    @property
+    def set_item_model(self) -> type[Any]:
+        """The model of one item of its set documents (``RecordItem``)."""
+        assert self.set_model is not None, f"{self.name} has no set documents"
+        items = self.set_model.model_fields[self.plural].annotation
+        return typing.get_args(items)[0]  # type: ignore[no-any-return]
+
+    @property
+    def documents(self) -> dict[str, type[Any]]:
+        """The manifest document kinds (``kind:``) that declare it, with their models."""
+        found = {self.manifest_kind: self.model}
+        if self.set_model is not None:
+            found[self.set_kind] = self.set_model
+        return found
+
+    def identity_of(self, model: Any) -> str:
+        """The identity of a declared object (its address without the kind)."""
+        return "/".join(str(getattr(model, name)) for name in self.identity)
+
+    def valid_identity(self, identity: str) -> bool:
+        """Whether ``identity`` names an object of this kind as its model allows: each identity
+        field's part (split on ``/``; only the last may contain one) within that field's limits."""
+        parts = identity.split("/", len(self.identity) - 1)
+        if len(parts) != len(self.identity):
+            return False
+        for name, part in zip(self.identity, parts, strict=True):
+            limits = [m for m in self.model.model_fields[name].metadata if isinstance(m, TextLimits)]
+            if not part or any(not limits_ok(limit, part) for limit in limits):
+                return False
+        return True
+
+    def address_of(self, identity: str) -> Address:
+        """The address of its object ``identity``."""
+        return Address(self.name, identity)
 
     @property
     def prefix(self) -> str:
