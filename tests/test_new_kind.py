@@ -3,9 +3,10 @@
 The test copies the package, adds the Team kind of ``tests/new_kind/`` (its core module with
 its model and spec, its PostgreSQL writer), registers it by one line in each registry, adds
 its table in a migration (which also lets the reconciler's bookkeeping hold the new kind),
-checks that nothing else in the copy differs from the package, and drives the copy's command
-line through the whole life of a team: validate, plan, a policy filter of its own, apply,
-a change made outside git left alone, import of an unmanaged one, purge, and the audit log.
+checks that nothing else in the copy differs from the package (the plan's JSON Schema
+included), and drives the copy's command line through the whole life of a team: validate,
+plan, a policy filter of its own, apply, a change made outside git left alone, import of an
+unmanaged one, a saved plan applied, purge, and the audit log.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def _package_with_a_team(root: Path) -> tuple[Path, str]:
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(ROOT / "reconciler", root / "reconciler", ignore=ignore)
     shutil.copytree(ROOT / "migrations", root / "migrations", ignore=ignore)
+    shutil.copytree(ROOT / "schemas", root / "schemas", ignore=ignore)  # a saved plan is checked against it
     shutil.copy(KIND / "core_team.py", root / "reconciler/core/kinds/team.py")
     shutil.copy(KIND / "postgres_team.py", root / "reconciler/catalog/postgres/kinds/team.py")
     _register(root / "reconciler/core/kinds/__init__.py",
@@ -80,6 +82,7 @@ def test_a_kind_is_its_two_modules_two_registry_lines_and_its_table(
         "catalog/postgres/kinds/__init__.py", "catalog/postgres/kinds/team.py",
         "core/kinds/__init__.py", "core/kinds/team.py"]
     assert _differences(ROOT / "migrations", code / "migrations") == [migration]
+    assert _differences(ROOT / "schemas", code / "schemas") == []
 
     env = {**os.environ, "PYTHONPATH": str(code), "NO_COLOR": "1", "RECONCILER_DATABASE_URL": db_url}
 
@@ -144,6 +147,16 @@ def test_a_kind_is_its_two_modules_two_registry_lines_and_its_table(
     imported = (git_repo / "imported" / "teams" / "stray.yaml").read_text(encoding="utf-8")
     assert imported.endswith("apiVersion: reconciler/v1\nkind: Team\nname: stray\ndescription: made by hand\n")
 
+    # A saved plan of a team change is checked against the plan's schema, with the team in it.
+    write(git_repo, "manifests/teams.yaml", "apiVersion: reconciler/v1\nkind: Team\nname: data-platform\n"
+          "description: Runs the catalog from git\ncontact: platform@example.com\n---\n"
+          "apiVersion: reconciler/v1\nkind: Team\nname: ops\n")
+    commit(git_repo, TEST_AUTHOR, "describe")
+    run("plan", "manifests", "--out", "plan.json")
+    assert "updated team:data-platform" in run("apply", "manifests", "--plan", "plan.json", "--auto-approve")
+    assert db.execute("SELECT description FROM metastore.teams WHERE name = 'data-platform'").fetchall() == [
+        ("Runs the catalog from git",)]
+
     # A team has no archived state: left in place when its manifest goes, deleted by a purge.
     write(git_repo, "manifests/teams.yaml", "apiVersion: reconciler/v1\nkind: Team\nname: data-platform\n"
           "purge: true\n")
@@ -155,5 +168,5 @@ def test_a_kind_is_its_two_modules_two_registry_lines_and_its_table(
     entries = db.execute("SELECT address, action, author_email FROM reconciler.audit_log WHERE kind = 'team' "
                          "ORDER BY seq").fetchall()
     assert entries == [("team:data-platform", "create", TEST_AUTHOR[1]), ("team:ops", "create", TEST_AUTHOR[1]),
-                       ("team:data-platform", "purge", TEST_AUTHOR[1])]
-    assert "Audit log verified: 4 entries" in run("audit", "verify")
+                       ("team:data-platform", "update", TEST_AUTHOR[1]), ("team:data-platform", "purge", TEST_AUTHOR[1])]
+    assert "Audit log verified: 5 entries" in run("audit", "verify")

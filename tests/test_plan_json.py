@@ -129,6 +129,18 @@ def test_the_schema_names_exactly_the_managed_fields(schema: dict[str, Any]) -> 
     assert set(schema["$defs"]["field"]["enum"]) == managed | {"protect", "slug"}  # a rename's identity too
 
 
+def test_the_committed_schema_takes_its_kinds_from_the_registry(schema: dict[str, Any]) -> None:
+    # What a saved plan is checked against is the file with its kinds from the registry; the
+    # file itself must be that already (regenerate: python -m reconciler.app.saved).
+    from reconciler.app.saved import plan_schema, render_plan_schema
+
+    assert plan_schema() == schema
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == render_plan_schema()
+    assert schema["$defs"]["kind"]["enum"] == ["storage-target", "dataset", "record"]
+    assert [rule["then"]["properties"]["address"]["pattern"] for rule in schema["$defs"]["change"]["allOf"]
+            if "kind" in rule["if"]["properties"]] == ["^storage-target:", "^dataset:", "^record:"]
+
+
 def test_plan_json_validates_against_the_schema(full_plan: Plan, schema: dict[str, Any]) -> None:
     data = full_plan.to_json()
     jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(data)

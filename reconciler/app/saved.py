@@ -11,7 +11,7 @@ from typing import Any
 
 from reconciler.app.planning import make_plan
 from reconciler.app.workspace import Workspace
-from reconciler.core.plan import FORMAT_VERSION, Plan
+from reconciler.core.plan import FORMAT_VERSION, Plan, with_kinds
 from reconciler.core.text import clean
 from reconciler.errors import ConfigurationError, ConflictError, Refusal
 
@@ -120,24 +120,40 @@ def load_plan_file(path: Path) -> tuple[Plan, dict[str, Any]]:
     return Plan.from_json(data), data
 
 
-def _check_plan_schema(path: Path, data: Mapping[str, Any]) -> None:
-    """Refuse a file the plan's JSON Schema (schemas/plan.schema.json) does not accept, naming
-    the first place it fails (an unknown action, a missing key, a value of the wrong type)."""
-    import jsonschema
-
+def plan_schema() -> dict[str, Any]:
+    """The plan's JSON Schema: schemas/plan.schema.json with its kinds from the registry
+    (``core.plan.with_kinds``), which is also what the committed file holds."""
     from reconciler.manifests.schema import schema_dirs
 
-    if data.get("format_version") != FORMAT_VERSION:
-        return  # Plan.from_json says which version it is and which one is read
     for directory in schema_dirs():
         schema_file = directory / "plan.schema.json"
         if schema_file.is_file():
-            schema = json.loads(schema_file.read_text(encoding="utf-8"))
-            break
-    else:
-        raise ConfigurationError("the plan's JSON Schema is missing from this installation; reinstall reconciler")
+            return with_kinds(json.loads(schema_file.read_text(encoding="utf-8")))
+    raise ConfigurationError("the plan's JSON Schema is missing from this installation; reinstall reconciler")
+
+
+def render_plan_schema() -> str:
+    """The plan's JSON Schema as the committed file holds it (regenerate the file with
+    ``python -m reconciler.app.saved > schemas/plan.schema.json`` after adding a kind)."""
+    return json.dumps(plan_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def _check_plan_schema(path: Path, data: Mapping[str, Any]) -> None:
+    """Refuse a file the plan's JSON Schema does not accept, naming the first place it fails
+    (an unknown action, a missing key, a value of the wrong type)."""
+    import jsonschema
+
+    if data.get("format_version") != FORMAT_VERSION:
+        return  # Plan.from_json says which version it is and which one is read
+    schema = plan_schema()
     problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
     if problem is not None:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.absolute_path).lstrip(".")
         raise ConfigurationError(f"{path} is not a reconciler plan: {clean(where or 'the top level')}: "
                                  f"{clean(problem.message[:300])}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(render_plan_schema())

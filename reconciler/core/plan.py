@@ -454,3 +454,42 @@ def _collect_templates(node: Any, prefix: str, found: dict[str, str]) -> None:
             _collect_templates(value, f"{prefix}{key}.", found)
     elif isinstance(node, str) and node.startswith("${env:") and node.endswith("}"):
         found[prefix.rstrip(".")] = node
+
+
+# --- the kinds in the plan's JSON Schema ---------------------------------------------------
+
+
+def with_kinds(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan's JSON Schema (schemas/plan.schema.json) with every part that names kinds made
+    from the registry: the address pattern, the kind and field enums, and each kind's rule that
+    a change's address starts with its prefix. A saved plan is checked against this, so a kind
+    added to the registry is accepted without editing the file; the committed file is this
+    function's output (a test holds it so)."""
+    out: dict[str, Any] = json.loads(json.dumps(schema))  # a deep copy, plain JSON
+    definitions = out["$defs"]
+    forms = [f"`{spec.prefix}<{'>/<'.join(spec.identity)}>`" for spec in kinds.REGISTRY]
+    notes = [f"the {spec.identity[-1]} may contain `/`, the {' and '.join(spec.identity[:-1])} cannot"
+             for spec in kinds.REGISTRY if len(spec.identity) > 1]
+    definitions["address"].update(
+        description=f"One catalog object: {', '.join(forms[:-1])} or {forms[-1]}"
+                    + (f" ({'; '.join(notes)})." if notes else "."),
+        pattern="^(" + "|".join(spec.prefix + "[^/]+/" * (len(spec.identity) - 1)
+                                for spec in kinds.REGISTRY) + ").+")
+    definitions["kind"]["enum"] = list(kinds.NAMES)
+    renamed = [spec for spec in kinds.REGISTRY if "renamed_from" in spec.model.model_fields]
+    fields = [*dict.fromkeys(name for spec in kinds.REGISTRY for name in spec.fields), "protect"]
+    fields += [name for spec in renamed for name in spec.identity if name not in fields]
+    per_kind = " ".join(f"{spec.plural.capitalize()}: {', '.join(spec.fields)}." for spec in kinds.REGISTRY)
+    identities = " and ".join(f"`{name}` (a {spec.noun}'s)" for spec in renamed for name in spec.identity)
+    definitions["field"].update(
+        enum=fields,
+        description=f"A managed field, in manifest (camelCase) terms. {per_kind} `protect` is the reconciler's "
+                    f"own flag." + (f" {identities} {'is' if len(renamed) == 1 else 'are'} a rename's identity."
+                                    if renamed else ""))
+    rules = definitions["change"]["allOf"]
+    others = [rule for rule in rules if "kind" not in rule.get("if", {}).get("properties", {})]
+    definitions["change"]["allOf"] = [
+        {"if": {"properties": {"kind": {"const": spec.name}}},
+         "then": {"properties": {"address": {"pattern": f"^{spec.prefix}"}}}} for spec in kinds.REGISTRY
+    ] + others
+    return out
