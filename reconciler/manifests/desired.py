@@ -76,7 +76,8 @@ def _desired(declared: Declared[Any], environ: Mapping[str, str],
         return _record(declared), {}, []
     spec = kinds.BY_MODEL[type(model)]
     names = spec.attributes
-    fields = {names[name]: _value(model, name) for name in model.model_fields_set if name in names}
+    given = model.model_fields_set  # a set: its order varies from run to run, so the kind's order is kept
+    fields = {out: _value(model, name) for name, out in names.items() if name in given}
     templates: dict[str, str] = {}
     missing: list[tuple[str, str]] = []
     recorded = None
