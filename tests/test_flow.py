@@ -20,6 +20,7 @@ from reconciler.catalog.port import Catalog, CatalogState
 from reconciler.core.chain import GENESIS
 from reconciler.core.checks import ApplyOptions
 from reconciler.core.plan import Plan
+from reconciler.core.policy import parse_policy
 from reconciler.errors import ConfigurationError, ConflictError, Refusal
 
 from .helpers import ALICE, BOB, CAROL, commit, write
@@ -68,6 +69,12 @@ class Memory:
         held = self.catalog.contents.objects[address]
         self.catalog.seed(address, held.kind, {**held.fields, field: value}, by="someone@example.com")
 
+    def seed_dataset(self, slug: str, name: str) -> None:
+        """A dataset made outside the reconciler: unmanaged."""
+        self.catalog.seed(f"dataset:{slug}", "dataset", {"name": name, "description": None, "status": "active",
+                                                         "storageTarget": None, "metadata": {}, "retention": None},
+                          by="someone@example.com")
+
     def audit_rows(self) -> list[tuple[Any, ...]]:
         return list(self.catalog.contents.entries)
 
@@ -93,6 +100,14 @@ class Postgres:
             conn.execute("UPDATE metastore.metastore_records SET owner = %s, version = version + 1, "
                          "updated_by = 'someone@example.com' WHERE namespace = %s AND record_key = %s",
                          (value, namespace, key))
+
+    def seed_dataset(self, slug: str, name: str) -> None:
+        """A dataset made outside the reconciler: unmanaged."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("INSERT INTO timestore.datasets (id, slug, name) VALUES (%s, %s, %s)",
+                         (f"ds-{slug}", slug, name))
 
     def audit_rows(self) -> list[tuple[Any, ...]]:
         import psycopg
@@ -362,6 +377,85 @@ def test_a_rename_of_another_sources_object_is_refused(tree: Path, backend: Memo
     planned = make_plan(other, environ=ENV)
     assert any(f.message.startswith("cannot rename dataset:readings to dataset:obs-readings: dataset:readings is "
                                     "managed by source 'default'") for f in planned.errors)
+
+
+def test_a_protected_object_may_be_renamed_and_stays_protected(tree: Path, backend: Memory | Postgres) -> None:
+    write(tree, "manifests/datasets.yaml", DATASET + "protect: true\n")
+    commit(tree, ALICE, "protect readings")
+    apply(tree, backend)
+    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
+                                                           "renamedFrom: readings") + "protect: true\n")
+    commit(tree, CAROL, "rename the protected dataset")
+    planned = apply(tree, backend)
+    assert actions(planned) == {"dataset:obs-readings": "rename"} and not planned.errors
+    assert "dataset:obs-readings" in state(backend).live and "dataset:readings" not in state(backend).live
+    # Its protection moved with it: taking the manifest out archives nothing.
+    (tree / "manifests/datasets.yaml").unlink()
+    write(tree, "manifests/records.yaml", RECORDS.replace("    metadata: {datasetSlug: readings}\n", ""))
+    commit(tree, CAROL, "drop the dataset")
+    dropped = plan(tree, backend)
+    assert "dataset:obs-readings" not in actions(dropped)
+    assert any(f.address == "dataset:obs-readings" and "protect" in f.message for f in dropped.findings)
+
+
+def test_a_rename_needs_the_policy_on_the_old_name_as_well_as_the_new(
+        tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
+                                                           "renamedFrom: readings"))
+    commit(tree, CAROL, "take readings into obs-*")
+
+    def planned_under(datasets: list[str]) -> Plan:
+        grants = {"grants": [{"authors": ["*@example.com"], "scopes": ["timestore:admin", "metastore:write"],
+                              "datasets": datasets}]}
+        ws = Workspace(tree / "manifests", _repository(tree), "default", backend.catalog,
+                       policy=parse_policy(grants, "reconciler.yaml"))
+        return make_plan(ws, environ=ENV)
+
+    # A grant on obs-* alone does not let its holder take readings over by renaming it into obs-*.
+    taken = planned_under(["obs-*"])
+    assert [(f.address, f.message) for f in taken.errors] == [
+        ("dataset:obs-readings", "policy: carol@example.com may not rename it: needs scope timestore:admin for "
+                                 "dataset readings (reconciler.yaml policy)")]
+    with pytest.raises(Refusal):
+        apply_plan(workspace(tree, backend.catalog), taken, ApplyOptions(), environ=ENV)
+    assert [(f.address, f.message) for f in planned_under(["readings"]).errors] == [
+        ("dataset:obs-readings", "policy: carol@example.com may not rename it: needs scope timestore:admin for "
+                                 "dataset obs-readings (reconciler.yaml policy)")]
+    both = planned_under(["obs-*", "readings"])
+    assert not both.errors and actions(both) == {"dataset:obs-readings": "rename"}
+
+
+def test_a_rename_of_an_unmanaged_object_adopts_it_under_its_new_name(
+        tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    backend.seed_dataset("legacy-readings", "Legacy readings")
+    assert "dataset:legacy-readings" in plan(tree, backend).unmanaged
+    write(tree, "manifests/legacy.yaml", DATASET.replace("slug: readings", "slug: archive-readings\n"
+                                                         "renamedFrom: legacy-readings")
+          .replace("name: Readings", "name: Legacy readings"))
+    commit(tree, CAROL, "adopt and rename the legacy dataset")
+    planned = plan(tree, backend)
+    renamed = {c.address: c for c in planned.changes}["dataset:archive-readings"]
+    assert (renamed.action, renamed.reason, renamed.renamed_from) == ("rename", "adoption", "dataset:legacy-readings")
+    apply_plan(workspace(tree, backend.catalog), planned, ApplyOptions(), environ=ENV)
+    now = state(backend)
+    assert "dataset:legacy-readings" not in now.live and now.applied["dataset:archive-readings"].source == "default"
+    assert plan(tree, backend).changes == ()
+
+
+def test_a_rename_can_be_the_target_of_a_plan_by_its_new_name(tree: Path, backend: Memory | Postgres) -> None:
+    apply(tree, backend)
+    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
+                                                           "renamedFrom: readings"))
+    write(tree, "manifests/records.yaml", RECORDS.replace("key: sensor-2", "key: sensor-2\n    owner: else"))
+    commit(tree, CAROL, "rename, and one more change")
+    narrowed = plan(tree, backend, targets=("dataset:obs-readings",))
+    assert actions(narrowed) == {"dataset:obs-readings": "rename"}
+    apply_plan(workspace(tree, backend.catalog), narrowed, ApplyOptions(), environ=ENV)
+    now = state(backend)
+    assert "dataset:obs-readings" in now.live and "dataset:readings" not in now.live
+    assert now.live["record:obs/sensor-2"].fields["owner"] == "team-obs"  # outside the target: untouched
 
 
 def test_a_saved_rename_plan_applies_once_re_derived(tree: Path, backend: Memory | Postgres) -> None:

@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.core import kinds
 from reconciler.core.diff import Change, Desired, Finding, Live
 from reconciler.core.model import folded
 from reconciler.core.plan import Author, Plan
-from reconciler.core.policy import Policy, check
+from reconciler.core.policy import Denial, Policy, check
 from reconciler.core.text import clean
 from reconciler.errors import ConfigurationError, ConflictError
 
@@ -101,9 +101,24 @@ def policy_findings(policy: Policy | None, changes: Sequence[Change],
                     authors: Mapping[str, Author]) -> list[Finding]:
     """A blocking finding for every change whose author lacks the scope it needs."""
     unknown = Author("unknown", "unknown", None, True)
-    denials = check(policy, [(c.address, c.action, authors.get(c.address, unknown).email) for c in changes])
+    denials = _denials(policy, changes, lambda address: authors.get(address, unknown).email)
     where = {c.address: c.location for c in changes}
     return [Finding(d.address, "error", d.message, where.get(d.address)) for d in denials]
+
+
+def _denials(policy: Policy | None, changes: Sequence[Change], email_of: Callable[[str], str]) -> list[Denial]:
+    """The policy's denials of ``changes``, each under the address of its change. A rename is
+    checked on both names: its author must be let change the object under its old name (or a
+    grant for one's own names would take over another's object by renaming it) and under its new."""
+    checked: list[tuple[str, str, str]] = []
+    renamed: dict[str, str] = {}
+    for change in changes:
+        email = email_of(change.address)
+        checked.append((change.address, change.action, email))
+        if change.renamed_from is not None:
+            checked.append((change.renamed_from, change.action, email))
+            renamed[change.renamed_from] = change.address
+    return [replace(d, address=renamed.get(d.address, d.address)) for d in check(policy, checked)]
 
 
 def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int],
@@ -114,7 +129,7 @@ def refusals(plan: Plan, options: ApplyOptions, managed_counts: Mapping[str, int
     held to the policy in force when it is applied.
     """
     reasons = [f"{f.address}: {f.message}" if f.address else f.message for f in plan.errors]
-    for denial in check(policy, [(c.address, c.action, plan.author_of(c.address).email) for c in plan.changes]):
+    for denial in _denials(policy, plan.changes, lambda address: plan.author_of(address).email):
         line = f"{denial.address}: {denial.message}"
         if line not in reasons:
             reasons.append(line)
