@@ -13,6 +13,7 @@ import pytest
 
 from reconciler.errors import ManifestError
 from reconciler.manifests import load_tree
+from tests.conftest import run_git
 from tests.helpers import ALICE, BOB, CAROL, commit, invoke, plan_json, write
 
 HEADER = """\
@@ -273,6 +274,36 @@ def test_an_edited_line_is_its_commits_and_the_other_records_keep_their_authors(
         "record:fleet/truck-4": BOB[1]}
     tags = next(c for c in plan["changes"] if c["address"] == "record:fleet/truck-2")
     assert tags["fields"] == ["tags", "metadata"] or sorted(tags["fields"]) == ["metadata", "tags"]
+
+
+def test_moving_a_data_file_and_its_manifest_keeps_each_records_author(fleet: Path, db_url: str) -> None:
+    # git mv of both files, then the data file moved again with its manifest pointing at it: what
+    # each record declares never changed, so its author stays the one who wrote it.
+    (fleet / "manifests/vehicles").mkdir()
+    run_git(fleet, "mv", "manifests/fleet.yaml", "manifests/vehicles/fleet.yaml")
+    run_git(fleet, "mv", "manifests/fleet.jsonl", "manifests/vehicles/fleet.jsonl")
+    commit(fleet, BOB, "the fleet moves to vehicles/")
+    assert changes(plan_json(fleet, db_url)) == {
+        f"record:fleet/truck-{n}": ("create", ALICE[1], "manifests/vehicles/fleet.jsonl") for n in (1, 2, 3)}
+    (fleet / "manifests/vehicles/data").mkdir()
+    run_git(fleet, "mv", "manifests/vehicles/fleet.jsonl", "manifests/vehicles/data/trucks.jsonl")
+    write(fleet, "manifests/vehicles/fleet.yaml", HEADER.replace("recordsFile: fleet.jsonl",
+                                                                 "recordsFile: data/trucks.jsonl"))
+    commit(fleet, CAROL, "data files go to data/")
+    assert changes(plan_json(fleet, db_url)) == {
+        f"record:fleet/truck-{n}": ("create", ALICE[1], "manifests/vehicles/data/trucks.jsonl") for n in (1, 2, 3)}
+
+
+def test_a_defaults_change_made_before_a_move_keeps_its_author(fleet: Path, db_url: str) -> None:
+    write(fleet, "manifests/fleet.yaml", HEADER.replace("owner: team-fleet", "owner: team-road"))
+    commit(fleet, BOB, "the fleet belongs to team-road")
+    (fleet / "manifests/vehicles").mkdir()
+    run_git(fleet, "mv", "manifests/fleet.yaml", "manifests/vehicles/fleet.yaml")
+    run_git(fleet, "mv", "manifests/fleet.jsonl", "manifests/vehicles/fleet.jsonl")
+    commit(fleet, CAROL, "the fleet moves to vehicles/")
+    # truck-2 gives its own owner: Bob's change of the defaults did not touch it.
+    assert {a: v[1] for a, v in changes(plan_json(fleet, db_url)).items()} == {
+        "record:fleet/truck-1": BOB[1], "record:fleet/truck-2": ALICE[1], "record:fleet/truck-3": BOB[1]}
 
 
 def test_a_line_edit_after_an_apply_names_its_commit_and_an_uncommitted_edit_the_applier(

@@ -80,13 +80,19 @@ class _Parsed:
     """Objects declared by file versions read from git, parsed once each (a small LRU).
 
     A data file is named ``<commit>:<path>``: its records are what the manifest that names
-    it (``companions``: data file → manifest, as the working tree has them) declares
-    from it at that commit."""
+    it declares from it at that commit. That manifest is the one the working tree has
+    (``companions``: data file → manifest) or, where that one names no such file at the
+    commit (both were moved or renamed since), a manifest of the tree at the commit that
+    does, found by the data file's name; ``learn`` is told of each one found so."""
 
-    def __init__(self, repo: GitRepository, companions: Mapping[str, str] | None = None, root: str = "") -> None:
+    def __init__(self, repo: GitRepository, companions: Mapping[str, str] | None = None, root: str = "",
+                 keep: Callable[[str], bool] | None = None, learn: Callable[[str, str], None] | None = None) -> None:
+        self.repo = repo
         self.reader = repo.blobs()
-        self.companions = companions or {}
+        self.companions = dict(companions or {})
         self.root = root
+        self.keep = keep or (lambda path: True)
+        self.learn = learn
         self.cache: OrderedDict[str, Mapping[str, Mapping[str, Any]]] = OrderedDict()
 
     def __call__(self, blob: str, path: str) -> Mapping[str, Mapping[str, Any]]:
@@ -96,9 +102,7 @@ class _Parsed:
             return found
         if path.endswith(DATA_SUFFIXES):
             commit, _, _ = blob.partition(":")
-            manifest = self.companions.get(path)
-            found = (declared_from_data(lambda name: self.reader.read(f"{commit}:{name}"), manifest, path,
-                                        self.root) if manifest is not None and commit != blob else {})
+            found = self._data(commit, path) if commit != blob else {}
         else:
             data = self.reader.read(blob)
             found = _declarations(data, path) if data is not None else {}
@@ -106,6 +110,29 @@ class _Parsed:
         if len(self.cache) > CACHED_BLOBS:
             self.cache.popitem(last=False)
         return found
+
+    def _data(self, commit: str, path: str) -> Mapping[str, Mapping[str, Any]]:
+        """What the data file ``path`` declares at ``commit``, through the manifest naming it there."""
+        def read(name: str) -> bytes | None:
+            return self.reader.read(f"{commit}:{name}")
+
+        manifest = self.companions.get(path)
+        if manifest is not None:
+            found = declared_from_data(read, manifest, path, self.root)
+            if found or read(path) is None:
+                return found
+        elif read(path) is None:
+            return {}
+        name = path.rpartition("/")[2]
+        for candidate in self.repo.files_mentioning(commit, name, SUFFIXES):
+            if candidate != manifest and self.keep(candidate):
+                found = declared_from_data(read, candidate, path, self.root)
+                if found:
+                    self.companions[path] = candidate
+                    if self.learn is not None:
+                        self.learn(path, candidate)
+                    return found
+        return {}
 
     def close(self) -> None:
         self.reader.close()
@@ -220,7 +247,12 @@ class _Attributor:
         # A data file's records change with the manifest naming it (its defaults, its namespace).
         self.changed |= {data for data, manifest in self.data_files.items() if manifest in self.changed}
         self.head_files = repo.tree_files(self.head, self.pathspec, self.keep)
-        self.parsed = _Parsed(repo, self.data_files, self.pathspec)
+        self.parsed = _Parsed(repo, self.data_files, self.pathspec, self.keep, self._learn)
+
+    def _learn(self, data: str, manifest: str) -> None:
+        """A data file found named by ``manifest`` in a commit (under a path the working tree no
+        longer has): from then on its records change with that manifest too."""
+        self.companions.setdefault(data, (manifest,))
 
     def run(self, changes: Sequence[Change], base: str | None) -> Attribution:
         # Old file versions are parsed while the whole tree is alive: a cyclic collection would
@@ -319,7 +351,8 @@ class _Attributor:
             return {}
         history: History = self.repo.history(self.head, list(exclude), self.pathspec, self.keep)
         boundary = self._boundary(exclude[0]) if self.known is not None and len(exclude) == 1 else None
-        outcomes = walk(history, targets, self.parsed, same_declared, boundary, self.companions)
+        outcomes = walk(history, targets, self.parsed, same_declared, boundary, self.companions,
+                        versioned=lambda path: path.endswith(DATA_SUFFIXES))
         if not exclude:  # with nothing excluded, "not changed by any commit" means never declared
             outcomes = {a: (o if o.kind != "unchanged" else _NONE) for a, o in outcomes.items()}
         return outcomes

@@ -68,15 +68,19 @@ class _ParentView:
     """What a parent declares in the files its commit changed, read only when asked.
 
     A file with companions (a RecordSet's data file, whose records also depend on the
-    manifest naming it) counts as changed when a companion changed, and is read by
-    ``<parent>:<path>``, an object name that gives its version at the parent."""
+    manifest naming it) counts as changed when a companion changed. A file ``versioned``
+    holds (by default: one with companions) is read by ``<parent>:<path>``, an object name
+    that gives its version at the parent, so that what it declares there can be worked out
+    with the other files of the parent (a data file with the manifest naming it there)."""
 
     def __init__(self, changes: Mapping[str, FileChange], declarations: Declarations, parent: str = "",
-                 companions: Mapping[str, tuple[str, ...]] | None = None) -> None:
+                 companions: Mapping[str, tuple[str, ...]] | None = None,
+                 versioned: Callable[[str], bool] | None = None) -> None:
         self.changes = changes
         self.declarations = declarations
         self.parent = parent
-        self.companions = companions or {}
+        self.companions = companions if companions is not None else {}
+        self.versioned = versioned or self.companions.__contains__
         self._all: dict[str, tuple[Mapping[str, Any], str]] | None = None
 
     def touched(self, path: str) -> bool:
@@ -84,7 +88,7 @@ class _ParentView:
         return path in self.changes or any(other in self.changes for other in self.companions.get(path, ()))
 
     def _before(self, path: str) -> Mapping[str, Mapping[str, Any]]:
-        if path in self.companions:
+        if self.versioned(path):
             return self.declarations(f"{self.parent}:{path}", path)
         change = self.changes.get(path)
         return self.declarations(change.before, path) if change is not None and change.before is not None else {}
@@ -116,10 +120,11 @@ reading the commit's files (None: not known)."""
 
 
 def walk(history: History, targets: Sequence[Target], declarations: Declarations, same: Same,
-         boundary: Boundary | None = None, companions: Mapping[str, tuple[str, ...]] | None = None
-         ) -> dict[str, Outcome]:
+         boundary: Boundary | None = None, companions: Mapping[str, tuple[str, ...]] | None = None,
+         versioned: Callable[[str], bool] | None = None) -> dict[str, Outcome]:
     """Attribute each target, starting from the newest commit of ``history``; ``companions``:
-    the files whose change also changes what a file declares (``_ParentView``).
+    the files whose change also changes what a file declares, and ``versioned``, the files
+    read by commit and path (``_ParentView``).
 
     The history is limited to the tree's path, so HEAD itself is left out when it did
     not touch the tree; its newest listed ancestor then declares what HEAD declares.
@@ -136,7 +141,8 @@ def walk(history: History, targets: Sequence[Target], declarations: Declarations
     for sha in history.order:
         groups = pending.pop(sha, None)
         if groups:
-            _visit(history, history.commits[sha], groups, declarations, same, pending, out, boundary, companions)
+            _visit(history, history.commits[sha], groups, declarations, same, pending, out, boundary, companions,
+                   versioned)
     for groups in pending.values():  # only reachable if the graph were inconsistent
         for states in groups.values():
             for state in states:
@@ -146,7 +152,8 @@ def walk(history: History, targets: Sequence[Target], declarations: Declarations
 
 def _visit(history: History, commit: Commit, groups: dict[str | None, list[_State]], declarations: Declarations,
            same: Same, pending: dict[str, dict[str | None, list[_State]]], out: dict[str, Outcome],
-           boundary: Boundary | None = None, companions: Mapping[str, tuple[str, ...]] | None = None) -> None:
+           boundary: Boundary | None = None, companions: Mapping[str, tuple[str, ...]] | None = None,
+           versioned: Callable[[str], bool] | None = None) -> None:
     if commit.sha in history.shallow:
         for states in groups.values():
             for state in states:
@@ -164,7 +171,7 @@ def _visit(history: History, commit: Commit, groups: dict[str | None, list[_Stat
         if known is not None:
             remaining = _settle(remaining, known, same, out)
         else:
-            view = _ParentView(history.changes(commit.sha, parent), declarations, parent, companions)
+            view = _ParentView(history.changes(commit.sha, parent), declarations, parent, companions, versioned)
             remaining = _pass_to(parent, remaining, view, history, same, pending, out)
         if not remaining:
             return
