@@ -197,6 +197,23 @@ def test_a_link_or_dotdot_that_stays_inside_the_tree_is_followed(tmp_path: Path)
     assert len(values(tmp_path / "m")) == 6
 
 
+def test_a_version_from_git_follows_links_inside_the_tree_and_refuses_the_others() -> None:
+    from reconciler.errors import DataFileError
+    from reconciler.manifests.datapaths import VersionFiles
+
+    files = {"m/data/fleet.jsonl": b"1", "m/real/trucks.jsonl": b"2"}
+    links = {"m/sets/link.jsonl": "../data/fleet.jsonl", "m/alias": "real", "m/out.jsonl": "../../etc/passwd",
+             "m/abs.jsonl": "/etc/passwd", "m/loop.jsonl": "loop.jsonl"}
+    version = VersionFiles("m", files.get, links)
+    assert version.read("m/sets/a.yaml", "link.jsonl") == ("m/data/fleet.jsonl", b"1")
+    assert version.read("m/b.yaml", "alias/trucks.jsonl") == ("m/real/trucks.jsonl", b"2")  # a directory link
+    for reference, message in (("out.jsonl", "is a symbolic link that leads outside the manifest tree"),
+                               ("abs.jsonl", "is a symbolic link that leads outside the manifest tree"),
+                               ("loop.jsonl", "no such file")):
+        with pytest.raises(DataFileError, match=message):
+            version.read("m/c.yaml", reference)
+
+
 def test_records_and_records_file_are_one_or_the_other(tmp_path: Path) -> None:
     write(tmp_path, "m/fleet.jsonl", jsonl(LINES))
     write(tmp_path, "m/a.yaml", HEADER + "records: [{key: x}]\n")
@@ -304,6 +321,24 @@ def test_a_defaults_change_made_before_a_move_keeps_its_author(fleet: Path, db_u
     # truck-2 gives its own owner: Bob's change of the defaults did not touch it.
     assert {a: v[1] for a, v in changes(plan_json(fleet, db_url)).items()} == {
         "record:fleet/truck-1": BOB[1], "record:fleet/truck-2": ALICE[1], "record:fleet/truck-3": BOB[1]}
+
+
+def test_a_linked_data_file_plans_applies_from_a_saved_plan_and_keeps_its_author(
+        git_repo: Path, db_url: str, db: psycopg.Connection[Any]) -> None:
+    write(git_repo, "manifests/fleet.yaml", HEADER)
+    write(git_repo, "manifests/exports/trucks-2026.jsonl", jsonl(LINES))
+    os.symlink("exports/trucks-2026.jsonl", git_repo / "manifests/fleet.jsonl")
+    commit(git_repo, ALICE, "the fleet, its data file a link to this year's export")
+    write(git_repo, "manifests/other.yaml", "apiVersion: reconciler/v1\nkind: Dataset\nslug: other\nname: O\n")
+    commit(git_repo, BOB, "another dataset")
+    # Shown as the file the link leads to, where its lines are.
+    assert changes(plan_json(git_repo, db_url))["record:fleet/truck-2"] == (
+        "create", ALICE[1], "manifests/exports/trucks-2026.jsonl")
+    saved = git_repo / "plan.json"
+    assert invoke(git_repo, db_url, "plan", "--out", str(saved)).exit_code == 0
+    applied = invoke(git_repo, db_url, "apply", "--plan", str(saved), "--auto-approve")
+    assert applied.exit_code == 0, applied.output
+    assert db.execute("SELECT count(*), min(created_by) FROM metastore.metastore_records").fetchone() == (3, ALICE[1])
 
 
 def test_a_line_edit_after_an_apply_names_its_commit_and_an_uncommitted_edit_the_applier(

@@ -203,9 +203,11 @@ def _desired_at(ws: Workspace, commit: str, environ: Mapping[str, str], resolve_
         raise ConfigurationError(f"{ws.tree} is not in a git repository: a plan of a commit cannot be read")
     pathspec = ws.repo.relative(ws.tree)
     listed = ws.repo.tree_files(commit, pathspec, manifest_filter(pathspec, SUFFIXES + DATA_SUFFIXES))
+    links = ws.repo.tree_links(commit, pathspec)  # data files may be links, followed as on disk
     with ws.repo.blobs() as reader:
         contents = [(path, reader.read(blob) or b"") for path, blob in sorted(listed.items())]
-    tree = load_versions(pathspec, contents, check_env=environ if resolve_secrets else None)
+        tree = load_versions(pathspec, contents, check_env=environ if resolve_secrets else None, links=links,
+                             other=lambda path: reader.read(f"{commit}:{path}"))
     return desired_from(tree, environ=environ, resolve_env=resolve_secrets)
 
 

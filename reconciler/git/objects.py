@@ -18,7 +18,10 @@ class BlobReader:
     """Blob contents by object name, one process for all of them (started on first use).
 
     Use as a context manager, or call ``close``; a blob is read once however often it
-    is asked for only if the caller caches it (parsing is the caller's business).
+    is asked for only if the caller caches it (parsing is the caller's business). A name
+    ``<commit>:<path>`` of a symbolic link reads the file it leads to inside the repository
+    (git's ``--follow-symlinks``); one leading outside the repository, nowhere or in a loop
+    reads as absent.
     """
 
     def __init__(self, root: Path) -> None:
@@ -36,7 +39,8 @@ class BlobReader:
         if self._process is None:
             try:
                 self._process = subprocess.Popen(
-                    ["git", "--no-pager", "cat-file", "--batch"], cwd=self.root, env=environment(),
+                    ["git", "--no-pager", "cat-file", "--batch", "--follow-symlinks"], cwd=self.root,
+                    env=environment(),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             except OSError as error:
                 raise missing_git("cat-file", self.root, error) from None
@@ -53,6 +57,11 @@ class BlobReader:
         except (BrokenPipeError, ValueError):
             raise ConfigurationError(f"git cat-file stopped while reading {sha} in {self.root}") from None
         parts = header.split()
+        if len(parts) == 2 and parts[0] in _UNFOLLOWED:
+            # ``<commit>:<path>`` naming a symbolic link that leads outside the repository, nowhere,
+            # in a loop or through a file: git says so and gives the name; there is no blob.
+            _skip(stdout, int(parts[1]) + 1)
+            return None
         if len(parts) != 3:
             if not header:
                 raise ConfigurationError(f"git cat-file stopped while reading {sha} in {self.root}")
@@ -80,6 +89,10 @@ class BlobReader:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+# What ``cat-file --batch --follow-symlinks`` answers for a link it cannot follow to a blob.
+_UNFOLLOWED = frozenset({b"symlink", b"dangling", b"loop", b"notdir"})
 
 
 def _skip(stream: IO[bytes], size: int) -> None:

@@ -217,6 +217,21 @@ class GitRepository:
                 files[path] = parts[2]
         return files
 
+    def tree_links(self, commit: str, pathspec: str) -> dict[str, str]:
+        """The symbolic links under ``pathspec`` at ``commit``: path → what the link holds (its
+        target, as written)."""
+        output = self._git("ls-tree", "-r", "-z", "--full-tree", commit, "--", pathspec)
+        links = {}
+        for entry in output.stdout.split("\x00"):
+            meta, _, path = entry.partition("\t")
+            parts = meta.split()
+            if len(parts) == 3 and parts[0] == "120000":
+                links[path] = parts[2]
+        if not links:
+            return {}
+        with self.blobs() as reader:
+            return {path: (reader.read(blob) or b"").decode("utf-8", "surrogateescape") for path, blob in links.items()}
+
     def tree_id(self, commit: str, pathspec: str) -> str | None:
         """The object name of what ``commit`` holds at ``pathspec`` (a tree, or a blob for one
         file); None when it holds nothing there. Equal names mean identical contents."""

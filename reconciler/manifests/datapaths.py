@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -81,26 +81,59 @@ class DiskFiles:
 
 class VersionFiles:
     """Data files of one version of the tree (a commit), by repository-relative path: ``lookup``
-    gives a file's bytes (None: no such file)."""
+    gives a file's bytes (None: no such file); ``links``, the symbolic links of that version
+    (path → target as written), which are followed as on disk: they must lead to a file
+    inside the tree."""
 
-    def __init__(self, root: str, lookup: Callable[[str], bytes | None]) -> None:
+    # Links followed one after another before a reference is taken for a loop.
+    MAX_LINKS = 40
+
+    def __init__(self, root: str, lookup: Callable[[str], bytes | None],
+                 links: Mapping[str, str] | None = None) -> None:
         self.root = root.strip("/")
         self.lookup = lookup
+        self.links = links or {}
         self.read_paths: dict[str, str] = {}
 
     def read(self, manifest: str, reference: str) -> tuple[str, bytes]:
         path = posixpath.normpath(posixpath.join(posixpath.dirname(manifest), reference))
-        base = "" if self.root in ("", ".") else posixpath.dirname(self.root) if is_manifest_name(self.root) \
-            else self.root
-        relative = path if not base else path[len(base) + 1:] if path.startswith(base + "/") else ".."
-        wrong = _hidden_or_outside(relative)
+        wrong = _hidden_or_outside(self._relative(path))
         if wrong is not None:
             raise DataFileError(f"recordsFile: {reference!r} {wrong}")
+        path = self._followed(path, reference)  # shown as the file it leads to, as on disk (repo_relative)
         data = self.lookup(path)
         if data is None:
             raise DataFileError(f"recordsFile: no such file {reference!r}")
         self.read_paths[path] = manifest
         return path, data
+
+    def _followed(self, path: str, reference: str) -> str:
+        """``path`` with every symbolic link in it (the file, or a directory on the way) replaced
+        by where it leads; DataFileError when one leads outside the tree, or in a loop."""
+        hops = 0
+        done: list[str] = []
+        left = path.split("/")
+        while left:
+            here = "/".join([*done, left[0]])
+            target = self.links.get(here)
+            if target is None:
+                done.append(left.pop(0))
+                continue
+            hops += 1
+            if hops > self.MAX_LINKS:
+                raise DataFileError(f"recordsFile: no such file {reference!r}")
+            led = posixpath.normpath(posixpath.join(posixpath.dirname(here), target))
+            if target.startswith("/") or self._relative(led).split("/")[0] == "..":
+                raise DataFileError(f"recordsFile: {reference!r} is a symbolic link that leads outside the "
+                                    f"manifest tree (to {target})")
+            done, left = [], [*led.split("/"), *left[1:]]
+        return "/".join(done)
+
+    def _relative(self, path: str) -> str:
+        """``path`` (repository-relative) relative to the tree, or ``..`` when it is outside."""
+        base = "" if self.root in ("", ".") else posixpath.dirname(self.root) if is_manifest_name(self.root) \
+            else self.root
+        return path if not base else path[len(base) + 1:] if path.startswith(base + "/") else ".."
 
 
 def is_manifest_name(path: str) -> bool:

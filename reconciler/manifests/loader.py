@@ -73,22 +73,29 @@ def load_tree(
 
 
 def load_versions(root: str, files: Iterable[tuple[str, bytes]],
-                  check_env: Mapping[str, str] | None = None) -> ManifestTree:
+                  check_env: Mapping[str, str] | None = None, links: Mapping[str, str] | None = None,
+                  other: Callable[[str], bytes | None] | None = None) -> ManifestTree:
     """Load and validate a tree from file contents read elsewhere (a commit in git's history):
     (path as shown, bytes) of each manifest file, in order, and of the data files RecordSets
     name (``recordsFile``). Every problem is reported, as ``load_tree`` reports it; with
-    ``check_env``, an unset ``${env:NAME}`` too (references are kept as written)."""
+    ``check_env``, an unset ``${env:NAME}`` too (references are kept as written). ``links``:
+    the symbolic links of that version (path → target), followed as on disk; ``other`` reads
+    a file not among ``files`` that a link leads to (None: none is read)."""
     every = list(files)
     listed = [(display, data) for display, data in every if not is_data_file(display)]
     contents = {display: data for display, data in every if is_data_file(display)}
-    return load_listed(root, listed, contents.get, check_env)
+
+    def lookup(path: str) -> bytes | None:
+        return contents[path] if path in contents else other(path) if other is not None else None
+
+    return load_listed(root, listed, lookup, check_env, links)
 
 
 def load_listed(root: str, listed: list[tuple[str, bytes]], lookup: Callable[[str], bytes | None],
-                check_env: Mapping[str, str] | None = None) -> ManifestTree:
+                check_env: Mapping[str, str] | None = None, links: Mapping[str, str] | None = None) -> ManifestTree:
     """``load_versions`` of manifest files, with ``lookup`` giving the bytes of a data file by
     its path (None: no such file)."""
-    data = VersionFiles(root, lookup)
+    data = VersionFiles(root, lookup, links)
     results = ((display, load_bytes(content, display, check_env, data_files=data)) for display, content in listed)
     return _tree_of(root, tuple(display for display, _ in listed), results, [], data.read_paths)
 
