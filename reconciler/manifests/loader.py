@@ -424,7 +424,7 @@ def _assemble(
         root=root,
         files=files,
         declared={name: tuple(items) for name, items in declared.items()},
-        unresolved=tuple(sorted(_unresolved(kept))),
+        unresolved=tuple(sorted(_unresolved(kept, first))),
         warnings=tuple(sorted(set(warnings))),
     )
 
@@ -477,14 +477,15 @@ def _locate(path: str, document: ParsedDocument, problem: RawProblem) -> Problem
     return Problem(path, target.line, target.column, message)
 
 
-def _unresolved(declared: list[Declared[Document]]) -> Iterable[Reference]:
-    """The links (``KindSpec.needs``) of each object to an object the tree does not declare."""
-    present = {item.address for item in declared}
+def _unresolved(declared: list[Declared[Document]], present: Collection[Address]) -> Iterable[Reference]:
+    """The links (``KindSpec.needs``) of each object to an object the tree does not declare
+    (``present``: every address it declares)."""
     names = {spec.name: {field: attribute for attribute, field in spec.attributes.items()}
              for spec in kinds.REGISTRY}
+    needs = {spec.name: spec.needs for spec in kinds.REGISTRY}
     for item in declared:
-        spec = kinds.kind(item.address.kind)
-        for needed in spec.needs(_Fields(item.model, names[spec.name])):
+        kind = item.address.kind
+        for needed in needs[kind](_Fields(item.model, names[kind])):
             target = Address(*needed.split(":", 1))
             if target not in present:
                 yield Reference(target, item.address, item.location)
@@ -503,6 +504,10 @@ class _Fields(Mapping[str, Any]):
         if name not in self._names:
             raise KeyError(name)
         return getattr(self._model, self._names[name])
+
+    def get(self, name: str, default: Any = None) -> Any:  # Mapping's own goes through a KeyError
+        attribute = self._names.get(name)
+        return default if attribute is None else getattr(self._model, attribute)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
