@@ -148,6 +148,11 @@ def plan(repo: Path, backend: Memory | Postgres, **kwargs: Any) -> Plan:
     return make_plan(workspace(repo, backend.catalog), environ=ENV, **kwargs)
 
 
+def renamed_readings(old: str = "readings") -> str:
+    """The dataset manifest renaming ``old`` to obs-readings, its other fields unchanged."""
+    return DATASET.replace("slug: readings", f"slug: obs-readings\nrenamedFrom: {old}")
+
+
 def apply(repo: Path, backend: Memory | Postgres, **options: Any) -> Plan:
     planned = plan(repo, backend)
     apply_plan(workspace(repo, backend.catalog), planned, ApplyOptions(**options), environ=ENV)
@@ -347,8 +352,7 @@ def test_a_renamed_dataset_and_storage_target_keep_their_objects_bookkeeping_and
 def test_a_rename_is_refused_when_the_old_name_is_missing_elsewhere_or_the_new_one_is_taken(
         tree: Path, backend: Memory | Postgres) -> None:
     apply(tree, backend)
-    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
-                                                           "renamedFrom: no-such-slug"))
+    write(tree, "manifests/datasets.yaml", renamed_readings("no-such-slug"))
     commit(tree, CAROL, "rename from nothing")
     missing = plan(tree, backend)
     assert [f.message for f in missing.errors] == [
@@ -371,8 +375,7 @@ def test_a_rename_is_refused_when_the_old_name_is_missing_elsewhere_or_the_new_o
 def test_a_rename_of_another_sources_object_is_refused(tree: Path, backend: Memory | Postgres) -> None:
     apply(tree, backend)
     other = Workspace(tree / "manifests", _repository(tree), "team-b", backend.catalog)
-    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
-                                                           "renamedFrom: readings"))
+    write(tree, "manifests/datasets.yaml", renamed_readings())
     commit(tree, CAROL, "rename")
     planned = make_plan(other, environ=ENV)
     assert any(f.message.startswith("cannot rename dataset:readings to dataset:obs-readings: dataset:readings is "
@@ -401,8 +404,7 @@ def test_a_protected_object_may_be_renamed_and_stays_protected(tree: Path, backe
 def test_a_rename_needs_the_policy_on_the_old_name_as_well_as_the_new(
         tree: Path, backend: Memory | Postgres) -> None:
     apply(tree, backend)
-    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
-                                                           "renamedFrom: readings"))
+    write(tree, "manifests/datasets.yaml", renamed_readings())
     commit(tree, CAROL, "take readings into obs-*")
 
     def planned_under(datasets: list[str]) -> Plan:
@@ -446,8 +448,7 @@ def test_a_rename_of_an_unmanaged_object_adopts_it_under_its_new_name(
 
 def test_a_rename_can_be_the_target_of_a_plan_by_its_new_name(tree: Path, backend: Memory | Postgres) -> None:
     apply(tree, backend)
-    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
-                                                           "renamedFrom: readings"))
+    write(tree, "manifests/datasets.yaml", renamed_readings())
     write(tree, "manifests/records.yaml", RECORDS.replace("key: sensor-2", "key: sensor-2\n    owner: else"))
     commit(tree, CAROL, "rename, and one more change")
     narrowed = plan(tree, backend, targets=("dataset:obs-readings",))
@@ -460,8 +461,7 @@ def test_a_rename_can_be_the_target_of_a_plan_by_its_new_name(tree: Path, backen
 
 def test_a_saved_rename_plan_applies_once_re_derived(tree: Path, backend: Memory | Postgres) -> None:
     apply(tree, backend)
-    write(tree, "manifests/datasets.yaml", DATASET.replace("slug: readings", "slug: obs-readings\n"
-                                                           "renamedFrom: readings"))
+    write(tree, "manifests/datasets.yaml", renamed_readings())
     commit(tree, CAROL, "rename")
     saved = Plan.from_json(json.loads(json.dumps(plan(tree, backend).to_json())))
     assert saved.changes[0].renamed_from == "dataset:readings"
