@@ -318,7 +318,9 @@ def _claims(path: str, document: ParsedDocument) -> list[tuple[Address, Location
     spans = document.layout.items if len(document.layout.items) == len(items) else None
     claims = []
     for index, item in enumerate(items):
-        address = _address(spec.address({**value, **item})) if isinstance(item, dict) else None
+        # The set names the first identity field (a namespace); each item the rest (its key).
+        address = (_address(spec.address({**item, spec.identity[0]: value.get(spec.identity[0])}))
+                   if isinstance(item, dict) else None)
         if address is not None:
             span = spans[index] if spans else span
             claims.append((address, Location(path, span.line, span.column, span.end_line)))
