@@ -20,6 +20,7 @@ from reconciler.core.kinds.dataset import Dataset
 from reconciler.core.kinds.record import Record, RecordSet
 from reconciler.core.kinds.storage_target import StorageTarget
 from reconciler.core.model import Address
+from reconciler.core.service_rules import js_trim
 
 BAD = Path(__file__).parent / "bad"
 HEAD = "apiVersion: reconciler/v1\n"
@@ -612,7 +613,8 @@ _JSON = st.recursive(
 _METADATA = st.dictionaries(
     st.text(_KEY_TEXT, max_size=8).filter(lambda k: k not in ("datasetSlug", "iam")), _JSON, max_size=4
 )
-_TAG = st.text(_TEXT, min_size=1, max_size=20).filter(lambda t: 0 < len(t.strip()) <= 64)
+# A tag the model takes: something left once trimmed as JavaScript trims (U+FEFF too, which str.strip keeps).
+_TAG = st.text(_TEXT, min_size=1, max_size=20).filter(lambda t: js_trim(t) != "")
 _NAMESPACE = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9:._-]{0,30}\Z")
 _KEY = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
 
