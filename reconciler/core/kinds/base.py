@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-import typing
 from typing import Any
 
 from reconciler.core.model import Address, TextLimits
@@ -29,7 +29,7 @@ def _no_links(identity: str, fields: Mapping[str, Any]) -> tuple[tuple[str, str,
     return ()
 
 
-def limits_ok(limits: TextLimits, text: str) -> bool:
+def _within(limits: TextLimits, text: str) -> bool:
     """Whether ``text`` passes ``limits`` (length in UTF-16 code units, then the pattern)."""
     try:
         limits.check(text)
@@ -114,10 +114,6 @@ class KindSpec:
             found[self.set_kind] = self.set_model
         return found
 
-    def identity_of(self, model: Any) -> str:
-        """The identity of a declared object (its address without the kind)."""
-        return "/".join(str(getattr(model, name)) for name in self.identity)
-
     def valid_identity(self, identity: str) -> bool:
         """Whether ``identity`` names an object of this kind as its model allows: each identity
         field's part (split on ``/``; only the last may contain one) within that field's limits."""
@@ -126,7 +122,7 @@ class KindSpec:
             return False
         for name, part in zip(self.identity, parts, strict=True):
             limits = [m for m in self.model.model_fields[name].metadata if isinstance(m, TextLimits)]
-            if not part or any(not limits_ok(limit, part) for limit in limits):
+            if not part or any(not _within(limit, part) for limit in limits):
                 return False
         return True
 
