@@ -311,6 +311,17 @@ def test_moving_a_data_file_and_its_manifest_keeps_each_records_author(fleet: Pa
         f"record:fleet/truck-{n}": ("create", ALICE[1], "manifests/vehicles/data/trucks.jsonl") for n in (1, 2, 3)}
 
 
+def test_a_data_file_whose_name_has_a_space_and_an_accent_is_walked_through_its_history(
+        fleet: Path, db_url: str) -> None:
+    # Read by <commit>:<path> at commits where it does not exist yet: git answers "<name> missing"
+    # with the name as asked, spaces and all, and the name is not ASCII.
+    write(fleet, "manifests/flotte été.jsonl", jsonl([{"key": "van-1"}]))
+    write(fleet, "manifests/vans.yaml", HEADER.replace("namespace: fleet", "namespace: vans")
+          .replace("recordsFile: fleet.jsonl", "recordsFile: flotte été.jsonl"))
+    commit(fleet, BOB, "the vans")
+    assert changes(plan_json(fleet, db_url))["record:vans/van-1"] == ("create", BOB[1], "manifests/flotte été.jsonl")
+
+
 def test_a_defaults_change_made_before_a_move_keeps_its_author(fleet: Path, db_url: str) -> None:
     write(fleet, "manifests/fleet.yaml", HEADER.replace("owner: team-fleet", "owner: team-road"))
     commit(fleet, BOB, "the fleet belongs to team-road")

@@ -48,14 +48,20 @@ class BlobReader:
         return self._process.stdin, self._process.stdout
 
     def read(self, sha: str) -> bytes | None:
-        """The blob's bytes; None when there is no such blob or it is over the size limit."""
+        """The blob's bytes; None when there is no such blob or it is over the size limit. ``sha``
+        is an object name: a blob's, or ``<commit>:<path>`` (any path git can hold but a line break,
+        which the batch protocol cannot carry)."""
+        if "\n" in sha:
+            return None
         stdin, stdout = self._started()
         try:
-            stdin.write(sha.encode("ascii") + b"\n")
+            stdin.write(sha.encode("utf-8", "surrogateescape") + b"\n")
             stdin.flush()
             header = stdout.readline()
         except (BrokenPipeError, ValueError):
             raise ConfigurationError(f"git cat-file stopped while reading {sha} in {self.root}") from None
+        if header.endswith((b" missing\n", b" ambiguous\n")):
+            return None  # "<name> missing": the name is given back as asked, spaces and all
         parts = header.split()
         if len(parts) == 2 and parts[0] in _UNFOLLOWED:
             # ``<commit>:<path>`` naming a symbolic link that leads outside the repository, nowhere,
