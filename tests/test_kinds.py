@@ -144,3 +144,17 @@ def test_kind_names_are_spelled_out_only_in_the_kind_modules_and_the_allow_list(
             found[name] = count
     assert found == _KIND_LITERALS_LEFT, "kind names spelled out outside core/kinds/ and catalog/postgres/kinds/: " \
         "move them behind the registries (or, when one was taken out, lower its count here)"
+
+
+def test_messages_name_each_kinds_address_form() -> None:
+    import pytest
+
+    from reconciler.core.checks import check_address
+    from reconciler.errors import ConfigurationError
+
+    assert [spec.form for spec in kinds.REGISTRY] == [
+        "storage-target:<name>", "dataset:<slug>", "record:<namespace>/<key>"]
+    with pytest.raises(ConfigurationError) as caught:
+        check_address("table:x")
+    assert caught.value.message == ("--target 'table:x' is not an address; use storage-target:<name>, "
+                                    "dataset:<slug> or record:<namespace>/<key>")

@@ -13,7 +13,7 @@ from reconciler.core.diff import Change, Desired, Finding, Live
 from reconciler.core.model import folded
 from reconciler.core.plan import Author, Plan
 from reconciler.core.policy import Denial, Policy, check
-from reconciler.core.text import clean
+from reconciler.core.text import clean, either
 from reconciler.errors import ConfigurationError, ConflictError
 
 # An apply that archives or purges more than this share of a kind's managed objects (and
@@ -38,9 +38,8 @@ def check_address(address: str) -> None:
     spec = kinds.BY_NAME.get(kind)
     ok = spec is not None and rest and (len(spec.identity) == 1 or "/" in rest.strip("/"))
     if not ok:
-        forms = [f"{spec.prefix}<{'>/<'.join(spec.identity)}>" for spec in kinds.REGISTRY]
         raise ConfigurationError(
-            f"--target {address!r} is not an address; use {', '.join(forms[:-1])} or {forms[-1]}"
+            f"--target {address!r} is not an address; use {either([spec.form for spec in kinds.REGISTRY])}"
         )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from reconciler.core import kinds, ops
 from reconciler.core.canonical import canonical_json as canonical_json
 from reconciler.core.diff import Bookkeeping, Change, DiffResult, Finding, Location, OutOfBand
+from reconciler.core.text import either
 from reconciler.errors import ConfigurationError
 
 FORMAT_VERSION = 2
@@ -467,11 +468,11 @@ def with_kinds(schema: Mapping[str, Any]) -> dict[str, Any]:
     function's output (a test holds it so)."""
     out: dict[str, Any] = json.loads(json.dumps(schema))  # a deep copy, plain JSON
     definitions = out["$defs"]
-    forms = [f"`{spec.prefix}<{'>/<'.join(spec.identity)}>`" for spec in kinds.REGISTRY]
+    forms = [f"`{spec.form}`" for spec in kinds.REGISTRY]
     notes = [f"the {spec.identity[-1]} may contain `/`, the {' and '.join(spec.identity[:-1])} cannot"
              for spec in kinds.REGISTRY if len(spec.identity) > 1]
     definitions["address"].update(
-        description=f"One catalog object: {', '.join(forms[:-1])} or {forms[-1]}"
+        description=f"One catalog object: {either(forms)}"
                     + (f" ({'; '.join(notes)})." if notes else "."),
         pattern="^(" + "|".join(spec.prefix + "[^/]+/" * (len(spec.identity) - 1)
                                 for spec in kinds.REGISTRY) + ").+")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 # What a terminal or a log reader acts on instead of showing: C0 controls (line feed
@@ -34,3 +35,8 @@ def clean_lines(text: str) -> str:
     (each quoted value already passed through ``clean``): its own line breaks stay.
     """
     return _UNSAFE_IN_LINES.sub(_escape, text) if _UNSAFE_IN_LINES.search(text) else text
+
+
+def either(words: Sequence[str]) -> str:
+    """``a, b or c``: the words as a list of choices in a sentence."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"

@@ -20,6 +20,7 @@ import reconciler
 from reconciler.core import kinds
 from reconciler.core.kinds.record import RecordDefaults
 from reconciler.core.model import API_VERSION
+from reconciler.core.text import either
 
 SCHEMA_FILE: Final = "manifest.schema.json"
 SCHEMA_ID: Final = "https://reconciler.invalid/schemas/manifest.schema.json"
@@ -64,8 +65,8 @@ def manifest_schema() -> dict[str, Any]:
         "$id": SCHEMA_ID,
         "title": f"reconciler manifest document ({API_VERSION})",
         "description": (
-            f"One YAML document of a reconciler manifest tree: a {', '.join(list(kinds.DOCUMENTS)[:-1])} "
-            f"or {list(kinds.DOCUMENTS)[-1]}. Generated from the models in reconciler.core.kinds; "
+            f"One YAML document of a reconciler manifest tree: a {either(list(kinds.DOCUMENTS))}. "
+            "Generated from the models in reconciler.core.kinds; "
             "see docs/manifests.md."
         ),
         **schema,

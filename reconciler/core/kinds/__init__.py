@@ -48,7 +48,7 @@ def parse_address(text: str) -> Address:
             f"invalid address {text!r}: expected <kind>:<name> with kind one of {', '.join(NAMES)}"
         )
     if not spec.valid_identity(identity):
-        raise ConfigurationError(f"invalid address {text!r}: expected {spec.prefix}<{'>/<'.join(spec.identity)}>")
+        raise ConfigurationError(f"invalid address {text!r}: expected {spec.form}")
     return spec.address_of(identity)
 
 

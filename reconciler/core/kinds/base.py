@@ -131,6 +131,11 @@ class KindSpec:
         return Address(self.name, identity)
 
     @property
+    def form(self) -> str:
+        """How its addresses are written, for messages: ``record:<namespace>/<key>``."""
+        return f"{self.prefix}<{'>/<'.join(self.identity)}>"
+
+    @property
     def prefix(self) -> str:
         """The start of its addresses: ``storage-target:``."""
         return self.name + ":"
