@@ -157,7 +157,7 @@ def declared_from_data(read: Callable[[str], bytes | None], manifest: str, path:
     if data is None:
         return {}
     result = load_bytes(data, manifest, data_files=VersionFiles(root, read))
-    return _values([item for item in result.declared if item.location.path == path])
+    return _values([item for item in result.objects() if item.location.path == path])
 
 
 def _declarations(data: bytes, path: str) -> dict[str, Mapping[str, Any]]:

@@ -5,27 +5,35 @@ Each line of a ``.jsonl`` file (each row of a ``.csv`` file) is one item of ``re
 and goes through the same validation; a problem is reported at the data file's line
 and column. The RecordSet's ``defaults`` apply as they do to ``records:``.
 
-Loading is the bulk path, so a line takes a fast road when it can: orjson decodes it,
-and a line that serialises back to exactly its own bytes holds no duplicate key; its
-fields are accepted by plain checks that admit only values the model would accept
-unchanged. Anything else (escapes, non-ASCII text, nulls, an unknown field, an error)
-is decided by the standard library's decoder and the pydantic model, which say what
-is wrong and where. Where the file is, and whether it may be read, is datapaths.py's.
+Loading is the bulk path, so it takes the fastest road the file allows. A JSON Lines
+file whose every line is plain (compact JSON that orjson decodes and serialises back to
+exactly its bytes, so no key is given twice; no escape; fields the model would accept
+unchanged) is checked a column at a time over the whole file (``_bulk``), and its records
+are kept as the decoded lines, their models built when first read (``RecordRows``). Any
+other file is read line by line: a plain line by the same checks one record at a time,
+anything else (escapes, non-ASCII text, nulls, an unknown field, an error) by the
+standard library's decoder and the pydantic model, which say what is wrong and where.
+Both roads accept exactly the same files and declare the same records (a test holds
+them equal). Where the file is, and whether it may be read, is datapaths.py's.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from itertools import chain
+from operator import eq, itemgetter
+from typing import Any, ClassVar, Final, overload
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from reconciler.core.diff import collector_paused
 from reconciler.core.model import (
     MAX_INT_DIGITS,
     MAX_JSON_DEPTH,
@@ -34,7 +42,9 @@ from reconciler.core.model import (
     TRUSTED_JSON,
     describe,
 )
-from reconciler.core.kinds.record import Record, RecordItem, RecordSet, construct_record
+from reconciler.core.kinds.record import SPEC as RECORD, Record, RecordItem, RecordSet, construct_record, \
+    dataset_slug_of
+from reconciler.core.model import Address
 from reconciler.errors import DataFileError, Problem
 from reconciler.manifests.datapaths import DataFiles
 from reconciler.manifests.messages import RawProblem, translate
@@ -57,7 +67,7 @@ class Loaded:
     """What a data file declares: its records located at their lines, and its problems."""
 
     path: str
-    declared: list[Declared[Record]]
+    declared: Sequence[Declared[Record]]  # a RecordRows when the file took the bulk road
     problems: list[Problem]
 
 
@@ -66,6 +76,15 @@ def load_records(recordset: RecordSet, path: str, data: bytes) -> Loaded:
     if len(data) > MAX_FILE_BYTES:
         return Loaded(path, [], [Problem(path, 1, 1, f"file is {len(data):,} bytes; the limit is "
                                          f"{MAX_FILE_BYTES // 2**20} MiB")])
+    if path.endswith(".jsonl"):
+        rows = _bulk(recordset, path, data)
+        if rows is not None:
+            return Loaded(path, rows, [])
+    return load_lines(recordset, path, data)
+
+
+def load_lines(recordset: RecordSet, path: str, data: bytes) -> Loaded:
+    """``load_records`` a line at a time: the road that knows where every problem is."""
     text, problem = decode_text(data, path)
     if text is None:
         assert problem is not None
@@ -78,7 +97,7 @@ def load_records(recordset: RecordSet, path: str, data: bytes) -> Loaded:
     if stray is not None:
         return Loaded(path, [], [stray])
     rows = _jsonl_rows(text, path) if path.endswith(".jsonl") else _csv_rows(text, path)
-    base = {name: getattr(recordset.defaults, name) for name in recordset.defaults.model_fields_set}
+    base = _defaults(recordset)
     declared: list[Declared[Record]] = []
     problems: list[Problem] = []
     for row in rows:
@@ -93,6 +112,10 @@ def load_records(recordset: RecordSet, path: str, data: bytes) -> Loaded:
         record = construct_record(recordset.namespace, _merge(base, fields))
         declared.append(Declared(record, Location(path, row.line, 1, row.end_line)))
     return Loaded(path, declared, problems)
+
+
+def _defaults(recordset: RecordSet) -> dict[str, Any]:
+    return {name: getattr(recordset.defaults, name) for name in recordset.defaults.model_fields_set}
 
 
 def _merge(base: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,17 +196,16 @@ def _plain(value: Any) -> dict[str, Any] | None:
     if type(value) is not dict or not value.keys() <= _FIELDS:
         return None
     key = value.get("key")
-    if type(key) is not str or not 0 < len(key) <= 256 or not key.isascii() or not key.isprintable():
+    if type(key) is not str or not 0 < len(key) <= _KEY_LENGTH[1] or not key.isascii() or not key.isprintable():
         return None
-    out = value.copy()
     owner = value.get("owner", _ABSENT)
-    if owner is not _ABSENT and (type(owner) is not str or not 0 < len(owner) <= 256 or not owner.isascii()):
+    if owner is not _ABSENT and (type(owner) is not str or not 0 < len(owner) <= _OWNER_LENGTH[1]
+                                 or not owner.isascii()):
         return None
-    schema_hash = out.pop("schemaHash", _ABSENT)
-    if schema_hash is not _ABSENT:
-        if type(schema_hash) is not str or not 6 <= len(schema_hash) <= 256 or not schema_hash.isascii():
-            return None
-        out["schema_hash"] = schema_hash
+    schema_hash = value.get("schemaHash", _ABSENT)
+    if schema_hash is not _ABSENT and (type(schema_hash) is not str or not _HASH_LENGTH[0] <= len(schema_hash)
+                                       <= _HASH_LENGTH[1] or not schema_hash.isascii()):
+        return None
     tags = value.get("tags", _ABSENT)
     if tags is not _ABSENT:
         if type(tags) is not list or len(tags) > MAX_TAGS:
@@ -192,7 +214,6 @@ def _plain(value: Any) -> dict[str, Any] | None:
             # Python strips every character JavaScript's trim does (and more): a stripped ASCII tag is trimmed.
             if type(tag) is not str or not 0 < len(tag) <= MAX_TAG_LENGTH or not tag.isascii() or tag.strip() != tag:
                 return None
-        out["tags"] = tuple(dict.fromkeys(tags))
     metadata = value.get("metadata", _ABSENT)
     if metadata is not _ABSENT and (type(metadata) is not dict or (
             "datasetSlug" in metadata and not _plain_slug(metadata["datasetSlug"]))):
@@ -200,6 +221,22 @@ def _plain(value: Any) -> dict[str, Any] | None:
     for name in _BOOLEANS:
         if type(value.get(name, False)) is not bool:
             return None
+    return _normalised(value)
+
+
+# The plain roads' bounds on a text field's length (the model's own limits are wider or equal).
+_KEY_LENGTH: Final = (1, 256)
+_OWNER_LENGTH: Final = (1, 256)
+_HASH_LENGTH: Final = (6, 256)
+
+
+def _normalised(value: dict[str, Any]) -> dict[str, Any]:
+    """A plain record value's fields as the model holds them: by model name, tags de-duplicated."""
+    out = value.copy()
+    if "schemaHash" in out:
+        out["schema_hash"] = out.pop("schemaHash")
+    if "tags" in out:
+        out["tags"] = tuple(dict.fromkeys(out["tags"]))
     return out
 
 
@@ -208,6 +245,173 @@ _SLUG: Final = re.compile(r"[A-Za-z0-9._-]{3,120}")
 
 def _plain_slug(slug: Any) -> bool:
     return type(slug) is str and _SLUG.fullmatch(slug) is not None
+
+
+# --- the bulk road: a whole JSON Lines file of plain lines, checked a column at a time --------
+
+
+def _bulk(recordset: RecordSet, path: str, data: bytes) -> RecordRows | None:
+    """The file's records when every line is plain, as ``_fast_json`` and ``_plain`` would find
+    each one, checked over the whole file at once; None when any line is not (or the file is
+    empty, or has a blank line): the line-by-line road then decides, and says where."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    if b"\r\n" in data:
+        data = data.replace(b"\r\n", b"\n")
+    body = data[:-1] if data.endswith(b"\n") else data
+    if not body or b"\\" in body or b"\r" in body or b"\x00" in body or _too_deep(body):
+        return None
+    lines = body.split(b"\n")
+    try:
+        values = list(map(orjson.loads, lines))  # a blank line is no JSON: the line road skips it
+    except orjson.JSONDecodeError:
+        return None
+    # A line that serialises back to its own bytes repeats no key (and has no space, no number
+    # written otherwise). Compared one line at a time, so that no copy of the file is made.
+    if not all(map(eq, map(orjson.dumps, values), lines)):
+        return None
+    return RecordRows(path, recordset.namespace, _defaults(recordset), values) if _all_plain(values) else None
+
+
+# Everything but what opens a level of nesting, and line breaks.
+_NOT_OPENING: Final = bytes(byte for byte in range(256) if byte not in b"{[\n")
+_DEEP: Final = re.compile(rb"[^\n]{%d}" % (MAX_JSON_DEPTH + 1))
+
+
+def _too_deep(body: bytes) -> bool:
+    """Whether a line opens more objects and arrays than the deepest nesting allowed (so it might
+    nest too deep: the line road says)."""
+    return _DEEP.search(body.translate(None, _NOT_OPENING)) is not None
+
+
+def _column(values: list[dict[str, Any]], name: str) -> list[Any]:
+    """The values of field ``name``, of the records that give it."""
+    try:
+        return list(map(itemgetter(name), values))
+    except KeyError:
+        return [value[name] for value in values if name in value]
+
+
+def _all_plain(values: list[Any]) -> bool:
+    """``_plain`` of every value is not None: the same checks, a field at a time over all values.
+    Text here is plain JSON without escapes, so it holds no control character: the only one
+    ``str.strip`` takes off is a space."""
+    if set(map(type, values)) != {dict}:
+        return False
+    given = set().union(*values)
+    if "key" not in given or not given <= _FIELDS:
+        return False
+    field = {name: _column(values, name) for name in given}
+    keys = field["key"]
+    if len(keys) != len(values) or not _texts(keys, _KEY_LENGTH) or not "".join(keys).isprintable():
+        return False
+    if not _texts(field.get("owner", []), _OWNER_LENGTH) or not _texts(field.get("schemaHash", []), _HASH_LENGTH):
+        return False
+    tags = field.get("tags", [])
+    if tags and (set(map(type, tags)) != {list} or max(map(len, tags)) > MAX_TAGS):
+        return False
+    every_tag = list(chain.from_iterable(tags))
+    if not _texts(every_tag, (1, MAX_TAG_LENGTH)):
+        return False
+    joined = "\n".join(every_tag)
+    if joined.startswith(" ") or joined.endswith(" ") or " \n" in joined or "\n " in joined:
+        return False
+    metadata = field.get("metadata", [])
+    if metadata and set(map(type, metadata)) != {dict}:
+        return False
+    try:
+        slugs = {item["datasetSlug"] for item in metadata if "datasetSlug" in item}  # few distinct, as a rule
+    except TypeError:  # a list or an object: not a slug
+        return False
+    if not all(map(_plain_slug, slugs)):
+        return False
+    return all(set(map(type, field.get(name, []))) <= {bool} for name in _BOOLEANS)
+
+
+def _texts(texts: list[Any], bounds: tuple[int, int]) -> bool:
+    """Every one of ``texts`` is an ASCII string of a length within ``bounds`` (none: true)."""
+    if not texts:
+        return True
+    try:
+        joined = "".join(texts)
+    except TypeError:  # not every one is a string
+        return False
+    return joined.isascii() and bounds[0] <= min(map(len, texts)) and max(map(len, texts)) <= bounds[1]
+
+
+class RecordRows(Sequence[Declared[Record]]):
+    """The records of a data file that took the bulk road, kept as its decoded lines (line N is
+    item N - 1); each record's model and location are built the first time any is read, the
+    same ones the line road builds. What the loader asks of every file (how many, their
+    identities, their links, the lengths the services care about) it answers from the
+    lines, so a load that only checks the tree builds no model."""
+
+    KIND: ClassVar[str] = RECORD.name
+    __slots__ = ("path", "namespace", "_base", "_values", "_built", "_keys")
+
+    def __init__(self, path: str, namespace: str, base: dict[str, Any], values: list[dict[str, Any]]) -> None:
+        self.path, self.namespace, self._base, self._values = path, namespace, base, values
+        self._built: tuple[Declared[Record], ...] | None = None
+        self._keys: frozenset[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @overload
+    def __getitem__(self, index: int) -> Declared[Record]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Declared[Record]]: ...
+
+    def __getitem__(self, index: int | slice) -> Declared[Record] | Sequence[Declared[Record]]:
+        return self.records()[index]
+
+    def __iter__(self) -> Iterator[Declared[Record]]:
+        return iter(self.records())
+
+    def records(self) -> tuple[Declared[Record], ...]:
+        """Every record, built now if it was not yet."""
+        if self._built is None:
+            path, namespace, base = self.path, self.namespace, self._base
+            with collector_paused():
+                self._built = tuple(
+                    Declared(construct_record(namespace, _merge(base, _normalised(value))),
+                             Location(path, line, 1, line))
+                    for line, value in enumerate(self._values, start=1))
+        return self._built
+
+    def keys(self) -> list[str]:
+        """Each record's key, in line order."""
+        return [value["key"] for value in self._values]
+
+    def declares(self, address: object) -> bool:
+        """Whether one of these records is at ``address``."""
+        if not isinstance(address, Address) or address.kind != self.KIND:
+            return False
+        namespace, _, key = address.name.partition("/")
+        if namespace != self.namespace:
+            return False
+        if self._keys is None:
+            self._keys = frozenset(self.keys())
+        return key in self._keys
+
+    def folded_keys(self, prefix: str) -> tuple[str, list[str]] | None:
+        """``folded`` of each record's address, as (what every one starts with, the rest of
+        each, in line order), for an address written ``prefix`` + key; None when that cannot
+        be told key by key (a namespace that is not ASCII)."""
+        if not prefix.isascii():
+            return None
+        return prefix.lower(), "\n".join(self.keys()).lower().split("\n")  # plain keys hold no line break
+
+    def dataset_slugs(self) -> list[str | None]:
+        """The dataset each record links to (its metadata's datasetSlug, defaults merged), in line order."""
+        default = dataset_slug_of(self._base.get("metadata") or {})
+        return [default if (metadata := value.get("metadata")) is None else dataset_slug_of(metadata, default)
+                for value in self._values]
+
+    def longest_key(self) -> int:
+        """The length of the longest key (plain keys are ASCII: UTF-16 code units too)."""
+        return max(map(len, self.keys()), default=0)
 
 
 # --- JSON Lines -----------------------------------------------------------------------------
@@ -433,7 +637,7 @@ def _cell_starts(text: str, offset: int, line: int, count: int) -> list[tuple[in
 
 
 def declared_from_file(recordset: RecordSet, manifest: str, files: DataFiles
-                       ) -> tuple[list[Declared[Record]], list[RawProblem], list[Problem]]:
+                       ) -> tuple[Sequence[Declared[Record]], list[RawProblem], list[Problem]]:
     """The records of a RecordSet that names ``recordsFile``: (records, problems with the
     reference itself, at the manifest's ``recordsFile`` value; problems in the data file)."""
     assert recordset.records_file is not None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from reconciler.core import kinds
 from reconciler.core.diff import collector_paused
+from reconciler.core.service_rules import METASTORE_MAX_PATH_SEGMENT, utf16_length
 from reconciler.errors import ConfigurationError, ManifestError, Problem
 from reconciler.core.model import (
     API_VERSION,
@@ -26,11 +28,11 @@ from reconciler.core.model import (
     iter_strings,
     resolve_env,
 )
-from reconciler.manifests.datafile import declared_from_file
+from reconciler.manifests.datafile import RecordRows, declared_from_file
 from reconciler.manifests.datapaths import DataFiles, DiskFiles, VersionFiles, is_data_file
 from reconciler.manifests.messages import RawProblem, at, translate
 from reconciler.manifests.servable import unservable
-from reconciler.manifests.tree import Declared, Location, ManifestTree, Reference
+from reconciler.manifests.tree import Declared, Later, Location, ManifestTree, Reference
 from reconciler.manifests.yamlread import (
     MAX_FILE_BYTES,
     ParsedDocument,
@@ -110,6 +112,7 @@ def _tree_of(root: str, shown: tuple[str, ...], results: Iterable[tuple[str, Fil
             warnings.extend(result.warnings)
             found: list[_Entry] = [(item.address, item.location, item) for item in result.declared]
             found += [(address, location, None) for address, location in result.claims]
+            found += _block_entries(result.blocks)
             entries.extend(sorted(found, key=lambda entry: (entry[1].path, entry[1].line, entry[1].column)))
         tree = _assemble(root, shown, entries, problems, warnings)
     if data_files:
@@ -216,17 +219,23 @@ def _display(path: Path) -> str:
 @dataclass(frozen=True, slots=True)
 class FileResult:
     """What one file declares, the problems found in it, and the addresses its
-    invalid documents still name (so that duplicates of them are reported too)."""
+    invalid documents still name (so that duplicates of them are reported too).
+    The records of data files that took the bulk road are ``blocks``, kept as rows."""
 
     declared: list[Declared[Document]]
     problems: list[Problem]
     claims: list[tuple[Address, Location]] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    blocks: list[RecordRows] = field(default_factory=list)
+
+    def objects(self) -> list[Declared[Document]]:
+        """Everything the file declares, its data files' records included (built now)."""
+        return [*self.declared, *(item for block in self.blocks for item in block)]
 
 
 # An address declared at a location, by a valid document (with its declaration) or
-# by an invalid one (None).
-_Entry = tuple[Address, Location, "Declared[Document] | None"]
+# by an invalid one (None); or a data file's records kept as rows (their first line, no address).
+_Entry = tuple["Address | None", Location, "Declared[Document] | RecordRows | None"]
 
 
 def load_file(file: Path, display: str, environ: Mapping[str, str] | None = None, *,
@@ -264,40 +273,71 @@ def load_text(text: str, display: str, environ: Mapping[str, str] | None = None,
     parsed = parse_text(text, display)
     if parsed.problems:
         return FileResult([], parsed.problems)
-    declared, raw, warned, ready = _validate(parsed, environ, substitute, data_files)
-    if (raw or warned) and not parsed.precise:
+    checked = _validate(parsed, environ, substitute, data_files)
+    if (checked.raw or checked.warned) and not parsed.precise:
         parsed = parse_text(text, display, precise=True)
         if parsed.problems:
             return FileResult([], parsed.problems)
-        declared, raw, warned, ready = _validate(parsed, environ, substitute, data_files)
-    problems = [_locate(display, document, problem) for document, problem in raw] + ready
+        checked = _validate(parsed, environ, substitute, data_files)
+    problems = [_locate(display, document, problem) for document, problem in checked.raw] + checked.ready
     claims = [
-        claim for document in {id(d): d for d, _ in raw}.values() for claim in _claims(display, document)
+        claim for document in {id(d): d for d, _ in checked.raw}.values() for claim in _claims(display, document)
     ]
-    warnings = [_locate(display, document, warning) for document, warning in warned]
-    return FileResult(declared, problems, claims, warnings)
+    warnings = [_locate(display, document, warning) for document, warning in checked.warned] + checked.ready_warnings
+    return FileResult(checked.declared, problems, claims, warnings, checked.blocks)
 
 
 _Located = list[tuple[ParsedDocument, RawProblem]]
 
 
-def _validate(
-    parsed: ParsedFile, environ: Mapping[str, str] | None, substitute: bool = True,
-    data_files: DataFiles | None = None,
-) -> tuple[list[Declared[Document]], _Located, _Located, list[Problem]]:
-    """Every document's declarations, problems and warnings (the last two still to be located),
-    and the problems found in data files (located in them)."""
-    declared: list[Declared[Document]] = []
-    raw: _Located = []
-    warned: _Located = []
-    ready: list[Problem] = []
+@dataclass(slots=True)
+class _Checked:
+    """What the documents of one file declare (data files' records kept as rows apart), with
+    their problems and warnings, still to be located in the file, and those already located in
+    the data files the file names."""
+
+    declared: list[Declared[Document]] = field(default_factory=list)
+    blocks: list[RecordRows] = field(default_factory=list)
+    raw: _Located = field(default_factory=list)
+    warned: _Located = field(default_factory=list)
+    ready: list[Problem] = field(default_factory=list)
+    ready_warnings: list[Problem] = field(default_factory=list)
+
+
+def _validate(parsed: ParsedFile, environ: Mapping[str, str] | None, substitute: bool = True,
+              data_files: DataFiles | None = None) -> _Checked:
+    """Every document of a parsed file, checked."""
+    out = _Checked()
     for document in parsed.documents:
-        found, problems = _document(parsed.path, document, environ, substitute, data_files, ready)
-        declared.extend(found)
-        raw.extend((document, problem) for problem in problems)
-        if found and not problems:
-            warned.extend((document, warning) for warning in unservable(document.value, found))
-    return declared, raw, warned, ready
+        found, problems = _document(parsed.path, document, environ, substitute, data_files, out.ready)
+        out.raw.extend((document, problem) for problem in problems)
+        if isinstance(found, RecordRows):  # a data file that took the bulk road: no problem in it
+            out.blocks.append(found)
+            if _maybe_unservable(found):
+                _warn(out, document, found.records())
+        else:
+            out.declared.extend(found)
+            if found and not problems:
+                _warn(out, document, found)
+    return out
+
+
+def _warn(out: _Checked, document: ParsedDocument, found: Sequence[Declared[Document]]) -> None:
+    """The warnings about what a valid document declares: a record of a data file's at its line
+    there, the rest at their place in the document."""
+    in_data_file = isinstance(document.value, dict) and "recordsFile" in document.value
+    for warning in unservable(document.value, found):
+        path = warning[0]
+        if in_data_file and len(path) == 3 and path[0] == "records" and isinstance(path[1], int):
+            where = found[path[1]].location
+            out.ready_warnings.append(Problem(where.path, where.line, where.column, warning[2]))
+        else:
+            out.warned.append((document, warning))
+
+
+def _maybe_unservable(rows: RecordRows) -> bool:
+    """Whether ``unservable`` could find anything in records kept as rows (it looks at lengths)."""
+    return utf16_length(rows.namespace) > METASTORE_MAX_PATH_SEGMENT or rows.longest_key() > METASTORE_MAX_PATH_SEGMENT
 
 
 def _claims(path: str, document: ParsedDocument) -> list[tuple[Address, Location]]:
@@ -337,7 +377,7 @@ def _address(text: str) -> Address | None:
 def _document(
     path: str, document: ParsedDocument, environ: Mapping[str, str] | None, substitute: bool = True,
     data_files: DataFiles | None = None, ready: list[Problem] | None = None,
-) -> tuple[list[Declared[Document]], list[RawProblem]]:
+) -> tuple[Sequence[Declared[Document]], list[RawProblem]]:
     value = document.value
     if not isinstance(value, dict):
         return [], [((), "node", f"a manifest document must be a mapping, got {describe(value)}")]
@@ -357,7 +397,7 @@ def _document(
         records, problems, in_file = declared_from_file(model, path, data_files)
         if ready is not None:
             ready.extend(in_file)
-        return list(records), problems
+        return records, problems
     spec = kinds.BY_DOCUMENT[value["kind"]]
     if spec.set_model is type(model):
         return _expand(path, document, model, location), []
@@ -398,37 +438,122 @@ def _unset(model: Document, secret_field: str, environ: Mapping[str, str]) -> li
     return problems
 
 
+def _block_entries(blocks: list[RecordRows]) -> list[_Entry]:
+    """Entries for one file's data files kept as rows: one for all of a data file's records,
+    where they sort as a run; one for each record where two sets of the file read the same data
+    file (their records sort line by line, interleaved)."""
+    shared = Counter(block.path for block in blocks)
+    entries: list[_Entry] = []
+    for block in blocks:
+        if shared[block.path] > 1:
+            entries += [(item.address, item.location, item) for item in block]
+        else:
+            entries.append((None, Location(block.path, 1, 1, len(block)), block))
+    return entries
+
+
 def _assemble(
     root: str, files: tuple[str, ...], entries: list[_Entry], problems: list[Problem],
     warnings: list[Problem],
 ) -> ManifestTree:
     """The tree of the first declaration of each address; later ones are problems."""
-    first: dict[Address, _Entry] = {}
+    entries = _settle_blocks(entries)
+    first: dict[Address | RecordRows, _Entry] = {}
     for entry in entries:
-        address, where, _ = entry
+        address, where, item = entry
+        if isinstance(item, RecordRows):
+            first[item] = entry  # _settle_blocks: none of its addresses is declared elsewhere
+            continue
+        assert address is not None
         earlier = first.setdefault(address, entry)
         if earlier is not entry:
             message = f"{address} is declared twice; first at {earlier[1]}"
             problems.append(Problem(where.path, where.line, where.column, message))
     lookalikes: dict[str, _Entry] = {}
-    for address, entry in first.items():
-        other = lookalikes.setdefault(folded(str(address)), entry)
+    for key, entry in first.items():
+        if isinstance(key, RecordRows):
+            continue
+        other = lookalikes.setdefault(folded(str(key)), entry)
         if other is not entry:
             where = entry[1]
-            message = (f"{address} differs from {other[0]} (at {other[1]}) only by letter case or Unicode "
+            message = (f"{key} differs from {other[0]} (at {other[1]}) only by letter case or Unicode "
                        "normalisation; the catalog would keep them as two objects, so rename one")
             problems.append(Problem(where.path, where.line, where.column, message))
     kept = [declared for _, _, declared in first.values() if declared is not None]
-    declared: dict[str, list[Declared[Document]]] = {name: [] for name in kinds.NAMES}
+    declared: dict[str, list[Declared[Document] | RecordRows]] = {name: [] for name in kinds.NAMES}
     for item in kept:
-        declared[item.address.kind].append(item)
+        declared[RecordRows.KIND if isinstance(item, RecordRows) else item.address.kind].append(item)
+    present = _Present(first)
     return ManifestTree(
         root=root,
         files=files,
-        declared={name: tuple(items) for name, items in declared.items()},
-        unresolved=tuple(sorted(_unresolved(kept, first))),
+        declared={name: _sequence(items) for name, items in declared.items()},
+        unresolved=Later(lambda: sorted(_unresolved(kept, present))),
         warnings=tuple(sorted(set(warnings))),
     )
+
+
+def _sequence(items: list[Declared[Document] | RecordRows]) -> Sequence[Declared[Document]]:
+    """A kind's objects in order: a tuple, or where records are kept as rows, one built when read."""
+    if not any(isinstance(item, RecordRows) for item in items):
+        return tuple(items)  # type: ignore[arg-type]  # no rows among them
+
+    def flat() -> Iterator[Declared[Document]]:
+        for item in items:
+            if isinstance(item, RecordRows):
+                yield from item
+            else:
+                yield item
+
+    return Later(flat, sum(len(item) if isinstance(item, RecordRows) else 1 for item in items))
+
+
+def _settle_blocks(entries: list[_Entry]) -> list[_Entry]:
+    """``entries`` with every data file kept as rows whose records would meet another declaration
+    (the same address, or one that differs only by letter case or normalisation) turned into
+    one entry per record, in its place, so that the problems are found and told as for any
+    other; the rest stay as rows, none of their addresses declared anywhere else."""
+    blocks = [entry for entry in entries if isinstance(entry[2], RecordRows)]
+    if not blocks:
+        return entries
+    split: dict[int, tuple[str, set[str]]] = {}
+    for entry in blocks:
+        rows = entry[2]
+        assert isinstance(rows, RecordRows)
+        found = rows.folded_keys(str(Address(RecordRows.KIND, f"{rows.namespace}/")))
+        if found is not None and len(set(found[1])) == len(rows):
+            split[id(entry)] = (found[0], set(found[1]))
+    others = [folded(str(address)) for address, _, item in entries if address is not None]
+    others += [folded(str(item.address)) for entry in blocks if id(entry) not in split
+               for item in entry[2]]  # type: ignore[union-attr]  # blocks hold RecordRows
+    by_prefix: dict[str, list[int]] = {}
+    for index, (prefix, _) in split.items():
+        by_prefix.setdefault(prefix, []).append(index)
+    settled = set(split)
+    for index, (prefix, keys) in split.items():
+        taken = {name[len(prefix):] for name in others if name.startswith(prefix)}
+        taken.update(*(split[other][1] for other in by_prefix[prefix] if other != index))
+        if not keys.isdisjoint(taken):
+            settled.discard(index)
+    out: list[_Entry] = []
+    for entry in entries:
+        rows = entry[2]
+        if isinstance(rows, RecordRows) and id(entry) not in settled:
+            out += [(item.address, item.location, item) for item in rows]
+        else:
+            out.append(entry)
+    return out
+
+
+class _Present:
+    """Whether the tree declares an address: one of ``first`` or a record of its rows."""
+
+    def __init__(self, first: Mapping[Address | RecordRows, _Entry]) -> None:
+        self.first = first
+        self.rows = [key for key in first if isinstance(key, RecordRows)]
+
+    def __contains__(self, address: object) -> bool:
+        return address in self.first or any(rows.declares(address) for rows in self.rows)
 
 
 def _header_problems(value: dict[str, Any]) -> list[RawProblem]:
@@ -479,18 +604,40 @@ def _locate(path: str, document: ParsedDocument, problem: RawProblem) -> Problem
     return Problem(path, target.line, target.column, message)
 
 
-def _unresolved(declared: list[Declared[Document]], present: Collection[Address]) -> Iterable[Reference]:
+def _unresolved(declared: list[Declared[Document] | RecordRows], present: Collection[Address] | _Present
+                ) -> Iterable[Reference]:
     """The links (``KindSpec.needs``) of each object to an object the tree does not declare
     (``present``: every address it declares)."""
     names = {spec.name: {field: attribute for attribute, field in spec.attributes.items()}
              for spec in kinds.REGISTRY}
     needs = {spec.name: spec.needs for spec in kinds.REGISTRY}
     for item in declared:
+        if isinstance(item, RecordRows):
+            yield from _rows_unresolved(item, present, needs[RecordRows.KIND])
+            continue
         kind = item.address.kind
         for needed in needs[kind](_Fields(item.model, names[kind])):
             target = Address(*needed.split(":", 1))
             if target not in present:
                 yield Reference(target, item.address, item.location)
+
+
+def _rows_unresolved(rows: RecordRows, present: Collection[Address] | _Present,
+                     needs: Callable[[Mapping[str, Any]], tuple[str, ...]]) -> Iterator[Reference]:
+    """``_unresolved`` of records kept as rows: what each distinct dataset link needs is asked
+    once, and only the records whose link is missing are built."""
+    slugs = rows.dataset_slugs()
+    missing: dict[str | None, list[Address]] = {}
+    for slug in set(slugs):
+        targets = [Address(*needed.split(":", 1)) for needed in needs({"metadata": {"datasetSlug": slug}})] \
+            if slug is not None else []
+        if any(target not in present for target in targets):
+            missing[slug] = [target for target in targets if target not in present]
+    if missing:
+        records = rows.records()
+        for index, slug in enumerate(slugs):
+            for target in missing.get(slug, ()):
+                yield Reference(target, records[index].address, records[index].location)
 
 
 class _Fields(Mapping[str, Any]):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from reconciler.core import kinds
 from reconciler.core.kinds.dataset import Dataset
@@ -14,6 +14,7 @@ from reconciler.core.model import Address, Document, JsonPath
 from reconciler.errors import Problem
 
 T = TypeVar("T", bound=Document, covariant=True)
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -77,6 +78,51 @@ class Reference:
     location: Location
 
 
+class Later(Sequence[V]):
+    """A sequence worked out the first time its items are read; its length may be known before
+    (records kept as a data file's rows are built only when something reads them). Equal to
+    any sequence of the same items, as the tuple it stands for would be."""
+
+    __slots__ = ("_make", "_items", "_length")
+
+    def __init__(self, make: Callable[[], Iterable[V]], length: int | None = None) -> None:
+        self._make: Callable[[], Iterable[V]] | None = make
+        self._items: tuple[V, ...] | None = None
+        self._length = length
+
+    def items(self) -> tuple[V, ...]:
+        """Every item, worked out now if it was not yet."""
+        if self._items is None:
+            assert self._make is not None
+            self._items, self._make = tuple(self._make()), None
+        return self._items
+
+    def __len__(self) -> int:
+        return self._length if self._length is not None else len(self.items())
+
+    @overload
+    def __getitem__(self, index: int) -> V: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[V]: ...
+
+    def __getitem__(self, index: int | slice) -> V | Sequence[V]:
+        return self.items()[index]
+
+    def __iter__(self) -> Iterator[V]:
+        return iter(self.items())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (tuple, list, Later)):
+            return self.items() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self.items()) if self._items is not None else f"Later(<{self._length} items, not yet read>)"
+
+
 @dataclass(frozen=True)
 class ManifestTree:
     """Every object a manifest tree declares, by kind (core/kinds), each kind's in file and
@@ -84,52 +130,54 @@ class ManifestTree:
 
     root: str
     files: tuple[str, ...]
-    declared: Mapping[str, tuple[Declared[Document], ...]] = field(default_factory=dict)
-    unresolved: tuple[Reference, ...] = ()
+    declared: Mapping[str, Sequence[Declared[Document]]] = field(default_factory=dict)
+    unresolved: Sequence[Reference] = ()  # sorted
     # Valid values the platform's services store but cannot serve back (manifests/servable.py).
     warnings: tuple[Problem, ...] = ()
     # The data files RecordSets read (recordsFile), each with the manifest that names it, as shown.
     data_files: tuple[tuple[str, str], ...] = ()
-    _index: Mapping[Address, Declared[Document]] = field(
-        init=False, repr=False, compare=False, default_factory=dict
-    )
+    _index: dict[Address, Declared[Document]] | None = field(init=False, repr=False, compare=False, default=None)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", {declared.address: declared for declared in self.objects()})
+    def _lookup(self) -> Mapping[Address, Declared[Document]]:
+        """Each object by address, built when first asked for (a load that only checks builds none)."""
+        if self._index is None:
+            object.__setattr__(self, "_index", {declared.address: declared for declared in self.objects()})
+        assert self._index is not None
+        return self._index
 
     def objects(self) -> Iterator[Declared[Document]]:
         """Every object, kind by kind in the registry's order (storage targets, datasets, records)."""
         for name in kinds.NAMES:
             yield from self.declared.get(name, ())
 
-    def of(self, kind: str) -> tuple[Declared[Any], ...]:
+    def of(self, kind: str) -> Sequence[Declared[Any]]:
         """The objects of ``kind`` (its name: ``"dataset"``)."""
         return self.declared.get(kind, ())
 
     @property
-    def storage_targets(self) -> tuple[Declared[StorageTarget], ...]:
+    def storage_targets(self) -> Sequence[Declared[StorageTarget]]:
         """The storage targets."""
         return self.of(kinds.storage_target.SPEC.name)
 
     @property
-    def datasets(self) -> tuple[Declared[Dataset], ...]:
+    def datasets(self) -> Sequence[Declared[Dataset]]:
         """The datasets."""
         return self.of(kinds.dataset.SPEC.name)
 
     @property
-    def records(self) -> tuple[Declared[Record], ...]:
+    def records(self) -> Sequence[Declared[Record]]:
         """The records."""
         return self.of(kinds.record.SPEC.name)
 
     def get(self, address: Address) -> Declared[Document] | None:
         """The object declared at ``address``, if the tree declares it."""
-        return self._index.get(address)
+        return self._lookup().get(address)
 
     def __contains__(self, address: object) -> bool:
-        return address in self._index
+        return address in self._lookup()
 
     def __len__(self) -> int:
-        return len(self._index)
+        return sum(len(items) for items in self.declared.values())
 
     def count(self, kind: str) -> int:
         """How many objects of ``kind`` the tree declares."""

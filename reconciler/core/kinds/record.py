@@ -49,8 +49,7 @@ class Record(Document):
     @property
     def dataset_slug(self) -> str | None:
         """The dataset this record links to (``metadata.datasetSlug``), if any."""
-        slug = self.metadata.get("datasetSlug")
-        return slug if isinstance(slug, str) else None
+        return dataset_slug_of(self.metadata)
 
 
 class RecordDefaults(Base):
@@ -172,12 +171,17 @@ def construct_record(namespace: str, fields: dict[str, Any]) -> Record:
     return record
 
 
+def dataset_slug_of(metadata: Mapping[str, Any], default: str | None = None) -> str | None:
+    """The dataset a record's metadata links to (its ``datasetSlug``, else ``default``), if a string."""
+    slug = metadata.get("datasetSlug", default)
+    return slug if isinstance(slug, str) else None
+
+
 def _needs(after: Mapping[str, Any]) -> tuple[str, ...]:
     """A record needs the dataset its metadata links to."""
     metadata = after.get("metadata")
-    if isinstance(metadata, Mapping) and isinstance(metadata.get("datasetSlug"), str):
-        return (f"dataset:{metadata['datasetSlug']}",)
-    return ()
+    slug = dataset_slug_of(metadata) if isinstance(metadata, Mapping) else None
+    return (f"dataset:{slug}",) if slug is not None else ()
 
 
 def _ui_links(identity: str, fields: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
