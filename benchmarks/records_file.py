@@ -7,6 +7,13 @@ jsonl`` writes them (a CSV tree is timed too). Each tree is loaded with ``load_t
 several times, alternating, and the medians are printed with their ratio, so both
 figures come from the same run on the same machine. Both trees must declare equal
 records, which is checked first.
+
+Two more figures put the load in its place: what a plan does with the tree before it
+reads the catalog (``load_tree`` and ``desired_from``, which builds every record's
+model: the work a data file's rows put off until something reads them), and what
+decoding the JSON Lines file alone costs (reading it, ``orjson.loads`` of each line
+with the garbage collector paused, as the loader does, and the collection that pause
+owes), the floor under any load that checks every value.
 """
 
 from __future__ import annotations
@@ -25,8 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from parse_speed import recordset  # noqa: E402  (the same generated records parse_speed.py times)
 
+import orjson  # noqa: E402
+
 from reconciler.app.importer import records_text  # noqa: E402
+from reconciler.core.diff import collector_paused  # noqa: E402
 from reconciler.manifests import load_tree  # noqa: E402
+from reconciler.manifests.desired import desired_from  # noqa: E402
 from reconciler.manifests.yamlread import parse_text  # noqa: E402
 
 HEADER = "apiVersion: reconciler/v1\nkind: RecordSet\nnamespace: observatory\n" \
@@ -52,6 +63,14 @@ def build(root: Path, count: int) -> dict[str, Path]:
     return trees
 
 
+def decode_only(data_file: Path) -> None:
+    """Read and decode every line of a JSON Lines file, as the loader's bulk road does, no check."""
+    with collector_paused():
+        values = list(map(orjson.loads, data_file.read_bytes().rstrip(b"\n").split(b"\n")))
+    gc.collect(0)  # the collection the pause owes, run while the values are alive, as after a load
+    del values
+
+
 def timed(action: Callable[[], Any]) -> float:
     gc.collect()
     start = time.perf_counter()
@@ -72,18 +91,24 @@ def main() -> None:
         values = {name: {str(r.address): r.model.__dict__ for r in tree.records} for name, tree in loaded.items()}
         assert values["yaml"] == values["jsonl"] == values["csv"], "the three trees declare different records"
         del loaded, values
-        times: dict[str, list[float]] = {name: [] for name in trees}
+        times: dict[tuple[str, str], list[float]] = {}
         for _ in range(arguments.runs):
             for name, tree in trees.items():
-                times[name].append(timed(lambda tree=tree: load_tree(tree)))
-    print(f"load_tree of {arguments.records:,} records, {arguments.runs} runs each, alternating "
+                times.setdefault(("load_tree", name), []).append(timed(lambda tree=tree: load_tree(tree)))
+            for name in ("yaml", "jsonl"):
+                times.setdefault(("load_tree + desired_from", name), []).append(
+                    timed(lambda tree=trees[name]: desired_from(load_tree(tree), environ={})))
+            times.setdefault(("decoding alone", "jsonl"), []).append(
+                timed(lambda: decode_only(trees["jsonl"] / "records.jsonl")))
+    print(f"{arguments.records:,} records, {arguments.runs} runs each, alternating "
           f"(Python {sys.version.split()[0]})")
-    medians = {name: statistics.median(runs) for name, runs in times.items()}
-    for name, runs in times.items():
-        print(f"  {name:5s} {sizes[name]:6.1f} MB  median {medians[name]:6.2f} s  "
+    medians = {key: statistics.median(runs) for key, runs in times.items()}
+    for (step, name), runs in times.items():
+        print(f"  {step:26s} {name:5s} {sizes[name]:6.1f} MB  median {medians[step, name]:6.2f} s  "
               f"(runs: {', '.join(f'{t:.2f}' for t in runs)})")
-    for name in ("jsonl", "csv"):
-        print(f"  yaml / {name}: {medians['yaml'] / medians[name]:.1f}x")
+    for step, name in (("load_tree", "jsonl"), ("load_tree", "csv"), ("load_tree + desired_from", "jsonl")):
+        print(f"  {step}: yaml / {name}: {medians[step, 'yaml'] / medians[step, name]:.1f}x")
+    print(f"  load_tree yaml / decoding alone: {medians['load_tree', 'yaml'] / medians['decoding alone', 'jsonl']:.1f}x")
 
 
 if __name__ == "__main__":
