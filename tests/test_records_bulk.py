@@ -17,6 +17,8 @@ from reconciler.core.model import Address
 from reconciler.errors import ManifestError
 from reconciler.manifests import load_tree
 from reconciler.manifests.datafile import RecordRows, load_lines, load_records
+from reconciler.manifests.loader import _sorted_references
+from reconciler.manifests.tree import Location, Reference
 from tests.helpers import write
 
 pytestmark = pytest.mark.unit
@@ -216,3 +218,17 @@ def test_a_key_the_services_cannot_serve_back_is_warned_about_at_its_data_file_l
     (warning,) = load_tree(tmp_path / "m").warnings
     assert (Path(warning.path).name, warning.line, warning.column) == ("d.jsonl", 2, 1)
     assert warning.message.startswith(f"record:fleet/{'k' * 101}: its key is 101 characters long")
+
+
+_LOCATIONS = st.builds(Location, st.sampled_from(["a.yaml", "b.jsonl", "a b.yaml"]), st.integers(1, 3),
+                       st.integers(1, 2), st.integers(1, 4),
+                       st.lists(st.tuples(st.integers(1, 3), st.integers(1, 3)), max_size=2).map(tuple))
+_ADDRESSES = st.builds(Address, st.sampled_from(["dataset", "record", "storage-target"]),
+                       st.sampled_from(["a", "a/b", "B", "\u00e9"]))
+
+
+@given(st.lists(st.builds(Reference, _ADDRESSES, _ADDRESSES, _LOCATIONS), max_size=12))
+def test_links_sort_by_their_spelled_out_order_as_the_dataclass_orders_them(references: list[Reference]) -> None:
+    assert _sorted_references(references) == sorted(references)
+    if references:
+        assert min(references, key=lambda r: r.location.order()).location == min(r.location for r in references)

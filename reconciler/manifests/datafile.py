@@ -380,6 +380,11 @@ class RecordRows(Sequence[Declared[Record]]):
                     for line, value in enumerate(self._values, start=1))
         return self._built
 
+    def located(self, index: int) -> tuple[Address, Location]:
+        """The address and location of the record of line ``index + 1``, without building it."""
+        line = index + 1
+        return Address(self.KIND, f"{self.namespace}/{self._values[index]['key']}"), Location(self.path, line, 1, line)
+
     def keys(self) -> list[str]:
         """Each record's key, in line order."""
         return [value["key"] for value in self._values]

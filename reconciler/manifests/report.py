@@ -30,7 +30,7 @@ def unresolved_lines(tree: ManifestTree) -> list[str]:
         by_target[reference.target].append(reference)
     lines = []
     for target, references in sorted(by_target.items()):
-        first = min(references, key=lambda reference: reference.location)
+        first = min(references, key=lambda reference: reference.location.order())
         others = len(references) - 1
         also = f" and {_count(others, 'other object')}" if others else ""
         lines.append(

@@ -37,6 +37,10 @@ class Location:
     def __str__(self) -> str:
         return f"{self.path}:{self.line}"
 
+    def order(self) -> tuple[Any, ...]:
+        """The tuple this location sorts by (as ``<`` compares two), for sorting many at C speed."""
+        return (self.path, self.line, self.column, self.end_line, self.also)
+
     @property
     def line_ranges(self) -> tuple[tuple[int, int], ...]:
         """Every (first, last) line range that defines the object, sorted and merged:
