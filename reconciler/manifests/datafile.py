@@ -294,8 +294,8 @@ def _column(values: list[dict[str, Any]], name: str) -> list[Any]:
 
 def _all_plain(values: list[Any]) -> bool:
     """``_plain`` of every value is not None: the same checks, a field at a time over all values.
-    Text here is plain JSON without escapes, so it holds no control character: the only one
-    ``str.strip`` takes off is a space."""
+    Text here is JSON without escapes, so it holds no character below U+0020 (JSON refuses them
+    raw): of an ASCII text, the only character ``str.strip`` takes off is then a space."""
     if set(map(type, values)) != {dict}:
         return False
     given = set().union(*values)
