@@ -232,3 +232,16 @@ def test_links_sort_by_their_spelled_out_order_as_the_dataclass_orders_them(refe
     assert _sorted_references(references) == sorted(references)
     if references:
         assert min(references, key=lambda r: r.location.order()).location == min(r.location for r in references)
+
+
+@pytest.mark.parametrize("data", [
+    b'{"key":"a","metadata":{"x":"\xed\xa0\x80"}}\n',  # a surrogate, encoded
+    b'{"key":"a","metadata":{"x":"\xc0\x80"}}\n',  # an overlong NUL
+    b'{"key":"a"}\n{"key":"b","metadata":{"x":"\xf4\x90\x80\x80"}}\n',  # past U+10FFFF
+    b'{"key":"a","metadata":{"x":"\x7f\xef\xbb\xbf"}}\n',  # DEL and a BOM inside a value: valid
+    b'{"key":"a\xef\xbb\xbf"}\n',  # a BOM inside a key: valid, not plain
+    b'{"key":"a"}\r{"key":"b"}\n',  # a carriage return alone
+    b'{"key":"a"}\n\x00\n',
+], ids=["surrogate", "overlong", "beyond-unicode", "del-and-bom-in-value", "bom-in-key", "lone-cr", "nul"])
+def test_bytes_that_are_not_plain_text_give_the_same_outcome_by_either_road(data: bytes) -> None:
+    assert _outcome(load_records(RECORDSET, "fleet.jsonl", data)) == _outcome(load_lines(RECORDSET, "fleet.jsonl", data))
