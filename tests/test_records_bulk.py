@@ -245,3 +245,14 @@ def test_links_sort_by_their_spelled_out_order_as_the_dataclass_orders_them(refe
 ], ids=["surrogate", "overlong", "beyond-unicode", "del-and-bom-in-value", "bom-in-key", "lone-cr", "nul"])
 def test_bytes_that_are_not_plain_text_give_the_same_outcome_by_either_road(data: bytes) -> None:
     assert _outcome(load_records(RECORDSET, "fleet.jsonl", data)) == _outcome(load_lines(RECORDSET, "fleet.jsonl", data))
+
+
+def test_records_kept_as_rows_say_which_addresses_they_declare() -> None:
+    rows = load_records(RECORDSET, "fleet.jsonl", b'{"key":"a-1"}\n{"key":"c/3"}\n').declared
+    assert isinstance(rows, RecordRows)
+    assert rows.declares(Address("record", "fleet/a-1")) and rows.declares(Address("record", "fleet/c/3"))
+    assert not rows.declares(Address("record", "fleet/A-1"))  # exact, as the catalog compares
+    assert not rows.declares(Address("record", "depot/a-1")) and not rows.declares(Address("dataset", "fleet/a-1"))
+    assert not rows.declares("record:fleet/a-1")
+    assert rows.located(1) == (Address("record", "fleet/c/3"), rows[1].location)
+    assert rows[1].address == Address("record", "fleet/c/3")

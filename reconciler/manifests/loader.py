@@ -616,7 +616,7 @@ def _locate(path: str, document: ParsedDocument, problem: RawProblem) -> Problem
     return Problem(path, target.line, target.column, message)
 
 
-def _unresolved(declared: list[Declared[Document] | RecordRows], present: Collection[Address] | _Present
+def _unresolved(declared: list[Declared[Document] | RecordRows], present: _Present
                 ) -> Iterable[Reference]:
     """The links (``KindSpec.needs``) of each object to an object the tree does not declare
     (``present``: every address it declares)."""
@@ -634,7 +634,7 @@ def _unresolved(declared: list[Declared[Document] | RecordRows], present: Collec
                 yield Reference(target, item.address, item.location)
 
 
-def _rows_unresolved(rows: RecordRows, present: Collection[Address] | _Present,
+def _rows_unresolved(rows: RecordRows, present: _Present,
                      needs: Callable[[Mapping[str, Any]], tuple[str, ...]]) -> Iterator[Reference]:
     """``_unresolved`` of records kept as rows: what each distinct dataset link needs is asked
     once, and no record is built (a link names its record's address and line)."""
